@@ -1,0 +1,114 @@
+"""LL4AL: Learning Loss for Active Learning (Yoo & Kweon, CVPR'19), TOD's baseline script.
+
+Per trial (spec A.8):
+
+    L <- START random training samples, U <- the rest
+    for cycle c = 0 .. CYCLES-1:
+        train backbone f and loss module m on L for EPOCH epochs (warm start; fresh SGD each
+        cycle, only the backbone's LR follows MultiStepLR)
+            loss = mean CE + 1.0 * ranking loss(m(stage features), per-sample CE; MARGIN)
+            the stage features are detached after epoch EPOCHL (always with --auxiliary NONE)
+        test f
+        S <- random SUBSET of U; L <- L + the ADDENDUM largest predicted losses m(x) in S
+
+    python main_LL4AL.py --config svhn --sampling LL4AL --auxiliary LL4AL
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from config import config_from_args, list_configs
+from models import LossNet, model_from_config
+from utils import distributed
+from utils.cli import ArgumentParser, add_common_args, run_cli
+from utils.data import load_data, make_loader
+from utils.loop import check_budget, start_run
+from utils.losses import ranking_loss
+from utils.samplers import QueryContext, get_strategy
+from utils.splits import random_subset
+from utils.train import evaluate, seed_everything
+
+LOSS_WEIGHT = 1.0  # lambda of LL4AL, fixed in the authors' TOD code (config WEIGHT is TOD's)
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description="LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code")
+    parser.add_argument("--config", default="cifar10", help=f"dataset config: {', '.join(list_configs())}")
+    parser.add_argument("--sampling", default="LL4AL", type=str.upper, choices=["RANDOM", "LL4AL"])
+    parser.add_argument("--auxiliary", default="LL4AL", type=str.upper, choices=["NONE", "LL4AL"],
+                        help="LL4AL: the loss-prediction loss also trains the backbone (until EPOCHL); "
+                             "NONE: the loss module trains on detached features")
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
+    net, loss_net = distributed.wrap(model, dist), distributed.wrap(module, dist)
+    sgd = dict(lr=cfg["LR"], momentum=cfg["MOMENTUM"], weight_decay=cfg["WDECAY"])
+    optimizer = torch.optim.SGD(net.parameters(), **sgd)
+    module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
+    labeled = make_loader(data.train, labeled_idx, cfg["BATCH"], True, np.random.randint(2**31), dist, args.workers)
+    bar = run.progress(range(cfg["EPOCH"]), desc)
+    for epoch in bar:
+        labeled.sampler.set_epoch(epoch)
+        net.train()
+        loss_net.train()
+        joint = args.auxiliary == "LL4AL" and epoch <= cfg["EPOCHL"]
+        total, batches = 0.0, 0
+        for images, targets, _ in labeled:
+            out = net(data.train_transform(images.to(dist.device)))
+            target_loss = nn.functional.cross_entropy(out.logits, targets.to(dist.device), reduction="none")
+            stages = out.stages if joint else [s.detach() for s in out.stages]
+            loss = target_loss.mean() + LOSS_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg["MARGIN"])
+            optimizer.zero_grad(set_to_none=True)
+            module_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            module_optimizer.step()
+            total, batches = total + loss.item(), batches + 1
+        scheduler.step()  # the module's LR stays at LR, as LL4AL in TOD's code
+        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    dist = distributed.setup(args.device, args.local_rank)
+    data = load_data(args, args.dataset or cfg["DATASET"], cfg["IMAGE_SIZE"]).to(dist.device)
+    check_budget(cfg["START"], cfg["ADDENDUM"], cfg["CYCLES"], len(data.train_idx), cfg["SUBSET"])
+    strategy = get_strategy("LearningLoss" if args.sampling == "LL4AL" else "random")
+    run = start_run(args, "main_LL4AL.py", cfg, data, dist, ("LL4AL", data.name, args.sampling, args.auxiliary),
+                    f"{data.name} auxiliary:{args.auxiliary} sampling:{args.sampling}", cfg["TRIALS"], cfg["CYCLES"])
+
+    for trial in range(cfg["TRIALS"]):
+        seed_everything(args.seed + trial)
+        model = model_from_config(cfg, data, consistency_head=False, pretrained=True).to(dist.device)
+        module = LossNet(model.stage_channels).to(dist.device)  # always trained, as in TOD's code
+        labeled_idx = random_subset(data.train_idx, cfg["START"])
+        saved = run.restore(trial)
+        if saved:
+            model.load_state_dict(saved["model"])
+            module.load_state_dict(saved["loss_module"])
+            labeled_idx = saved["labeled_idx"].numpy()
+
+        for cycle in range(run.first_cycle(trial), cfg["CYCLES"]):
+            times = {}
+            pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
+            with run.timer(times, "train_seconds"):
+                train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, f"trial{trial}/cycle{cycle}")
+            acc = evaluate(model, data, cfg["BATCH"], dist, args.workers)
+            with run.timer(times, "query_seconds"):
+                candidates = random_subset(pool_idx, min(cfg["SUBSET"], len(pool_idx)))
+                ctx = QueryContext(model, data, labeled_idx, candidates, cfg["ADDENDUM"], dist, cfg["BATCH"],
+                                   args.workers, extras={"loss_module": module})
+                queried = strategy.select(ctx)
+            labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times,
+                                     {"model": model.state_dict(), "loss_module": module.state_dict()})
+    run.close()
+    distributed.cleanup(dist)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,142 @@
+"""TOD: Semi-Supervised Active Learning with Temporal Output Discrepancy (Huang et al., ICCV'21).
+
+Per trial (spec A.5-A.7):
+
+    L <- START random training samples, U <- the rest
+    for cycle c = 0 .. CYCLES-1:
+        train f on L for EPOCH epochs (warm start; a fresh SGD + MultiStepLR each cycle)
+            loss = CE(L) + WEIGHT * [COD(x_L) + COD(x_U)]              (--auxiliary TOD)
+            COD(x) = MSE(z, z') + MSE(z', z_ema): both heads agree, the consistency head
+            follows the EMA teacher, theta_ema <- a theta_ema + (1 - a) theta after every step
+        test f
+        S <- random SUBSET of U; score(x) = 1/2 ||softmax f_c(x) - softmax f_{c-1}(x)||^2
+        L <- L + the ADDENDUM top scores of S (the lowest at c = 0, see --tod-cycle0)
+        f_{c-1} <- f_c
+
+    python main_TOD.py --config cifar10 --sampling TOD --auxiliary TOD
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from config import config_from_args, list_configs
+from models import model_from_config
+from utils import distributed
+from utils.cli import ArgumentParser, add_common_args, run_cli
+from utils.data import forever, load_data, make_loader
+from utils.loop import check_budget, start_run
+from utils.losses import cod_loss, ema_update
+from utils.samplers import QueryContext, get_strategy
+from utils.splits import random_subset
+from utils.train import evaluate, seed_everything
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description="TOD active learning (Huang et al., ICCV'21)")
+    parser.add_argument("--config", default="cifar10", help=f"dataset config: {', '.join(list_configs())}")
+    parser.add_argument("--sampling", default="TOD", type=str.upper, choices=["RANDOM", "TOD"])
+    parser.add_argument("--auxiliary", default="TOD", type=str.upper, choices=["NONE", "TOD"],
+                        help="TOD: the COD unsupervised loss with an EMA teacher; NONE: cross-entropy only")
+    parser.add_argument("--tod-cycle0", choices=["lowest", "highest"], default="lowest",
+                        help="cycle 0 compares against the untrained previous model; the authors' code "
+                             "queries the lowest discrepancies there (default), 'highest' follows the paper")
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def frozen(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step, desc):
+    """EPOCH epochs of CE (+ WEIGHT * COD on a labeled and an unlabeled batch per step)."""
+    net = distributed.wrap(model, dist)
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg["LR"], momentum=cfg["MOMENTUM"], weight_decay=cfg["WDECAY"])
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
+    labeled = make_loader(data.train, labeled_idx, cfg["BATCH"], True, np.random.randint(2**31), dist, args.workers)
+    unlabeled = forever(make_loader(data.train, pool_idx, cfg["BATCH"], True, np.random.randint(2**31), dist,
+                                    args.workers)) if ema is not None else None
+    augment = data.train_transform
+    bar = run.progress(range(cfg["EPOCH"]), desc)
+    for epoch in bar:
+        labeled.sampler.set_epoch(epoch)
+        net.train()
+        total, batches = 0.0, 0
+        for images, targets, _ in labeled:
+            x_l, y = augment(images.to(dist.device)), targets.to(dist.device)
+            out_l = net(x_l)
+            loss = nn.functional.cross_entropy(out_l.logits, y)
+            if ema is not None:
+                x_u = augment(next(unlabeled)[0].to(dist.device))
+                out_u = net(x_u)
+                with torch.no_grad():  # the teacher runs in train mode (batch statistics), as TOD
+                    ema_l, ema_u = ema(x_l).logits, ema(x_u).logits
+                loss = loss + cfg["WEIGHT"] * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
+                                               + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if ema is not None:
+                ema_update(ema, model, step)
+            total, batches = total + loss.item(), batches + 1
+        scheduler.step()
+        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+    return step
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = config_from_args(args)
+    dist = distributed.setup(args.device, args.local_rank)
+    data = load_data(args, args.dataset or cfg["DATASET"], cfg["IMAGE_SIZE"]).to(dist.device)
+    check_budget(cfg["START"], cfg["ADDENDUM"], cfg["CYCLES"], len(data.train_idx), cfg["SUBSET"])
+    use_cod = args.auxiliary == "TOD"
+    strategy = get_strategy(args.sampling)
+    run = start_run(args, "main_TOD.py", cfg, data, dist, ("TOD", data.name, args.sampling, args.auxiliary),
+                    f"{data.name} auxiliary:{args.auxiliary} sampling:{args.sampling}", cfg["TRIALS"], cfg["CYCLES"])
+
+    for trial in range(cfg["TRIALS"]):
+        seed_everything(args.seed + trial)
+        model = model_from_config(cfg, data, consistency_head=use_cod, pretrained=True).to(dist.device)
+        ema = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if use_cod else None  # own random init
+        previous = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if args.sampling == "TOD" else None
+        labeled_idx = random_subset(data.train_idx, cfg["START"])
+        step = 0  # optimisation steps of this trial: the EMA decay schedule runs over them
+        saved = run.restore(trial)
+        if saved:
+            model.load_state_dict(saved["model"])
+            if ema is not None:
+                ema.load_state_dict(saved["ema"])
+            if previous is not None:
+                previous.load_state_dict(saved["model"])
+            labeled_idx, step = saved["labeled_idx"].numpy(), saved["step"]
+
+        for cycle in range(run.first_cycle(trial), cfg["CYCLES"]):
+            times = {}
+            pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
+            with run.timer(times, "train_seconds"):
+                step = train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step,
+                                   f"trial{trial}/cycle{cycle}")
+            acc = evaluate(model, data, cfg["BATCH"], dist, args.workers)
+            with run.timer(times, "query_seconds"):
+                candidates = random_subset(pool_idx, min(cfg["SUBSET"], len(pool_idx)))
+                ctx = QueryContext(model, data, labeled_idx, candidates, cfg["ADDENDUM"], dist, cfg["BATCH"],
+                                   args.workers, extras={"previous_model": previous} if previous is not None else {})
+                lowest = args.sampling == "TOD" and cycle == 0 and args.tod_cycle0 == "lowest"
+                queried = strategy.select(ctx, lowest=lowest)
+            checkpoint = {"model": model.state_dict(), "step": step}
+            if ema is not None:
+                checkpoint["ema"] = ema.state_dict()
+            labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times, checkpoint)
+            if previous is not None:
+                previous.load_state_dict(model.state_dict())  # f_{c-1} <- f_c
+    run.close()
+    distributed.cleanup(dist)
+
+
+if __name__ == "__main__":
+    run_cli(main)

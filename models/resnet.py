@@ -1,0 +1,120 @@
+"""ResNets used by the TOD and LL4AL scripts (and by any later script that needs them).
+
+* ``CifarResNet``: 3x3 stem, no max-pool, four stages of BasicBlocks (He et al., 2016, in the
+  CIFAR form used by TOD and LL4AL). Two linear heads on the pooled feature: ``linear`` (the
+  classifier) and ``linear1`` (TOD's consistency head, used only by the COD auxiliary loss).
+* ``ImageNetResNet18``: the torchvision ImageNet ResNet-18 trunk used for Caltech-101, with the
+  same two heads; ``load_imagenet_trunk`` copies the stem and layer1-3 of the published weights.
+
+Both return a :class:`models.ModelOutput` (logits, pooled feature, consistency logits, the four
+stage outputs).
+"""
+
+import os
+
+import torch
+from torch import nn
+from torchvision.models import resnet18 as tv_resnet18
+from torchvision.models.resnet import BasicBlock
+
+from models.output import ModelOutput
+from utils.cli import UserError
+
+IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"
+
+
+def _stage(inplanes, planes, blocks, stride):
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+        )
+    layers = [BasicBlock(inplanes, planes, stride, downsample)]
+    layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+class _TwoHeadResNet(nn.Module):
+    """Shared forward: stem -> layer1..4 -> global average pool -> heads."""
+
+    def forward(self, x):
+        x = self.stem(x)
+        stages = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            stages.append(x)
+        features = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        cons_logits = self.linear1(features) if self.linear1 is not None else None
+        return ModelOutput(self.linear(features), features, cons_logits, stages)
+
+
+class CifarResNet(_TwoHeadResNet):
+    """CIFAR ResNet; ``width`` is the channel count of the first stage (64 in the paper)."""
+
+    def __init__(self, blocks, num_classes, in_channels=3, width=64, consistency_head=True):
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
+        self.layer1 = _stage(width, widths[0], blocks[0], 1)
+        self.layer2 = _stage(widths[0], widths[1], blocks[1], 2)
+        self.layer3 = _stage(widths[1], widths[2], blocks[2], 2)
+        self.layer4 = _stage(widths[2], widths[3], blocks[3], 2)
+        self.stage_channels = widths
+        self.feature_dim = widths[3]
+        self.linear = nn.Linear(widths[3], num_classes)
+        self.linear1 = nn.Linear(widths[3], num_classes) if consistency_head else None
+
+
+class ImageNetResNet18(_TwoHeadResNet):
+    """torchvision's ImageNet ResNet-18 trunk (7x7 stem + max-pool) with the two TOD heads."""
+
+    def __init__(self, num_classes, in_channels=3, consistency_head=True):
+        super().__init__()
+        trunk = tv_resnet18()  # Kaiming-normal(fan_out) convs, BN weight 1 / bias 0
+        if in_channels != 3:
+            trunk.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.stem = nn.Sequential(trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool)
+        self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
+        self.stage_channels = [64, 128, 256, 512]
+        self.feature_dim = 512
+        self.linear = nn.Linear(512, num_classes)
+        self.linear1 = nn.Linear(512, num_classes) if consistency_head else None
+
+    def load_imagenet_trunk(self, path):
+        """Copy the stem and layer1-3 (BN running statistics included) from torchvision's
+        ``resnet18-5c106cde.pth``; layer4 and both heads keep their random init, as in TOD."""
+        if not os.path.isfile(path):
+            raise UserError(
+                f"ImageNet ResNet-18 weights not found at {path}: download {IMAGENET_RESNET18_URL} "
+                "and put it there (or pass --set PRETRAINED=PATH)"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated download, an HTML error page, ...
+            raise UserError(f"cannot read ImageNet weights {path} ({exc}); "
+                            f"download it again from {IMAGENET_RESNET18_URL}") from None
+        renames = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+        own = self.state_dict()
+        loaded = {}
+        for key, value in state.items():
+            if not key.startswith(("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")):
+                continue
+            for old, new in renames.items():
+                if key.startswith(old):
+                    key = new + key[len(old):]
+            if key in own and own[key].shape == value.shape:
+                loaded[key] = value
+        if not loaded:
+            raise UserError(f"{path} holds no ResNet-18 stem/layer1-3 weights; download {IMAGENET_RESNET18_URL}")
+        self.load_state_dict(loaded, strict=False)
+        return sorted(loaded)
+
+
+def resnet18(num_classes, in_channels=3, width=64, consistency_head=True):
+    return CifarResNet([2, 2, 2, 2], num_classes, in_channels, width, consistency_head)
+
+
+def resnet34(num_classes, in_channels=3, width=64, consistency_head=True):
+    return CifarResNet([3, 4, 6, 3], num_classes, in_channels, width, consistency_head)

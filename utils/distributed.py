@@ -1,0 +1,115 @@
+"""One device path for one process, ``torchrun`` and ``python -m torch.distributed.launch``.
+
+Under a launcher every rank trains on its shard (DistributedSampler-style) and scores its
+shard of the pool; results are gathered in rank order so every rank sees the same tensors;
+rank 0 selects, broadcasts the chosen indices and alone writes files.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+
+from utils.cli import UserError
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self):
+        return self.world_size > 1
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+
+def setup(device="auto", local_rank=None):
+    """Read the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK; ``--local_rank`` from the
+    old launcher), pick the device and start the process group (nccl on CUDA, gloo on CPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", local_rank if local_rank is not None else 0))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but this machine has no CUDA device; use --device cpu or auto")
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+    if world_size > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(rank, world_size, local_rank, dev)
+
+
+def cleanup(dist):
+    if dist.enabled and torch_dist.is_initialized():
+        torch_dist.barrier()
+        torch_dist.destroy_process_group()
+
+
+def barrier(dist):
+    if dist is not None and dist.enabled:
+        torch_dist.barrier()
+
+
+def wrap(model, dist, find_unused_parameters=False):
+    """DistributedDataParallel under a launcher, the model itself otherwise."""
+    if not dist.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+
+
+def unwrap(model):
+    return getattr(model, "module", model)
+
+
+def gather_rows(tensor, dist):
+    """Concatenate every rank's ``tensor`` (any number of rows) along dim 0, in rank order."""
+    if not dist.enabled:
+        return tensor
+    local = tensor.to(dist.device)
+    sizes = [torch.zeros(1, dtype=torch.long, device=dist.device) for _ in range(dist.world_size)]
+    torch_dist.all_gather(sizes, torch.tensor([len(local)], device=dist.device))
+    sizes = [int(s) for s in sizes]
+    padded = torch.zeros((max(sizes),) + tuple(local.shape[1:]), dtype=local.dtype, device=dist.device)
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(dist.world_size)]
+    torch_dist.all_gather(parts, padded)
+    return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(tensor.device)
+
+
+def broadcast_object(obj, dist):
+    """Rank 0's ``obj`` (anything picklable), on every rank."""
+    if dist is None or not dist.enabled:
+        return obj
+    payload = [obj if dist.is_main else None]
+    torch_dist.broadcast_object_list(payload, src=0)
+    return payload[0]
+
+
+def broadcast_indices(indices, dist):
+    """Rank 0's index array, on every rank."""
+    return np.asarray(broadcast_object(np.asarray(indices), dist))
+
+
+def shard(indices, dist):
+    """This rank's contiguous share of ``indices``, all shares of equal length (the list is
+    padded cyclically); ``gather_rows(...)[:len(indices)]`` restores the original order."""
+    indices = np.asarray(indices)
+    if not dist.enabled:
+        return indices
+    per_rank = -(-len(indices) // dist.world_size)
+    padded = np.resize(indices, per_rank * dist.world_size)
+    return padded[dist.rank * per_rank:(dist.rank + 1) * per_rank]

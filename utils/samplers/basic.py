@@ -1,0 +1,35 @@
+"""Random sampling and the two loss-estimating strategies of the TOD paper's comparison:
+TOD itself (Huang et al., ICCV'21) and learning loss (LL4AL; Yoo & Kweon, CVPR'19)."""
+
+from utils.samplers.registry import register_scorer, register_selector
+from utils.train import softmax_probs
+
+
+def tod_scores(probs_current, probs_previous):
+    """Temporal output discrepancy (TOD, Eq. 5 with the cyclic models of Sec. 3.3, "COD"):
+    half the squared L2 distance between the softmax outputs of two models, per sample."""
+    return 0.5 * (probs_current - probs_previous).pow(2).sum(dim=1)
+
+
+@register_selector("RandomSampling", aliases=("random", "rand"))
+def random_positions(ctx):
+    return ctx.rng.choice(len(ctx.candidates), ctx.query_size, replace=False)
+
+
+@register_scorer("TOD", aliases=("cod",), needs=("previous_model",))
+def tod(ctx):
+    """COD between the current model and the previous cycle's model."""
+    current = ctx.predict(softmax_probs)
+    previous = ctx.predict(softmax_probs, model=ctx.extras["previous_model"])
+    return tod_scores(current, previous)
+
+
+@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), needs=("loss_module",))
+def learning_loss(ctx):
+    """The loss predicted by the LL4AL module from the model's stage features."""
+    module = ctx.extras["loss_module"]
+    was_training = module.training
+    module.eval()
+    scores = ctx.predict(lambda out, _y: module(out.stages).float())
+    module.train(was_training)
+    return scores

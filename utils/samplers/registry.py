@@ -1,0 +1,116 @@
+"""One registry of query strategies for every script.
+
+A strategy is either a *scorer* (``ctx -> scores[len(candidates)]``, higher = queried first;
+the query is the top ``query_size``) or a *selector* (``ctx -> positions in candidates``).
+Both are registered under a name plus aliases (the seeds' spellings); lookup ignores case.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from utils import distributed
+from utils.cli import UserError
+from utils.train import predict
+
+
+@dataclass
+class QueryContext:
+    """What a strategy may read: the trained model, the data (scored on the plain view), the
+    labeled set, the ``candidates`` to choose from (the pool or a random subset of it),
+    ``query_size``, an RNG, and script-specific ``extras`` (e.g. ``previous_model``)."""
+
+    model: torch.nn.Module
+    data: object
+    labeled_idx: np.ndarray
+    candidates: np.ndarray
+    query_size: int
+    dist: distributed.Dist
+    batch_size: int = 128
+    workers: int = 0
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(np.random.randint(2**31)))
+    extras: dict = field(default_factory=dict)
+
+    def predict(self, fn, indices=None, model=None):
+        """``fn(model_output, targets)`` over ``indices`` (default: the candidates)."""
+        indices = self.candidates if indices is None else indices
+        return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    scores: Callable | None = None  # ctx -> Tensor[len(candidates)]
+    positions: Callable | None = None  # ctx -> positions into ctx.candidates
+    aliases: tuple = ()
+    needs: tuple = ()  # keys ctx.extras must hold
+
+    def select(self, ctx, lowest=False):
+        """``query_size`` distinct candidate indices (dataset indices); rank 0 decides.
+        ``lowest`` takes the lowest scores instead (scorers only)."""
+        missing = [k for k in self.needs if k not in ctx.extras]
+        if missing:
+            raise UserError(f"strategy {self.name} needs {', '.join(missing)}, which this script does not provide")
+        if ctx.query_size > len(ctx.candidates):
+            raise UserError(f"query size {ctx.query_size} is larger than the {len(ctx.candidates)} "
+                            "candidates left in the pool")
+        if self.scores is not None:
+            positions = top_k(self.scores(ctx), ctx.query_size, largest=not lowest)
+        elif lowest:
+            raise ValueError(f"strategy {self.name} ranks no scores; lowest=True needs a scorer")
+        else:
+            positions = self.positions(ctx)
+        chosen = ctx.candidates[np.asarray(positions, dtype=np.int64)]
+        if len(np.unique(chosen)) != ctx.query_size:
+            raise RuntimeError(f"strategy {self.name} returned {len(np.unique(chosen))} distinct indices, "
+                               f"expected {ctx.query_size}")
+        return distributed.broadcast_indices(chosen, ctx.dist)
+
+
+def top_k(scores, k, largest=True):
+    """Positions of the ``k`` largest (smallest) scores; ties keep the lower position first."""
+    scores = torch.as_tensor(scores)
+    order = torch.argsort(scores, descending=largest, stable=True)
+    return order[:k].numpy()
+
+
+_REGISTRY = {}
+_NAMES = {}
+
+
+def _register(strategy):
+    for key in (strategy.name, *strategy.aliases):
+        if key.lower() in _NAMES:
+            raise ValueError(f"strategy name {key!r} registered twice")
+        _NAMES[key.lower()] = strategy.name
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def register_scorer(name, aliases=(), needs=()):
+    """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``."""
+    def decorate(fn):
+        _register(Strategy(name, scores=fn, aliases=tuple(aliases), needs=tuple(needs)))
+        return fn
+    return decorate
+
+
+def register_selector(name, aliases=(), needs=()):
+    """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases``."""
+    def decorate(fn):
+        _register(Strategy(name, positions=fn, aliases=tuple(aliases), needs=tuple(needs)))
+        return fn
+    return decorate
+
+
+def get_strategy(name):
+    key = str(name).lower()
+    if key not in _NAMES:
+        raise UserError(f"unknown strategy {name!r}; choose from {', '.join(list_strategies())}")
+    return _REGISTRY[_NAMES[key]]
+
+
+def list_strategies():
+    return sorted(_REGISTRY)
