@@ -55,6 +55,19 @@ def make_svhn(root, n_train=40, n_test=20):
     return root
 
 
+def make_mnist(root, n_train=30, n_test=10):
+    """torchvision's raw MNIST layout: big-endian idx files."""
+    rng = np.random.default_rng(0)
+    folder = os.path.join(root, "MNIST", "raw")
+    os.makedirs(folder, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        with open(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), "wb") as fh:
+            fh.write(np.array([2051, n, 28, 28], dtype=">i4").tobytes() + _images(rng, n, (28, 28)).tobytes())
+        with open(os.path.join(folder, f"{prefix}-labels-idx1-ubyte"), "wb") as fh:
+            fh.write(np.array([2049, n], dtype=">i4").tobytes() + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    return root
+
+
 def write_images(folder, n, size, seed=0, ext="png"):
     from PIL import Image
 

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import make_caltech, make_cifar, make_svhn, write_images
+from conftest import make_caltech, make_cifar, make_mnist, make_svhn, write_images
 
 from utils.cli import UserError
 from utils.data import BatchTransform, IndexSampler, build_data, make_loader
@@ -82,6 +82,12 @@ def test_cifar_and_svhn_readers(fake_root):
     svhn = build_data("svhn", root=make_svhn(fake_root, 20, 10))
     assert svhn.train.images.shape == (20, 3, 32, 32)
     assert svhn.train.targets[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]  # label 10 -> digit 0
+
+
+def test_mnist_reads_torchvision_raw_files(fake_root):
+    mnist = build_data("mnist", root=make_mnist(fake_root, 30, 10))
+    assert mnist.train.images.shape == (30, 1, 28, 28) and mnist.in_channels == 1
+    assert mnist.test.targets.tolist() == list(range(10))
 
 
 def test_caltech_drops_background_and_splits_90_10_per_class(fake_root):

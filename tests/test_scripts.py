@@ -106,6 +106,19 @@ def test_seed_commands_run_verbatim_on_the_seed_data_layouts(tmp_path):
         assert [r["n_labeled"] for r in read_cycles(out)] == [8, 12], command
 
 
+def test_dataset_flag_keeps_the_config_but_changes_the_data(tmp_path):
+    from conftest import write_images
+
+    for part, n in (("train", 30), ("test", 4)):
+        for name in ("a", "b"):
+            write_images(tmp_path / "images" / part / name, n, (12, 10), seed=ord(name))
+    out = str(tmp_path / "run")
+    ok(run_script("main_LL4AL.py", *TINY, "--config", "digits", "--dataset", f"folder:{tmp_path / 'images'}",
+                  "--set", "IMAGE_SIZE=16", "--out", out))
+    assert read_config(out)["settings"]["dataset"].startswith("folder:")
+    assert [r["n_labeled"] for r in read_cycles(out)] == [8, 12]
+
+
 def bad(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main_TOD.run_cli(lambda: main_TOD.main(argv))
