@@ -1,5 +1,7 @@
 """Model registry: ``build_model(name, num_classes, in_channels, **options)``."""
 
+from models.layers import ConsistentDropout
+from models.lenet import LeNet
 from models.lossnet import LossNet
 from models.output import ModelOutput
 from models.resnet import ImageNetResNet18, resnet18, resnet34
@@ -9,7 +11,8 @@ MODELS = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "imagenet_resnet18": lambda num_classes, in_channels=3, width=None, consistency_head=True:
-        ImageNetResNet18(num_classes, in_channels, consistency_head),
+        ImageNetResNet18(num_classes, in_channels, consistency_head),  # width does not apply
+    "lenet": lambda num_classes, in_channels=1, image_size=28: LeNet(num_classes, in_channels, image_size),
 }
 
 
@@ -37,4 +40,4 @@ def model_from_config(cfg, data, consistency_head=True, pretrained=False):
                        width=cfg["WIDTH"], consistency_head=consistency_head)
 
 
-__all__ = ["LossNet", "ModelOutput", "build_model", "list_models", "model_from_config"]
+__all__ = ["ConsistentDropout", "LeNet", "LossNet", "ModelOutput", "build_model", "list_models", "model_from_config"]

@@ -17,6 +17,7 @@ from torch import nn
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models.resnet import BasicBlock
 
+from models.layers import ConsistentDropout
 from models.output import ModelOutput
 from utils.cli import UserError
 
@@ -35,7 +36,28 @@ def _stage(inplanes, planes, blocks, stride):
 
 
 class _TwoHeadResNet(nn.Module):
-    """Shared forward: stem -> layer1..4 -> global average pool -> heads."""
+    """Shared forward: stem -> layer1..4 -> average pool -> [dropout] -> heads. ``pool`` None is
+    global average pooling; an int is a fixed kernel (the toolkit's ResNet18_64). Subclasses
+    set ``stem``, ``layer1..4``, ``pool``, ``dropout``, ``linear`` and ``linear1``."""
+
+    def _pool(self, x):
+        if self.pool is None:
+            return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return torch.flatten(nn.functional.avg_pool2d(x, self.pool), 1)
+
+    def _heads(self, features, stages=None):
+        hidden = self.dropout(features) if self.dropout is not None else features
+        cons_logits = self.linear1(features) if self.linear1 is not None else None
+        return ModelOutput(self.linear(hidden), features, cons_logits, stages)
+
+    def mc_trunk(self, x):
+        """Everything before the dropout: computed once for K MC-dropout passes."""
+        for layer in (self.stem, self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+        return self._pool(x)
+
+    def mc_head(self, features):
+        return self._heads(features)
 
     def forward(self, x):
         x = self.stem(x)
@@ -43,15 +65,16 @@ class _TwoHeadResNet(nn.Module):
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             stages.append(x)
-        features = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
-        cons_logits = self.linear1(features) if self.linear1 is not None else None
-        return ModelOutput(self.linear(features), features, cons_logits, stages)
+        return self._heads(self._pool(x), stages)
 
 
 class CifarResNet(_TwoHeadResNet):
-    """CIFAR ResNet; ``width`` is the channel count of the first stage (64 in the paper)."""
+    """CIFAR ResNet; ``width`` is the channel count of the first stage (64 in the paper, 16 in
+    the toolkit's slim ResNets); ``dropout`` > 0 adds dropout before the classifier (MC-dropout
+    strategies); ``pool`` (with ``image_size``) fixes the pooling kernel."""
 
-    def __init__(self, blocks, num_classes, in_channels=3, width=64, consistency_head=True):
+    def __init__(self, blocks, num_classes, in_channels=3, width=64, consistency_head=True, dropout=0.0,
+                 pool=None, image_size=32):
         super().__init__()
         widths = [width, 2 * width, 4 * width, 8 * width]
         self.stem = nn.Sequential(
@@ -62,9 +85,11 @@ class CifarResNet(_TwoHeadResNet):
         self.layer3 = _stage(widths[1], widths[2], blocks[2], 2)
         self.layer4 = _stage(widths[2], widths[3], blocks[3], 2)
         self.stage_channels = widths
-        self.feature_dim = widths[3]
-        self.linear = nn.Linear(widths[3], num_classes)
-        self.linear1 = nn.Linear(widths[3], num_classes) if consistency_head else None
+        self.pool = pool
+        self.feature_dim = widths[3] * (max(1, image_size // 8 // pool) ** 2 if pool else 1)
+        self.dropout = ConsistentDropout(dropout) if dropout else None
+        self.linear = nn.Linear(self.feature_dim, num_classes)
+        self.linear1 = nn.Linear(self.feature_dim, num_classes) if consistency_head else None
 
 
 class ImageNetResNet18(_TwoHeadResNet):
@@ -79,6 +104,7 @@ class ImageNetResNet18(_TwoHeadResNet):
         self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
         self.stage_channels = [64, 128, 256, 512]
         self.feature_dim = 512
+        self.pool, self.dropout = None, None
         self.linear = nn.Linear(512, num_classes)
         self.linear1 = nn.Linear(512, num_classes) if consistency_head else None
 
@@ -112,9 +138,9 @@ class ImageNetResNet18(_TwoHeadResNet):
         return sorted(loaded)
 
 
-def resnet18(num_classes, in_channels=3, width=64, consistency_head=True):
-    return CifarResNet([2, 2, 2, 2], num_classes, in_channels, width, consistency_head)
+def resnet18(num_classes, in_channels=3, width=64, consistency_head=True, **options):
+    return CifarResNet([2, 2, 2, 2], num_classes, in_channels, width, consistency_head, **options)
 
 
-def resnet34(num_classes, in_channels=3, width=64, consistency_head=True):
-    return CifarResNet([3, 4, 6, 3], num_classes, in_channels, width, consistency_head)
+def resnet34(num_classes, in_channels=3, width=64, consistency_head=True, **options):
+    return CifarResNet([3, 4, 6, 3], num_classes, in_channels, width, consistency_head, **options)

@@ -84,13 +84,14 @@ class FileImages(Dataset):
 
 class BatchTransform(nn.Module):
     """uint8 batch -> normalised float batch, with optional random crop (zero or reflect
-    padding) and horizontal flip, drawn per sample from the global torch RNG."""
+    padding) and horizontal flip, drawn per sample from the global torch RNG, and an optional
+    bilinear resize to ``size`` x ``size`` (for models made for another input size)."""
 
-    def __init__(self, mean, std, crop_padding=0, flip=False, pad_mode="constant"):
+    def __init__(self, mean, std, crop_padding=0, flip=False, pad_mode="constant", size=None):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.crop_padding, self.flip, self.pad_mode = crop_padding, flip, pad_mode
+        self.crop_padding, self.flip, self.pad_mode, self.size = crop_padding, flip, pad_mode, size
 
     def forward(self, images):
         x = images.float().div_(255)
@@ -107,6 +108,8 @@ class BatchTransform(nn.Module):
         if self.flip:
             flip = (torch.rand(n) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if self.size and self.size != w:
+            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x - self.mean) / self.std
 
 
@@ -345,9 +348,11 @@ def list_datasets():
 
 
 def build_data(name, root="./data", download=False, max_train_samples=None, max_test_samples=None,
-               seed=0, image_size=32, mean=None, std=None, crop_padding=None, flip=None, pad_mode="constant"):
+               seed=0, image_size=32, mean=None, std=None, crop_padding=None, flip=None, pad_mode="constant",
+               resize=None):
     """Load dataset ``name`` and wrap it in an :class:`ImageData`. ``mean``/``std``/
-    ``crop_padding``/``flip`` override the dataset's defaults (a paper's own choices)."""
+    ``crop_padding``/``flip`` override the dataset's defaults (a paper's own choices);
+    ``resize`` resizes every batch (after augmentation) to what a model needs."""
     if name.startswith("folder:"):
         raw = _load_folder(name[len("folder:"):], image_size)
     elif name.lower() in LOADERS:
@@ -357,11 +362,11 @@ def build_data(name, root="./data", download=False, max_train_samples=None, max_
         raise UserError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
     data = ImageData(
         name=name, train=raw.train, test=raw.test,
-        num_classes=int(raw.train.targets.max()) + 1, in_channels=raw.channels, image_size=raw.image_size,
+        num_classes=int(raw.train.targets.max()) + 1, in_channels=raw.channels, image_size=resize or raw.image_size,
         train_transform=BatchTransform(mean or raw.mean, std or raw.std,
                                        raw.crop_padding if crop_padding is None else crop_padding,
-                                       raw.flip if flip is None else flip, pad_mode),
-        eval_transform=BatchTransform(mean or raw.mean, std or raw.std),
+                                       raw.flip if flip is None else flip, pad_mode, resize),
+        eval_transform=BatchTransform(mean or raw.mean, std or raw.std, size=resize),
     )
     data.train_idx = np.arange(len(raw.train))
     data.test_idx = np.arange(len(raw.test))

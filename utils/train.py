@@ -1,11 +1,13 @@
 """Training and inference helpers shared by the entry scripts."""
 
 import random
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from utils import distributed
+from utils.cli import UserError
 from utils.data import make_loader
 
 
@@ -35,12 +37,12 @@ def set_rng_state(state):
 
 
 @torch.no_grad()
-def predict(model, data, indices, fn, batch_size, dist, workers=0):
+def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None):
     """``fn(model_output, targets)`` for every sample of ``indices`` of the training set (the
     test set when ``indices`` is ``'test'``), in the order of ``indices``, on the CPU.
 
-    Runs in eval mode on the plain view. Under torch.distributed every rank scores a
-    contiguous shard and the shards are gathered.
+    Runs in eval mode on the plain view; ``forward(x)`` replaces ``model(x)`` when given. Under
+    torch.distributed every rank scores a contiguous shard and the shards are gathered.
     """
     dataset = data.train
     if isinstance(indices, str) and indices == "test":
@@ -53,7 +55,7 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0):
     outputs = []
     for images, targets, _ in loader:
         images = data.eval_transform(images.to(dist.device, non_blocking=True))
-        outputs.append(fn(model(images), targets.to(dist.device)).cpu())
+        outputs.append(fn(forward(images) if forward else model(images), targets.to(dist.device)).cpu())
     model.train(was_training)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
@@ -66,3 +68,48 @@ def evaluate(model, data, batch_size, dist, workers=0):
 
 def softmax_probs(out, _targets):
     return torch.softmax(out.logits.float(), dim=1)
+
+
+@contextmanager
+def mc_dropout(model):
+    """Eval mode (BatchNorm uses running statistics) with every dropout layer of the model
+    kept stochastic; yields the dropout layers. Raises if the model has none."""
+    from models.layers import ConsistentDropout
+
+    layers = [m for m in model.modules() if isinstance(m, ConsistentDropout) and m.p > 0]
+    if not layers:
+        raise UserError("this strategy needs a model with dropout (MC dropout); the model has none")
+    was_training = model.training
+    model.eval()
+    for layer in layers:
+        layer.mc_active = True
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            layer.mc_active = False
+            layer.fix_mask(None)
+        model.train(was_training)
+
+
+def mc_dropout_probs(model, data, indices, samples, batch_size, dist, workers=0, seed=0):
+    """Softmax outputs of ``samples`` MC-dropout passes, ``[K, N, C]``, over ``indices``.
+
+    Pass k uses one dropout mask per layer for the whole pool (seeded from ``seed`` and k), so
+    the k-th outputs of all points come from the same network. Models that split at their first
+    dropout (``mc_trunk``/``mc_head``) run the trunk once per batch and only the head K times.
+    """
+    split = hasattr(model, "mc_trunk")
+    with mc_dropout(model) as layers:
+        def k_passes(x):
+            trunk = model.mc_trunk(x) if split else x
+            outputs = []
+            for k in range(samples):
+                for i, layer in enumerate(layers):
+                    layer.fix_mask(seed * 1_000_003 + k * 101 + i)
+                out = model.mc_head(trunk) if split else model(trunk)
+                outputs.append(torch.softmax(out.logits.float(), dim=1))
+            return torch.stack(outputs, dim=1)
+
+        probs = predict(model, data, indices, lambda out, _y: out, batch_size, dist, workers, forward=k_passes)
+    return probs.permute(1, 0, 2).contiguous()

@@ -13,14 +13,19 @@ import torch
 
 from utils import distributed
 from utils.cli import UserError
-from utils.train import predict
+from utils.train import mc_dropout_probs, predict
 
 
 @dataclass
 class QueryContext:
     """What a strategy may read: the trained model, the data (scored on the plain view), the
     labeled set, the ``candidates`` to choose from (the pool or a random subset of it),
-    ``query_size``, an RNG, and script-specific ``extras`` (e.g. ``previous_model``)."""
+    ``query_size``, an RNG, ``mc_samples`` (K of MC dropout) and script-specific ``extras``
+    (e.g. ``previous_model``, ``loss_module``, ``ensemble``).
+
+    The inference results strategies share are computed once and cached: ``probs()`` and
+    ``features()`` of the candidates (one pass), ``labeled_features()``, ``mc_probs()``.
+    """
 
     model: torch.nn.Module
     data: object
@@ -32,11 +37,47 @@ class QueryContext:
     workers: int = 0
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(np.random.randint(2**31)))
     extras: dict = field(default_factory=dict)
+    mc_samples: int = 10
+    _cache: dict = field(default_factory=dict, repr=False)
 
     def predict(self, fn, indices=None, model=None):
         """``fn(model_output, targets)`` over ``indices`` (default: the candidates)."""
         indices = self.candidates if indices is None else indices
         return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers)
+
+    def _cached(self, key, compute):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def _probs_and_features(self):
+        def both(out, _targets):
+            return torch.cat([torch.softmax(out.logits.float(), dim=1), out.features.float()], dim=1)
+
+        joined = self._cached("pool", lambda: self.predict(both))
+        classes = self.data.num_classes
+        return joined[:, :classes], joined[:, classes:]
+
+    def probs(self):
+        """Softmax outputs of the candidates, ``[N, C]`` (eval mode)."""
+        return self._probs_and_features()[0]
+
+    def features(self):
+        """Penultimate embeddings of the candidates, ``[N, D]``."""
+        return self._probs_and_features()[1]
+
+    def labeled_features(self):
+        """Penultimate embeddings of the labeled set, ``[L, D]``."""
+        if len(self.labeled_idx) == 0:
+            return self.features()[:0]
+        return self._cached("labeled", lambda: self.predict(lambda out, _y: out.features.float(), self.labeled_idx))
+
+    def mc_probs(self):
+        """``[K, N, C]`` softmax outputs of K MC-dropout passes over the candidates (dropout on,
+        BatchNorm in eval mode, one mask per pass shared by all candidates)."""
+        return self._cached("mc", lambda: mc_dropout_probs(
+            self.model, self.data, self.candidates, self.mc_samples, self.batch_size, self.dist, self.workers,
+            seed=int(self.rng.integers(2**31))))
 
 
 @dataclass(frozen=True)
