@@ -27,7 +27,7 @@ from utils.loop import check_budget, start_run
 from utils.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
 from utils.splits import random_subset
-from utils.train import evaluate, seed_everything
+from utils.train import evaluate, fit, seed_everything
 
 LOSS_WEIGHT = 1.0  # lambda of LL4AL, fixed in the authors' TOD code (config WEIGHT is TOD's)
 
@@ -50,26 +50,28 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
     module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
     labeled = make_loader(data.train, labeled_idx, cfg["BATCH"], True, np.random.randint(2**31), dist, args.workers)
-    bar = run.progress(range(cfg["EPOCH"]), desc)
-    for epoch in bar:
-        labeled.sampler.set_epoch(epoch)
+    joint = True  # the loss-prediction gradient reaches the backbone
+
+    def start_epoch(epoch):
+        nonlocal joint
         net.train()
         loss_net.train()
         joint = args.auxiliary == "LL4AL" and epoch <= cfg["EPOCHL"]
-        total, batches = 0.0, 0
-        for images, targets, _ in labeled:
-            out = net(data.train_transform(images.to(dist.device)))
-            target_loss = nn.functional.cross_entropy(out.logits, targets.to(dist.device), reduction="none")
-            stages = out.stages if joint else [s.detach() for s in out.stages]
-            loss = target_loss.mean() + LOSS_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg["MARGIN"])
-            optimizer.zero_grad(set_to_none=True)
-            module_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            module_optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-        scheduler.step()  # the module's LR stays at LR, as LL4AL in TOD's code
-        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+
+    def train_step(images, targets):
+        out = net(data.train_transform(images.to(dist.device)))
+        target_loss = nn.functional.cross_entropy(out.logits, targets.to(dist.device), reduction="none")
+        stages = out.stages if joint else [s.detach() for s in out.stages]
+        loss = target_loss.mean() + LOSS_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg["MARGIN"])
+        optimizer.zero_grad(set_to_none=True)
+        module_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        module_optimizer.step()
+        return loss.item()
+
+    # only the backbone's LR follows the schedule; the module's stays at LR, as LL4AL in TOD's code
+    fit(labeled, cfg["EPOCH"], train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step())
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ from utils.loop import check_budget, start_run
 from utils.losses import cod_loss, ema_update
 from utils.samplers import QueryContext, get_strategy
 from utils.splits import random_subset
-from utils.train import evaluate, seed_everything
+from utils.train import evaluate, fit, seed_everything
 
 
 def parse_args(argv=None):
@@ -52,7 +52,8 @@ def frozen(model):
 
 
 def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step, desc):
-    """EPOCH epochs of CE (+ WEIGHT * COD on a labeled and an unlabeled batch per step)."""
+    """EPOCH epochs of CE (+ WEIGHT * COD on a labeled and an unlabeled batch per step); returns
+    the trial's step count, which drives the EMA decay."""
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg["LR"], momentum=cfg["MOMENTUM"], weight_decay=cfg["WDECAY"])
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
@@ -60,31 +61,29 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     unlabeled = forever(make_loader(data.train, pool_idx, cfg["BATCH"], True, np.random.randint(2**31), dist,
                                     args.workers)) if ema is not None else None
     augment = data.train_transform
-    bar = run.progress(range(cfg["EPOCH"]), desc)
-    for epoch in bar:
-        labeled.sampler.set_epoch(epoch)
-        net.train()
-        total, batches = 0.0, 0
-        for images, targets, _ in labeled:
-            x_l, y = augment(images.to(dist.device)), targets.to(dist.device)
-            out_l = net(x_l)
-            loss = nn.functional.cross_entropy(out_l.logits, y)
-            if ema is not None:
-                x_u = augment(next(unlabeled)[0].to(dist.device))
-                out_u = net(x_u)
-                with torch.no_grad():  # the teacher runs in train mode (batch statistics), as TOD
-                    ema_l, ema_u = ema(x_l).logits, ema(x_u).logits
-                loss = loss + cfg["WEIGHT"] * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
-                                               + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            if ema is not None:
-                ema_update(ema, model, step)
-            total, batches = total + loss.item(), batches + 1
-        scheduler.step()
-        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+
+    def train_step(images, targets):
+        nonlocal step
+        x_l, y = augment(images.to(dist.device)), targets.to(dist.device)
+        out_l = net(x_l)
+        loss = nn.functional.cross_entropy(out_l.logits, y)
+        if ema is not None:
+            x_u = augment(next(unlabeled)[0].to(dist.device))
+            out_u = net(x_u)
+            with torch.no_grad():  # the teacher runs in train mode (batch statistics), as TOD
+                ema_l, ema_u = ema(x_l).logits, ema(x_u).logits
+            loss = loss + cfg["WEIGHT"] * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
+                                           + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        if ema is not None:
+            ema_update(ema, model, step)
+        return loss.item()
+
+    fit(labeled, cfg["EPOCH"], train_step, run, desc, epoch_start=lambda _e: net.train(),
+        epoch_end=lambda _e: scheduler.step())
     return step
 
 

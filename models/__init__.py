@@ -1,5 +1,6 @@
 """Model registry: ``build_model(name, num_classes, in_channels, **options)``."""
 
+from models.cifar_cnn import CifarCNN
 from models.layers import ConsistentDropout
 from models.lenet import LeNet
 from models.lossnet import LossNet
@@ -13,6 +14,7 @@ MODELS = {
     "imagenet_resnet18": lambda num_classes, in_channels=3, width=None, consistency_head=True:
         ImageNetResNet18(num_classes, in_channels, consistency_head),  # width does not apply
     "lenet": lambda num_classes, in_channels=1, image_size=28: LeNet(num_classes, in_channels, image_size),
+    "cifar_cnn": lambda num_classes, in_channels=3, l2_normalize=True: CifarCNN(num_classes, in_channels, l2_normalize),
 }
 
 
@@ -40,4 +42,5 @@ def model_from_config(cfg, data, consistency_head=True, pretrained=False):
                        width=cfg["WIDTH"], consistency_head=consistency_head)
 
 
-__all__ = ["ConsistentDropout", "LeNet", "LossNet", "ModelOutput", "build_model", "list_models", "model_from_config"]
+__all__ = ["CifarCNN", "ConsistentDropout", "LeNet", "LossNet", "ModelOutput", "build_model", "list_models",
+           "model_from_config"]

@@ -135,6 +135,11 @@ class ImageData:
     def train_targets(self):
         return self.train.targets.numpy()
 
+    def resize_inputs(self, size):
+        """Feed the model ``size`` x ``size`` images (bilinear, after augmentation)."""
+        self.train_transform.size = self.eval_transform.size = self.image_size = size
+        return self
+
     def to(self, device):
         self.train_transform.to(device)
         self.eval_transform.to(device)

@@ -60,6 +60,25 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
 
+def fit(loader, epochs, step, run, desc, epoch_start=None, epoch_end=None):
+    """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
+    on every uint8 batch; ``step`` returns the batch loss (a float). ``epoch_start(epoch)`` and
+    ``epoch_end(epoch)`` run around each pass (modes, learning-rate schedules); the mean loss
+    goes to the progress bar and tensorboard."""
+    bar = run.progress(range(epochs), desc)
+    for epoch in bar:
+        loader.sampler.set_epoch(epoch)
+        if epoch_start is not None:
+            epoch_start(epoch)
+        total, batches = 0.0, 0
+        for images, targets, _ in loader:
+            total += step(images, targets)
+            batches += 1
+        if epoch_end is not None:
+            epoch_end(epoch)
+        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+
+
 def evaluate(model, data, batch_size, dist, workers=0):
     """Top-1 accuracy (%) of the main head on the test set."""
     correct = predict(model, data, "test", lambda out, y: out.logits.argmax(1) == y, batch_size, dist, workers)

@@ -1,6 +1,14 @@
-"""Query strategies: pure scoring/selection functions plus one registry (see registry.py)."""
+"""Query strategies: pure scoring/selection functions plus one registry (see registry.py).
 
+Importing this package registers every strategy; ``list_strategies()`` names them.
+"""
+
+from utils.samplers import adversarial, batchbald, coreset, diversity, uncertainty  # noqa: F401  (registration)
+from utils.samplers.adversarial import bim_norms, deepfool_norms
 from utils.samplers.basic import tod_scores
+from utils.samplers.batchbald import batchbald_select
+from utils.samplers.coreset import robust_kcenter
+from utils.samplers.diversity import badge_select, cluster_margin_select, kcenter_greedy, kmeans_select
 from utils.samplers.registry import (
     QueryContext,
     Strategy,
@@ -10,6 +18,9 @@ from utils.samplers.registry import (
     register_selector,
     top_k,
 )
+from utils.samplers.uncertainty import bald_scores, entropy_scores, least_confidence_scores, margin_scores
 
-__all__ = ["QueryContext", "Strategy", "get_strategy", "list_strategies", "register_scorer",
-           "register_selector", "tod_scores", "top_k"]
+__all__ = ["QueryContext", "Strategy", "badge_select", "bald_scores", "batchbald_select", "bim_norms",
+           "cluster_margin_select", "deepfool_norms", "entropy_scores", "get_strategy", "kcenter_greedy",
+           "kmeans_select", "least_confidence_scores", "list_strategies", "margin_scores", "register_scorer",
+           "register_selector", "robust_kcenter", "tod_scores", "top_k"]

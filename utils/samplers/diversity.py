@@ -1,8 +1,10 @@
 """Diversity-based strategies over embeddings: k-center greedy (Sener & Savarese, ICLR'18)."""
 
+import numpy as np
 import torch
 
 from utils.samplers.registry import register_selector
+from utils.samplers.uncertainty import margin_scores
 
 CHUNK_ELEMENTS = 2**24  # distance-matrix blocks stay below 64 MB of float32
 
@@ -50,3 +52,144 @@ def kcenter_positions(ctx):
     """Greedy k-center on the penultimate embeddings of the candidates and the labeled set."""
     device = ctx.dist.device
     return kcenter_greedy(ctx.features().to(device), ctx.labeled_features().to(device), ctx.query_size)
+
+
+def badge_select(probs, emb, query_size, generator=None):
+    """BADGE (Ash et al., ICLR'20, Alg. 1): k-means++ seeding over the gradient embeddings
+    g_i = (p_i - onehot(argmax p_i)) (x) h_i, the last-layer gradient of the loss at the predicted
+    label. g is never formed: ||g_i - g_j||^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 (a_i.a_j)(h_i.h_j)
+    with a = p - onehot, so memory is O(N (C + D)) and each pick costs two mat-vecs.
+    The first centre is the largest ||g_i||; the next ones are drawn with probability ~ D^2,
+    the squared distance to the nearest centre. Returns positions in pick order."""
+    if query_size > len(probs):
+        raise ValueError(f"cannot pick {query_size} centres from {len(probs)} points")
+    a = probs.double().clone()
+    a[torch.arange(len(a)), probs.argmax(1)] -= 1.0
+    emb = emb.float().to(probs.device)
+    sq_norms = a.pow(2).sum(1) * emb.double().pow(2).sum(1)
+    chosen = torch.empty(query_size, dtype=torch.long)
+    pick = int(torch.argmax(sq_norms))
+    min_dist = torch.full_like(sq_norms, float("inf"))
+    for i in range(query_size):
+        chosen[i] = pick
+        dots = torch.mv(a, a[pick]) * torch.mv(emb, emb[pick]).double()
+        min_dist = torch.minimum(min_dist, (sq_norms + sq_norms[pick] - 2 * dots).clamp_min_(0))
+        min_dist[pick] = 0.0
+        if i + 1 == query_size:
+            break
+        if min_dist.sum() > 0:
+            weights = min_dist
+        else:  # every point left coincides with a centre: uniform over the points not yet chosen
+            weights = torch.ones_like(min_dist).index_fill_(0, chosen[: i + 1].to(min_dist.device), 0)
+        pick = _draw(weights, generator)
+    return chosen
+
+
+def _draw(weights, generator):
+    """One index drawn with probability proportional to ``weights`` (inverse CDF: a cumulative sum
+    and a binary search, cheaper than torch.multinomial on large vectors). Zero weights are never
+    drawn."""
+    cdf = torch.cumsum(weights, 0)
+    u = torch.rand(1, generator=generator, dtype=cdf.dtype, device=cdf.device) * cdf[-1]
+    return int(torch.searchsorted(cdf, u, right=True).clamp_max_(len(cdf) - 1))
+
+
+@register_selector("BadgeSampling", aliases=("badge",))
+def badge_positions(ctx):
+    device = ctx.dist.device
+    generator = torch.Generator(device=device).manual_seed(int(ctx.rng.integers(2**31)))
+    return badge_select(ctx.probs().to(device), ctx.features().to(device), ctx.query_size, generator)
+
+
+def nearest_unique(points, centres):
+    """For each centre, the index of the nearest point, every point used at most once (centres
+    whose nearest points are taken get their next nearest free point)."""
+    import faiss
+
+    points = np.ascontiguousarray(points, dtype=np.float32)
+    centres = np.ascontiguousarray(centres, dtype=np.float32)
+    index = faiss.IndexFlatL2(points.shape[1])
+    index.add(points)
+    neighbours = min(len(points), 16)
+    _, nearest = index.search(centres, neighbours)
+    taken = np.zeros(len(points), dtype=bool)
+    chosen = np.empty(len(centres), dtype=np.int64)
+    for c in range(len(centres)):  # a loop over picks; almost always the first neighbour is free
+        free = nearest[c][~taken[nearest[c]]]
+        chosen[c] = free[0] if len(free) else np.flatnonzero(~taken)[0]
+        taken[chosen[c]] = True
+    return chosen
+
+
+def kmeans_select(emb, query_size, seed=0, iterations=20):
+    """k-means with k = query size on the embeddings (faiss, k-means++-free random init,
+    ``iterations`` Lloyd steps), then the point nearest to each centre."""
+    import faiss
+
+    points = np.ascontiguousarray(emb.float().cpu().numpy())
+    if query_size >= len(points):
+        return torch.arange(len(points))[:query_size]
+    kmeans = faiss.Kmeans(points.shape[1], query_size, niter=iterations, seed=seed % 2**31, verbose=False,
+                          min_points_per_centroid=1)
+    kmeans.train(points)
+    return torch.from_numpy(nearest_unique(points, kmeans.centroids))
+
+
+@register_selector("KMeansSampling", aliases=("kmeans", "k_means"))
+def kmeans_positions(ctx):
+    return kmeans_select(ctx.features(), ctx.query_size, seed=int(ctx.rng.integers(2**31)))
+
+
+def hac_labels(emb, n_clusters=20, max_points=5000, seed=0):
+    """Average-linkage agglomerative clustering (Euclidean) of the embeddings. Above
+    ``max_points`` points the tree is built on a seeded random sample and every other point
+    takes the cluster of its nearest sampled point, so memory stays O(max_points^2)."""
+    import faiss
+    from sklearn.cluster import AgglomerativeClustering
+
+    points = np.ascontiguousarray(emb.float().cpu().numpy())
+    sample = np.arange(len(points))
+    if len(points) > max_points:
+        sample = np.sort(np.random.default_rng(seed).choice(len(points), max_points, replace=False))
+    n_clusters = min(n_clusters, len(sample))
+    sample_labels = AgglomerativeClustering(n_clusters=n_clusters, linkage="average").fit_predict(points[sample])
+    if len(sample) == len(points):
+        return torch.from_numpy(sample_labels.astype(np.int64))
+    index = faiss.IndexFlatL2(points.shape[1])
+    index.add(points[sample])
+    _, nearest = index.search(points, 1)
+    return torch.from_numpy(sample_labels[nearest[:, 0]].astype(np.int64))
+
+
+def cluster_margin_select(margins, labels, query_size, margin_multiple=10):
+    """Cluster-Margin (Citovsky et al., NeurIPS'21, Alg. 1): take the ``margin_multiple * k``
+    lowest-margin points, group them by cluster, and pick round-robin over the clusters from the
+    smallest to the largest, each time the lowest-margin point left in the cluster (as the
+    toolkit; the paper samples within a cluster at random). ``margins`` are p_(1) - p_(2)."""
+    order = torch.argsort(margins, stable=True)[: min(len(margins), margin_multiple * query_size)]
+    member_labels = labels[order]
+    _, dense, counts = torch.unique(member_labels, return_inverse=True, return_counts=True)
+    cluster_rank = torch.empty_like(counts)
+    cluster_rank[torch.argsort(counts, stable=True)] = torch.arange(len(counts))  # smallest cluster first
+    by_cluster = torch.argsort(dense, stable=True)  # members grouped by cluster, margins ascending
+    starts = torch.cumsum(counts, 0) - counts
+    rank_in_cluster = torch.empty_like(dense)
+    rank_in_cluster[by_cluster] = torch.arange(len(dense)) - starts[dense[by_cluster]]
+    round_robin = torch.argsort(rank_in_cluster * len(counts) + cluster_rank[dense], stable=True)
+    return order[round_robin[:query_size]]
+
+
+@register_selector("ClusterMarginSampling", aliases=("cluster_margin", "clustermargin"), needs=("state",))
+def cluster_margin_positions(ctx):
+    """HAC labels of every training sample are computed at the first query of a trial (with
+    that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later queries."""
+    state = ctx.extras["state"]
+    if "cluster_margin_labels" not in state:
+        everything = np.concatenate([ctx.labeled_idx, ctx.candidates])
+        emb = ctx.predict(lambda out, _y: out.features.float(), everything)
+        labels = torch.full((len(ctx.data.train),), -1, dtype=torch.long)
+        labels[torch.as_tensor(everything)] = hac_labels(emb, seed=int(ctx.rng.integers(2**31)))
+        state["cluster_margin_labels"] = labels
+    margins = -margin_scores(ctx.probs())
+    return cluster_margin_select(margins, state["cluster_margin_labels"][torch.as_tensor(ctx.candidates)],
+                                 ctx.query_size)

@@ -1,0 +1,71 @@
+"""main_al.py under the toolkit protocol (--protocol deepal): budgets, smoke runs, bad input."""
+
+import argparse
+
+import numpy as np
+import pytest
+from conftest import make_cifar
+
+import main_al
+from utils.cli import UserError, run_cli
+from utils.results import read_config, read_cycles
+
+DIGITS = ["--protocol", "deepal", "--dataset", "digits", "--nStart", "10", "--nQuery", "5", "--nEnd", "20",
+          "--n_epoch", "1", "--quiet"]
+
+
+def test_budgets_are_percents_of_the_pool_with_a_truncated_last_round():
+    args = argparse.Namespace(nStart=10, nQuery=5, nEnd=20)
+    assert main_al.deepal_budget(args, 1437) == (143, 71, 287, 3)  # 143 -> 214 -> 285 -> 287
+    assert main_al.deepal_budget(argparse.Namespace(nStart=10, nQuery=-1, nEnd=-1), 1000) == (100, 900, 1000, 1)
+    with pytest.raises(UserError, match="nStart"):
+        main_al.deepal_budget(argparse.Namespace(nStart=0.01, nQuery=1, nEnd=20), 1000)
+
+
+@pytest.mark.parametrize("model,strategy", [("LeNet", "EntropySampling"), ("LeNet", "KCenterGreedy"),
+                                            ("ResNet18", "BALDDropout"), ("LeNet", "BadgeSampling"),
+                                            ("LeNet", "Ensembles"), ("LeNet", "ClusterMarginSampling")])
+def test_deepal_runs_on_digits(tmp_path, model, strategy):
+    out = str(tmp_path / "run")
+    main_al.main([*DIGITS, "--model", model, "--strategy", strategy, "--n_ensembles", "2", "--out", out])
+    rows = read_cycles(out)
+    assert [r["n_labeled"] for r in rows] == [143, 214, 285, 287]
+    labeled = [np.load(f"{out}/labeled/trial0_cycle{c}.npy") for c in range(4)]
+    assert [len(set(x.tolist())) for x in labeled] == [214, 285, 287, 287]  # no query after the last round
+    settings = read_config(out)["settings"]
+    assert settings["strategy_name"] == strategy and settings["seed"] == 1
+
+
+def test_the_toolkit_command_runs_verbatim_on_cifar10_files(tmp_path):
+    root = make_cifar(str(tmp_path / "data"), n_train=100, n_test=20)
+    out = str(tmp_path / "run")
+    main_al.main(["--protocol", "deepal", "--model", "ResNet18", "--dataset", "cifar10", "--strategy",
+                  "BadgeSampling", "--nStart", "10", "--nQuery", "1", "--nEnd", "20",
+                  "--data_path", root, "--save_path", out, "--n_epoch", "1", "--quiet", "--cycles", "3"])
+    assert [r["n_labeled"] for r in read_cycles(out)] == [10, 11, 12]
+    assert read_config(out)["settings"]["model_options"] == {"width": 16, "consistency_head": False}
+
+
+def test_resume_continues_the_deepal_rounds(tmp_path):
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    common = [*DIGITS, "--model", "LeNet", "--strategy", "BadgeSampling"]
+    main_al.main([*common, "--out", full])
+    main_al.main([*common, "--out", resumed, "--cycles", "2"])
+    main_al.main([*common, "--out", resumed, "--resume"])
+    for cycle in range(4):
+        assert np.array_equal(np.load(f"{full}/labeled/trial0_cycle{cycle}.npy"),
+                              np.load(f"{resumed}/labeled/trial0_cycle{cycle}.npy"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--strategy", "NoSuchStrategy"], "choose from AdversarialBIM, AdversarialDeepFool"),
+    (["--strategy", "EntropySampling", "--model", "VGG"], "choose from ResNet18"),
+    (["--strategy", "EntropySampling", "--cycles", "9"], "needs more labels"),
+    (["--strategy", "LearningLoss"], "needs loss_module"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main_al.main([*DIGITS, "--model", "LeNet", *argv, "--out", str(out)]))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
