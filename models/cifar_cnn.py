@@ -16,6 +16,8 @@ def _conv(cin, cout, kernel, padding):
 
 
 class CifarCNN(nn.Module):
+    HEADS = ("fc2",)  # the classifier; the seed's unused second head fc1 is left out
+
     def __init__(self, num_classes=10, in_channels=3, l2_normalize=True):
         super().__init__()
         self.block1 = nn.Sequential(*_conv(in_channels, 128, 3, 1), *_conv(128, 128, 3, 1), *_conv(128, 128, 3, 1),
@@ -29,6 +31,10 @@ class CifarCNN(nn.Module):
         self.l2_normalize = l2_normalize
         self.fc2 = weight_norm(nn.Linear(128, num_classes))
         self.feature_dim = 128
+
+    def reset_heads(self, num_classes):
+        """A fresh classifier with ``num_classes`` outputs (DeepCluster re-creates it per clustering)."""
+        self.fc2 = weight_norm(nn.Linear(128, num_classes))
 
     def mc_trunk(self, x):
         """The part before the first dropout (computed once for K MC-dropout passes)."""

@@ -11,6 +11,8 @@ from models.output import ModelOutput
 
 
 class LeNet(nn.Module):
+    HEADS = ("fc2",)
+
     def __init__(self, num_classes=10, in_channels=1, image_size=28):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 10, 5)
@@ -21,6 +23,9 @@ class LeNet(nn.Module):
         self.fc_drop = ConsistentDropout(0.5)
         self.fc2 = nn.Linear(50, num_classes)
         self.feature_dim = 50
+
+    def reset_heads(self, num_classes):
+        self.fc2 = nn.Linear(50, num_classes)
 
     def mc_trunk(self, x):
         """The deterministic part before the first dropout (computed once for K MC passes)."""

@@ -40,6 +40,14 @@ class _TwoHeadResNet(nn.Module):
     global average pooling; an int is a fixed kernel (the toolkit's ResNet18_64). Subclasses
     set ``stem``, ``layer1..4``, ``pool``, ``dropout``, ``linear`` and ``linear1``."""
 
+    HEADS = ("linear", "linear1")
+
+    def reset_heads(self, num_classes):
+        """Fresh heads with ``num_classes`` outputs (DeepCluster re-creates them per clustering)."""
+        self.linear = nn.Linear(self.feature_dim, num_classes)
+        if self.linear1 is not None:
+            self.linear1 = nn.Linear(self.feature_dim, num_classes)
+
     def _pool(self, x):
         if self.pool is None:
             return torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)

@@ -24,7 +24,8 @@ def add_common_args(parser, out_default=None):
     group.add_argument("--dataset", default=None, help="override the dataset: cifar10, cifar100, svhn, mnist, "
                        "caltech101, tinyimagenet, digits or folder:PATH")
     group.add_argument("--out", default=out_default, help="results folder")
-    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished cycle")
+    group.add_argument("--resume", nargs="?", const=True, default=False, type=str2bool,
+                       help="continue the run in --out from its last finished cycle")
     group.add_argument("--seed", type=int, default=0, help="base random seed (trial t uses seed + t)")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     group.add_argument("--epochs", type=int, default=None, help="override the epochs per cycle")
@@ -42,6 +43,16 @@ def add_common_args(parser, out_default=None):
     group.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                        help=argparse.SUPPRESS)
     return parser
+
+
+def str2bool(text):
+    """'True'/'False' (yes/no, 1/0) as the seeds' boolean flags take them."""
+    value = str(text).strip().lower()
+    if value in ("true", "yes", "y", "1", "t"):
+        return True
+    if value in ("false", "no", "n", "0", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
 def parse_overrides(pairs):

@@ -414,6 +414,25 @@ class IndexSampler(Sampler):
         return len(self._order())
 
 
+class BatchListSampler(Sampler):
+    """Yields the batches ``make_batches(epoch)`` returns (lists of dataset indices), every
+    ``world``-th one on each rank. ``make_batches`` must give every rank the same list (draw from
+    an RNG seeded by the epoch)."""
+
+    def __init__(self, make_batches, rank=0, world=1):
+        self.make_batches, self.rank, self.world = make_batches, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        return iter(self.make_batches(self.epoch)[self.rank::self.world])
+
+    def __len__(self):
+        return len(self.make_batches(self.epoch)[self.rank::self.world])
+
+
 def _collate(batch):
     return batch
 
@@ -426,6 +445,14 @@ def make_loader(dataset, indices, batch_size, shuffle=False, seed=0, dist=None, 
     pin = bool(dist and dist.device.type == "cuda")
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=_collate, pin_memory=pin, persistent_workers=False)
+
+
+def make_batch_loader(dataset, make_batches, dist=None, workers=0):
+    """A DataLoader over the batches ``make_batches(epoch)`` returns (see BatchListSampler)."""
+    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
+    pin = bool(dist and dist.device.type == "cuda")
+    return DataLoader(dataset, batch_sampler=BatchListSampler(make_batches, rank, world), num_workers=workers,
+                      collate_fn=_collate, pin_memory=pin)
 
 
 def forever(loader):

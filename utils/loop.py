@@ -32,7 +32,7 @@ from utils.train import rng_state, set_rng_state
 # Settings that may change when a run is resumed: they do not change its results.
 # (--epochs and --set are folded into the config keys, which are compared.)
 RESUMABLE = {"out", "resume", "quiet", "workers", "device", "data_root", "download", "local_rank",
-             "cycles", "trials", "CYCLES", "TRIALS", "world_size", "epochs", "overrides"}
+             "cycles", "trials", "CYCLES", "TRIALS", "al_nb_cycles", "world_size", "overrides"}
 
 
 def _versions():

@@ -1,4 +1,6 @@
-"""Seeded, class-balanced index subsets."""
+"""Seeded, class-balanced index subsets and the split files of the Rethinking protocol."""
+
+import os
 
 import numpy as np
 
@@ -39,3 +41,33 @@ def random_subset(indices, size):
     if size > len(indices):
         raise UserError(f"asked for {size} samples but only {len(indices)} are available")
     return indices[np.random.permutation(len(indices))[:size]]
+
+
+def split_path(root, dataset, size, split):
+    """``<root>/labels/<dataset>/<size>_balanced_labels/<split>.txt`` (the seed's layout)."""
+    name = dataset.replace("folder:", "folder-").replace(os.sep, "-")
+    return os.path.join(root, "labels", name, f"{size}_balanced_labels", f"{split:02d}.txt")
+
+
+def make_split(targets, indices, size, split):
+    """Split ``split``: ``size`` class-balanced indices, drawn from a numpy generator seeded by
+    (7, split) only, so every machine writes the same file."""
+    return balanced_subset(targets, size, [7, split], indices)
+
+
+def write_split(path, indices, targets):
+    """One line per labeled image: ``<training-set index> <class>``, written atomically."""
+    from utils.results import write_text
+
+    write_text(path, "".join(f"{i} {targets[i]}\n" for i in indices))
+
+
+def read_split(path, num_train):
+    try:
+        with open(path) as fh:
+            indices = np.array([int(line.split()[0]) for line in fh if line.strip()], dtype=np.int64)
+    except (OSError, ValueError, IndexError) as exc:
+        raise UserError(f"split file {path} is unreadable ({exc}); delete it to have it made again") from None
+    if len(indices) == 0 or indices.min() < 0 or indices.max() >= num_train or len(np.unique(indices)) != len(indices):
+        raise UserError(f"split file {path} does not fit this dataset; delete it to have it made again")
+    return indices

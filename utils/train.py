@@ -60,19 +60,20 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
 
-def fit(loader, epochs, step, run, desc, epoch_start=None, epoch_end=None):
+def fit(loader, epochs, step, run, desc, epoch_start=None, epoch_end=None, with_indices=False):
     """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
-    on every uint8 batch; ``step`` returns the batch loss (a float). ``epoch_start(epoch)`` and
-    ``epoch_end(epoch)`` run around each pass (modes, learning-rate schedules); the mean loss
-    goes to the progress bar and tensorboard."""
+    (``step(images, targets, indices)`` with ``with_indices``) on every uint8 batch; ``step``
+    returns the batch loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around
+    each pass (modes, schedules); the mean loss goes to the progress bar and tensorboard."""
     bar = run.progress(range(epochs), desc)
+    sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
     for epoch in bar:
-        loader.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         if epoch_start is not None:
             epoch_start(epoch)
         total, batches = 0.0, 0
-        for images, targets, _ in loader:
-            total += step(images, targets)
+        for images, targets, indices in loader:
+            total += step(images, targets, indices) if with_indices else step(images, targets)
             batches += 1
         if epoch_end is not None:
             epoch_end(epoch)

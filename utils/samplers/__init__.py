@@ -3,7 +3,7 @@
 Importing this package registers every strategy; ``list_strategies()`` names them.
 """
 
-from utils.samplers import adversarial, batchbald, coreset, diversity, uncertainty  # noqa: F401  (registration)
+from utils.samplers import adversarial, batchbald, coreset, diversity, graph, uncertainty  # noqa: F401 (registration)
 from utils.samplers.adversarial import bim_norms, deepfool_norms
 from utils.samplers.basic import tod_scores
 from utils.samplers.batchbald import batchbald_select
