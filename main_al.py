@@ -95,6 +95,11 @@ def add_deepal_args(parser):
     group.add_argument("--gammas", type=float, nargs="+", default=[0.1, 0.1], help="LR factor at each milestone")
     group.add_argument("--optimizer", choices=["SGD", "Adam"], default="SGD")
     group.add_argument("--n_ensembles", type=int, default=5, help="members of the Ensembles strategy")
+    group.add_argument("-n", "--hidden_units", type=int, default=128, help="GCN hidden width (UncertainGCN, CoreGCN)")
+    group.add_argument("-r", "--dropout_rate", type=float, default=0.3, help="GCN dropout")
+    group.add_argument("-l", "--lambda_loss", type=float, default=1.2, help="GCN weight of the unlabeled term")
+    group.add_argument("-s", "--s_margin", type=float, default=0.1, help="UncertainGCN confidence margin")
+    group.add_argument("--asal_steps", type=int, default=2000, help="GAN training steps of ASAL per query")
     group.add_argument("--save_model", action="store_true", help="save every round's model under <out>/models/")
     group.add_argument("--data_path", default=None, help="the toolkit's name for --data-root")
     group.add_argument("--save_path", default=None, help="the toolkit's name for --out")
@@ -139,6 +144,7 @@ def add_rethinking_args(parser):
     add("--pretrain-epochs", type=int, default=400, help="DeepCluster epochs (the seed's learner: 400)")
     add("--pretrain-lr", type=float, default=0.02)
     add("--pretrain-batch-size", type=int, default=128)
+    add("--asal-steps", type=int, default=2000, help="GAN training steps of ASAL per query")
     add("-j", dest="workers", type=int, default=0, help=argparse.SUPPRESS)
     for flag in ("--train-subdir", "--eval-subdir", "--test-subdir", "--exp_name", "--ema-decay", "--initial_set_size",
                  "--ceal-repeat", "--is_cW", "--checkpoint-epochs", "--evaluation-epochs", "--print-freq",
@@ -163,38 +169,61 @@ def deepal_budget(args, pool_size):
     return start, query, end, rounds
 
 
-def train_round(model, data, labeled_idx, args, batch, schedule, dist, run, desc):
-    """n_epoch epochs of cross-entropy on L, as the toolkit's Strategy.train."""
+def train_round(model, data, labeled_idx, args, batch, schedule, dist, run, desc, hook=None):
+    """n_epoch epochs of cross-entropy on L, as the toolkit's Strategy.train; ``hook`` adds a
+    strategy's own training (utils/strategy_training.py)."""
     net = distributed.wrap(model, dist)
     if args.optimizer == "SGD":
         optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum,
                                     weight_decay=toolkit.WEIGHT_DECAY)
     else:
         optimizer = torch.optim.Adam(net.parameters(), lr=args.lr, weight_decay=toolkit.WEIGHT_DECAY)
-    loader = make_loader(data.train, labeled_idx, batch, True, np.random.randint(2**31), dist, args.workers)
+    indices = hook.train_indices(labeled_idx) if hook else labeled_idx
+    loader = make_loader(data.train, indices, batch, True, np.random.randint(2**31), dist, args.workers)
+    current = {"epoch": 0}
 
     def start_epoch(epoch):
         net.train()
         lr = args.lr * math.prod(g for m, g in zip(schedule, args.gammas) if epoch >= m)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        if hook:
+            hook.set_lr(lr)
+        current["epoch"] = epoch
 
     def step(images, targets):
-        loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
-                                           targets.to(dist.device))
+        x, y = data.train_transform(images.to(dist.device)), targets.to(dist.device)
+        out = net(x)
+        loss = nn.functional.cross_entropy(out.logits, y)
+        if hook:
+            loss = loss + hook.extra_loss(net, out, x, y, current["epoch"])
+            hook.zero_grad()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_value_(net.parameters(), toolkit.GRAD_CLIP)
         optimizer.step()
+        if hook:
+            hook.step(out, current["epoch"])
         return loss.item()
 
     fit(loader, args.n_epoch, step, run, desc, start_epoch)
 
 
+def hook_provides(strategy):
+    return set(strategy.training.PROVIDES) if strategy.training else set()
+
+
+def candidates(pool_idx, strategy):
+    """The pool, or a random subset of ``strategy.pool_subset`` of it (LearningLoss, the GCNs, ASAL)."""
+    if strategy.pool_subset and len(pool_idx) > strategy.pool_subset:
+        return np.sort(random_subset(pool_idx, strategy.pool_subset))
+    return pool_idx
+
+
 def run_deepal(args):
     dist = distributed.setup(args.device, args.local_rank)
     strategy = get_strategy(args.strategy)
-    missing = sorted(set(strategy.needs) - DEEPAL_PROVIDES)
+    missing = sorted(set(strategy.needs) - DEEPAL_PROVIDES - hook_provides(strategy))
     if missing:
         raise UserError(f"strategy {strategy.name} needs {', '.join(missing)}, which the deepal protocol does not "
                         "provide yet")
@@ -245,20 +274,30 @@ def run_deepal(args):
 
         for cycle in range(run.first_cycle(trial), cycles):
             times = {}
+            pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 models = [copy.deepcopy(m) for m in initial]
+                hook = strategy.training(models[0], data, labeled_idx, pool_idx, dist, {
+                    "lr": args.lr, "momentum": args.momentum, "weight_decay": toolkit.WEIGHT_DECAY,
+                    "batch_size": hp["batch"], "workers": args.workers, "grad_clip": toolkit.GRAD_CLIP,
+                    "epoch_l": toolkit.LL_DETACH_EPOCH}) if strategy.training else None
                 for m, member in enumerate(models):
                     train_round(member, data, labeled_idx, args, hp["batch"], schedule, dist, run,
-                                f"trial{trial}/cycle{cycle}" + (f"/member{m}" if members > 1 else ""))
+                                f"trial{trial}/cycle{cycle}" + (f"/member{m}" if members > 1 else ""),
+                                hook if m == 0 else None)
             model = models[0]
             acc = evaluate(model, data, toolkit.TEST_BATCH, dist, args.workers)
             with run.timer(times, "query_seconds"):
                 queried = np.empty(0, dtype=np.int64)
                 if cycle < rounds:
-                    pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
-                    extras = {"state": state, "ensemble": models, "previous_model": previous, "mc_dropout": True}
-                    ctx = QueryContext(model, data, labeled_idx, pool_idx, min(query, end - len(labeled_idx)), dist,
-                                       toolkit.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
+                    extras = {"state": state, "ensemble": models, "previous_model": previous, "mc_dropout": True,
+                              "gcn": {"hidden": args.hidden_units, "dropout": args.dropout_rate,
+                                      "weight": args.lambda_loss},
+                              "gcn_margin": args.s_margin, "asal": {"steps": args.asal_steps},
+                              **(hook.extras() if hook else {})}
+                    ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy),
+                                       min(query, end - len(labeled_idx)), dist, toolkit.TEST_BATCH, args.workers,
+                                       extras=extras, mc_samples=toolkit.MC_SAMPLES)
                     queried = strategy.select(ctx)
             if args.save_model and dist.is_main:
                 atomic_write(os.path.join(run.folder.path, "models", f"trial{trial}_cycle{cycle}.pt"),
@@ -356,10 +395,10 @@ def ceal_pseudo_labels(model, data, pool_idx, args, dist, cycle):
     return pool_idx[confident], probs.argmax(1).numpy()[confident]
 
 
-def train_rethinking(model, data, labeled_idx, pool_idx, extra, args, dist, run, desc):
+def train_rethinking(model, data, labeled_idx, pool_idx, extra, args, dist, run, desc, hook=None):
     """--epochs epochs of weighted cross-entropy (B.4, B.6). ``extra`` = (indices, labels) that
     also train (CEAL). With --add-lp the pseudo-labels are refreshed before the first epoch and
-    after every epoch past --start-epoch (every --lp-step)."""
+    after every epoch past --start-epoch (every --lp-step). ``hook``: a strategy's own training."""
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
                                 weight_decay=args.weight_decay)
@@ -369,6 +408,8 @@ def train_rethinking(model, data, labeled_idx, pool_idx, extra, args, dist, run,
     label_of[extra[0]] = torch.as_tensor(extra[1], dtype=torch.long)
     weight_of[labeled_idx] = weight_of[extra[0]] = 1.0
     train_idx = np.concatenate([labeled_idx, extra[0]])
+    if hook:
+        train_idx = hook.train_indices(train_idx)
     seed = np.random.randint(2**31)
     primary = [train_idx]
 
@@ -405,16 +446,23 @@ def train_rethinking(model, data, labeled_idx, pool_idx, extra, args, dist, run,
         progress.update(epoch=epoch, step=0, steps=max(1, len(loader)))
 
     def step(images, _targets, indices):
+        lr = rethinking_lr(args, progress["epoch"] + progress["step"] / progress["steps"])
         for group in optimizer.param_groups:
-            group["lr"] = rethinking_lr(args, progress["epoch"] + progress["step"] / progress["steps"])
+            group["lr"] = lr
         progress["step"] += 1
-        logits = net(data.train_transform(images.to(dist.device))).logits
-        per_sample = nn.functional.cross_entropy(logits, label_of[indices].to(dist.device), ignore_index=-1,
-                                                 reduction="none")
+        x, y = data.train_transform(images.to(dist.device)), label_of[indices].to(dist.device)
+        out = net(x)
+        per_sample = nn.functional.cross_entropy(out.logits, y, ignore_index=-1, reduction="none")
         loss = (per_sample * weight_of[indices].to(dist.device)).sum() / len(indices)
+        if hook:
+            hook.set_lr(lr)
+            loss = loss + hook.extra_loss(net, out, x, y, progress["epoch"])
+            hook.zero_grad()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if hook:
+            hook.step(out, progress["epoch"])
         return loss.item()
 
     def end_epoch(epoch):
@@ -438,7 +486,7 @@ def run_rethinking(args):
     if args.epochs > args.lr_rampdown_epochs:
         raise UserError(f"--epochs {args.epochs} exceeds --lr-rampdown-epochs {args.lr_rampdown_epochs}")
     strategy = get_strategy(RETHINKING_METHODS.get(args.al_method, args.al_method))  # the seed's names as written
-    missing = sorted(set(strategy.needs) - RETHINKING_PROVIDES)
+    missing = sorted(set(strategy.needs) - RETHINKING_PROVIDES - hook_provides(strategy))
     if missing:
         raise UserError(f"strategy {strategy.name} needs {', '.join(missing)}, which the rethinking protocol "
                         "does not provide")
@@ -491,13 +539,18 @@ def run_rethinking(args):
                 model.load_state_dict(previous)
             model.to(dist.device)
             with run.timer(times, "train_seconds"):
+                hook = strategy.training(model, data, labeled_idx, pool_idx, dist, {
+                    "lr": args.lr, "momentum": args.momentum, "weight_decay": args.weight_decay,
+                    "batch_size": args.batch_size, "workers": args.workers, "grad_clip": None,
+                    "epoch_l": toolkit.LL_DETACH_EPOCH}) if strategy.training else None
                 train_rethinking(model, data, labeled_idx, pool_idx, extra, args, dist, run,
-                                 f"trial{trial}/cycle{cycle}")
+                                 f"trial{trial}/cycle{cycle}", hook)
             acc = evaluate(model, data, rethinking.TEST_BATCH, dist, args.workers)
             with run.timer(times, "query_seconds"):
-                ctx = QueryContext(model, data, labeled_idx, pool_idx, args.al_budget, dist, rethinking.TEST_BATCH,
-                                   args.workers, extras={"state": state, "previous_model": model, "mc_dropout": True},
-                                   mc_samples=toolkit.MC_SAMPLES)
+                extras = {"state": state, "previous_model": model, "mc_dropout": True,
+                          "asal": {"steps": args.asal_steps}, **(hook.extras() if hook else {})}
+                ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy), args.al_budget, dist,
+                                   rethinking.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
                 queried = strategy.select(ctx)
             if args.add_ceal:
                 extra = ceal_pseudo_labels(model, data, np.setdiff1d(pool_idx, queried), args, dist, cycle)

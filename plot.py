@@ -1,8 +1,15 @@
-"""Plot test accuracy against the number of labeled images, mean and spread (one standard
-deviation) over trials, one line per run folder.
+"""Plot results folders: test accuracy against the number of labeled images and, for open-set runs
+(LfOSA's scripts), selection recall, selection precision and accuracy per query cycle; mean and
+spread (one standard deviation) over trials, one line per run. Runs that differ only in --seed
+are one line (mean over the seeds, as the LfOSA seed's plot.py).
 
-    python plot.py RUN_DIR [RUN_DIR ...] --out FIG.png
-    python plot.py                      # every run under ./results
+    python plot.py RUN_DIR [RUN_DIR ...] [--out FIG.png | --out DIR]
+    python plot.py                      # every run under log_AL/ and under results/, figures in each
+
+Figures: accuracy.png (accuracy against labels) and, when a run has open-set columns,
+recall.png, precision.png and accuracy_per_cycle.png. ``--out FIG.png`` names the first and puts
+the others next to it as FIG_recall.png, ...; ``--out DIR`` (or by default the first run's
+parent folder) receives all four under their own names.
 """
 
 import glob
@@ -11,7 +18,14 @@ import os
 import numpy as np
 
 from utils.cli import ArgumentParser, UserError, run_cli
+from utils.loop import RESUMABLE
 from utils.results import read_config, read_cycles
+
+DEFAULT_ROOTS = ("log_AL", "results")  # the LfOSA scripts' --save-dir, the other scripts' default
+SEED_KEYS = RESUMABLE | {"seed", "known_classes", "num_known"}  # runs that differ only here are one line
+PER_CYCLE = (("recall", "selection recall", "recall"), ("precision", "selection precision", "precision"),
+             ("test_acc", "test accuracy (%)", "accuracy_per_cycle"))  # metric, y label, file name
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 
 
 def find_runs(root="results"):
@@ -29,6 +43,27 @@ def run_label(run_dir):
     return f"{script}: {label}" if script else label
 
 
+def _seedless_key(run_dir):
+    """The run's label and settings without the seed (and what only names or places the run)."""
+    try:
+        config = read_config(run_dir)
+    except UserError:
+        return (run_dir,)
+    settings = {k: v for k, v in config.get("settings", {}).items() if k not in SEED_KEYS}
+    return run_label(run_dir), repr(sorted(settings.items(), key=lambda kv: kv[0]))
+
+
+def group_runs(runs):
+    """[(label, rows)]: the rows of runs that differ only in their seed, pooled, in first-seen order."""
+    groups = {}
+    for run_dir in runs:
+        rows = read_cycles(run_dir)
+        if rows:
+            label, pooled = groups.setdefault(_seedless_key(run_dir), (run_label(run_dir), []))
+            pooled.extend(rows)
+    return list(groups.values())
+
+
 def curve(rows, metric, x="n_labeled"):
     """(x, mean, std, trials) per cycle over the trials that reached it."""
     cycles = sorted({r["cycle"] for r in rows})
@@ -43,22 +78,23 @@ def curve(rows, metric, x="n_labeled"):
     return np.array(xs), np.array(means), np.array(stds), counts
 
 
-def plot_metric(runs, metric, ylabel, out):
+def plot_metric(groups, metric, ylabel, out, x="n_labeled", xlabel="labeled images"):
+    """One line per (label, rows) group: mean of ``metric`` against ``x``, one std shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for run_dir in runs:
-        rows = read_cycles(run_dir)
-        if not rows:
-            continue
-        xs, mean, std, counts = curve(rows, metric)
-        label = f"{run_label(run_dir)} ({max(counts)} trial{'s' if max(counts) > 1 else ''})"
-        line, = ax.plot(xs, mean, marker="o", markersize=3, label=label)
+    for label, rows in groups:
+        xs, mean, std, counts = curve(rows, metric, x)
+        line, = ax.plot(xs, mean, marker="o", markersize=3, label=f"{label} (n={max(counts)})")
         ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.set_xlabel("labeled images")
+    if x == "cycle":
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -69,19 +105,46 @@ def plot_metric(runs, metric, ylabel, out):
     return out
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", help="run folders (default: every run under ./results)")
-    parser.add_argument("--out", default=None, help="figure file (default: accuracy.png in the first run's parent)")
-    args = parser.parse_args(argv)
-    runs = args.runs or find_runs()
-    if not runs:
-        raise UserError("no runs to plot: pass run folders, or run an experiment first (results go to ./results)")
+def figure_paths(out):
+    """{name: path} of the four figures for ``--out`` (a figure file or a folder)."""
+    names = ["accuracy"] + [name for _, _, name in PER_CYCLE]
+    if out.lower().endswith(IMAGE_SUFFIXES):
+        stem, suffix = os.path.splitext(out)
+        return {name: out if name == "accuracy" else f"{stem}_{name}{suffix}" for name in names}
+    return {name: os.path.join(out, f"{name}.png") for name in names}
+
+
+def plot_runs(runs, out):
+    """Every figure for ``runs``; returns the paths written."""
     missing = [r for r in runs if not os.path.isfile(os.path.join(r, "cycles.csv"))]
     if missing:
         raise UserError(f"{missing[0]} is not a run folder (no cycles.csv)")
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(runs[0])), "accuracy.png")
-    print(plot_metric(runs, "test_acc", "test accuracy (%)", out))
+    groups = group_runs(runs)
+    paths = figure_paths(out)
+    written = [plot_metric(groups, "test_acc", "test accuracy (%)", paths["accuracy"])]
+    open_set = [(label, rows) for label, rows in groups if "precision" in rows[0]]
+    if open_set:
+        for metric, ylabel, name in PER_CYCLE:
+            written.append(plot_metric(open_set, metric, ylabel, paths[name], x="cycle", xlabel="query cycle"))
+    return written
+
+
+def main(argv=None):
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", help=f"run folders (default: every run under {' and '.join(DEFAULT_ROOTS)})")
+    parser.add_argument("--out", default=None, help="accuracy figure file (the others go next to it) or a folder "
+                                                    "(default: the first run's parent folder)")
+    args = parser.parse_args(argv)
+    batches = [(find_runs(root), root) for root in DEFAULT_ROOTS if find_runs(root)] if not args.runs else []
+    if args.runs or args.out:  # one set of figures for the given runs, or for every default run
+        runs = args.runs or [run for found, _ in batches for run in found]
+        batches = [(runs, args.out or os.path.dirname(os.path.abspath(runs[0])))] if runs else []
+    if not batches:
+        raise UserError(f"no runs to plot: pass run folders, or run an experiment first (results go to "
+                        f"{' or '.join(DEFAULT_ROOTS)})")
+    for runs, out in batches:
+        for path in plot_runs(runs, out):
+            print(path)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,19 @@ DEFAULTS = {
 }
 
 
+# one paper's defaults, read by its own scripts; not dataset configs of main_TOD.py/main_LL4AL.py
+PAPER_CONFIGS = ("ccal", "deepal", "lfosa", "rethinking")
+
+
 def list_configs():
-    return sorted(m.name for m in pkgutil.iter_modules(__path__))
+    """The dataset configs (``--config``) of main_TOD.py and main_LL4AL.py."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in PAPER_CONFIGS)
 
 
 def load_config(name, overrides=None):
-    """The config ``name`` as a dict, with ``overrides`` (upper-case keys) applied."""
-    if name not in list_configs():
+    """The config ``name`` (a dataset config or one of PAPER_CONFIGS) as a dict, with ``overrides``
+    (upper-case keys) applied."""
+    if name not in list_configs() and name not in PAPER_CONFIGS:
         raise UserError(f"unknown config {name!r}; choose from {', '.join(list_configs())}")
     module = importlib.import_module(f"config.{name}")
     cfg = dict(DEFAULTS)

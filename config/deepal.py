@@ -27,3 +27,4 @@ MNIST_SCHEDULE = [20, 40]  # the toolkit forces these milestones on MNIST
 MC_SAMPLES = 10  # MC-dropout passes (BALD, the *Dropout strategies, BatchBALD)
 MC_DROPOUT = 0.2  # dropout before the classifier of ResNets for the MC-dropout strategies
 LENET_MIN_SIZE = 28  # smaller images (digits) are resized to 28x28 for LeNet
+LL_DETACH_EPOCH = 120  # learning loss: the module's gradient into the backbone stops after this epoch

@@ -26,11 +26,11 @@ class CifarCNN(nn.Module):
         self.block2 = nn.Sequential(*_conv(128, 256, 3, 1), *_conv(256, 256, 3, 1), *_conv(256, 256, 3, 1),
                                     nn.MaxPool2d(2))
         self.drop2 = ConsistentDropout(0.5)
-        self.block3 = nn.Sequential(*_conv(256, 512, 3, 0), *_conv(512, 256, 1, 0), *_conv(256, 128, 1, 0),
-                                    nn.AdaptiveAvgPool2d(1))
+        self.block3 = nn.Sequential(*_conv(256, 512, 3, 0), *_conv(512, 256, 1, 0), *_conv(256, 128, 1, 0))
         self.l2_normalize = l2_normalize
         self.fc2 = weight_norm(nn.Linear(128, num_classes))
         self.feature_dim = 128
+        self.stage_channels = (128, 256, 128)
 
     def reset_heads(self, num_classes):
         """A fresh classifier with ``num_classes`` outputs (DeepCluster re-creates it per clustering)."""
@@ -41,10 +41,12 @@ class CifarCNN(nn.Module):
         return self.block1(x)
 
     def mc_head(self, h):
-        features = torch.flatten(self.block3(self.drop2(self.block2(self.drop1(h)))), 1)
+        h2 = self.block2(self.drop1(h))
+        h3 = self.block3(self.drop2(h2))
+        features = torch.flatten(nn.functional.adaptive_avg_pool2d(h3, 1), 1)
         if self.l2_normalize:
             features = nn.functional.normalize(features, dim=1)
-        return ModelOutput(self.fc2(features), features)
+        return ModelOutput(self.fc2(features), features, None, [h, h2, h3])
 
     def forward(self, x):
         return self.mc_head(self.mc_trunk(x))

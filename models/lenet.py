@@ -23,6 +23,7 @@ class LeNet(nn.Module):
         self.fc_drop = ConsistentDropout(0.5)
         self.fc2 = nn.Linear(50, num_classes)
         self.feature_dim = 50
+        self.stage_channels = (10, 20)
 
     def reset_heads(self, num_classes):
         self.fc2 = nn.Linear(50, num_classes)
@@ -32,9 +33,9 @@ class LeNet(nn.Module):
         return torch.relu(nn.functional.max_pool2d(self.conv1(x), 2))
 
     def mc_head(self, h):
-        h = torch.relu(nn.functional.max_pool2d(self.conv2_drop(self.conv2(h)), 2))
-        features = torch.relu(self.fc1(torch.flatten(h, 1)))
-        return ModelOutput(self.fc2(self.fc_drop(features)), features)
+        h2 = torch.relu(nn.functional.max_pool2d(self.conv2_drop(self.conv2(h)), 2))
+        features = torch.relu(self.fc1(torch.flatten(h2, 1)))
+        return ModelOutput(self.fc2(self.fc_drop(features)), features, None, [h, h2])
 
     def forward(self, x):
         return self.mc_head(self.mc_trunk(x))

@@ -58,10 +58,10 @@ def test_resume_continues_the_deepal_rounds(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--strategy", "NoSuchStrategy"], "choose from AdversarialBIM, AdversarialDeepFool"),
+    (["--strategy", "NoSuchStrategy"], "choose from ASAL, AV_based"),
     (["--strategy", "EntropySampling", "--model", "VGG"], "choose from ResNet18"),
     (["--strategy", "EntropySampling", "--cycles", "9"], "needs more labels"),
-    (["--strategy", "LearningLoss"], "needs loss_module"),
+    (["--strategy", "AV_temperature"], "needs unknown_class"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     out = tmp_path / "run"

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 
 from models import ConsistentDropout, LossNet, ModelOutput
+from models.vaal import VAE, LatentDiscriminator
+from models.waal import Critic
 from utils.data import BatchTransform, ImageData, TensorImages
 from utils.distributed import Dist
 from utils.samplers import (
@@ -63,7 +65,9 @@ def tiny_context(candidates, query_size, seed=0, data=None):
     model = TinyNet().eval()
     labeled = np.setdiff1d(data.train_idx, candidates)
     extras = {"previous_model": TinyNet(seed=1).eval(), "loss_module": LossNet((8,)), "ensemble": [model, TinyNet(2)],
-              "state": {}, "mc_dropout": True}
+              "state": {}, "mc_dropout": True, "vae": VAE(1, 32, 8), "discriminator": LatentDiscriminator(8),
+              "vae_size": 32, "critic": Critic(8), "gcn": {"epochs": 5}, "asal": {"steps": 3, "batch_size": 8},
+              "unknown_class": 2}
     return QueryContext(model, data, labeled, np.asarray(candidates), query_size, Dist(), batch_size=16,
                         rng=np.random.default_rng(seed), extras=extras, mc_samples=5)
 

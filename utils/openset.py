@@ -12,6 +12,7 @@ unknown image costs a label and is counted, never trained on (LfOSA's detector e
 """
 
 import math
+import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +58,8 @@ def choose_known_classes(num_classes, count, random=False, seed=0):
 
 def mismatch_pool(targets, known_classes, mismatch, initial=800, seed=0, indices=None):
     """CCAL's pool (A.2): ``initial`` random known labels, the remaining known images U_in, and
-    ceil(mismatch |U_in| / (1 - mismatch)) random unknown images U_out (both draws seeded)."""
+    ceil(mismatch |U_in| / (1 - mismatch)) random unknown images U_out, both drawn as the seed does
+    (Python's ``random.sample`` from a generator seeded with ``seed``, on ascending index lists)."""
     if not 0 <= mismatch < 1:
         raise UserError(f"--mismatch must be in [0, 1), got {mismatch}")
     targets = np.asarray(targets)
@@ -66,13 +68,12 @@ def mismatch_pool(targets, known_classes, mismatch, initial=800, seed=0, indices
     known, unknown = indices[known_mask], indices[~known_mask]
     if initial > len(known):
         raise UserError(f"{initial} initial labels asked for, but only {len(known)} known-class images exist")
-    rng = np.random.default_rng(seed)
-    labeled = np.sort(rng.choice(known, initial, replace=False))
+    labeled = np.sort(np.asarray(random.Random(seed).sample(known.tolist(), initial), dtype=np.int64))
     unlabeled_known = np.setdiff1d(known, labeled)
     n_out = math.ceil(mismatch * len(unlabeled_known) / (1 - mismatch))  # float rounding kept: m=0.8 -> 36,801
     if n_out > len(unknown):
         raise UserError(f"--mismatch {mismatch} needs {n_out} unknown-class images, only {len(unknown)} exist")
-    unlabeled_unknown = np.sort(np.random.default_rng(seed).choice(unknown, n_out, replace=False))
+    unlabeled_unknown = np.sort(np.asarray(random.Random(seed).sample(unknown.tolist(), n_out), dtype=np.int64))
     return OpenSetPool(np.asarray(known_classes), labeled, np.union1d(unlabeled_known, unlabeled_unknown), len(known))
 
 

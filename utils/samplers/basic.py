@@ -2,6 +2,7 @@
 TOD itself (Huang et al., ICCV'21) and learning loss (LL4AL; Yoo & Kweon, CVPR'19)."""
 
 from utils.samplers.registry import register_scorer, register_selector
+from utils.strategy_training import LossPredictionHook
 from utils.train import softmax_probs
 
 
@@ -24,9 +25,11 @@ def tod(ctx):
     return tod_scores(current, previous)
 
 
-@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), needs=("loss_module",))
+@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), needs=("loss_module",),
+                 training=LossPredictionHook, pool_subset=10_000)
 def learning_loss(ctx):
-    """The loss predicted by the LL4AL module from the model's stage features."""
+    """The loss predicted by the LL4AL module from the model's stage features, highest first
+    (under main_al.py on a random 10,000 of the pool, read in order)."""
     module = ctx.extras["loss_module"]
     was_training = module.training
     module.eval()

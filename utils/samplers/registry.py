@@ -40,10 +40,12 @@ class QueryContext:
     mc_samples: int = 10
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def predict(self, fn, indices=None, model=None):
-        """``fn(model_output, targets)`` over ``indices`` (default: the candidates)."""
+    def predict(self, fn, indices=None, model=None, forward=None):
+        """``fn(model_output, targets)`` over ``indices`` (default: the candidates); ``forward(x)``
+        replaces ``model(x)`` (see utils.train.predict)."""
         indices = self.candidates if indices is None else indices
-        return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers)
+        return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers,
+                       forward=forward)
 
     def _cached(self, key, compute):
         if key not in self._cache:
@@ -87,6 +89,8 @@ class Strategy:
     positions: Callable | None = None  # ctx -> positions into ctx.candidates
     aliases: tuple = ()
     needs: tuple = ()  # keys ctx.extras must hold
+    training: Callable | None = None  # a utils.strategy_training.TrainingHook class the protocol runs per round
+    pool_subset: int | None = None  # the query looks at a random subset of this many unlabeled samples
 
     def select(self, ctx, lowest=False):
         """``query_size`` distinct candidate indices (dataset indices); rank 0 decides.
@@ -130,18 +134,20 @@ def _register(strategy):
     return strategy
 
 
-def register_scorer(name, aliases=(), needs=()):
+def register_scorer(name, aliases=(), needs=(), training=None, pool_subset=None):
     """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``."""
     def decorate(fn):
-        _register(Strategy(name, scores=fn, aliases=tuple(aliases), needs=tuple(needs)))
+        _register(Strategy(name, scores=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
+                           pool_subset=pool_subset))
         return fn
     return decorate
 
 
-def register_selector(name, aliases=(), needs=()):
+def register_selector(name, aliases=(), needs=(), training=None, pool_subset=None):
     """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases``."""
     def decorate(fn):
-        _register(Strategy(name, positions=fn, aliases=tuple(aliases), needs=tuple(needs)))
+        _register(Strategy(name, positions=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
+                           pool_subset=pool_subset))
         return fn
     return decorate
 

@@ -1,0 +1,178 @@
+"""CCAL step 2 (Du et al., ICCV'21; spec 002 A.2, A.6, A.7): the joint query with the two fixed
+encoders of contrast_main.py, and the classifier of every cycle.
+
+Per trial:
+
+    L <- L0 (800 random known labels, A.2); U <- U_in + U_out (known and unknown images)
+    f_sem, f_dis <- the semantic and the distinctive encoder (never retrained)
+    features of every image of L + U: 10 augmented copies of its 4 rotations through both encoders
+    for cycle c = 0 .. split:
+        for init seed s = 0 .. 4: a fresh ImageNet-style ResNet-18 trained on L (known classes only;
+            Adam 5e-4, batch 32, 100 epochs, flips), tested on the known-class test set
+        test_acc <- the mean over the init seeds
+        if c < split:
+            semantic:    S(x) = max_l cos(f_sem(x), f_sem(l)) over L; y_sem(x) = the label of that l
+                         sigma(x) = tanh(k (minmax S(x) - t) / 2)                      (k = 100, t = 0.9)
+            distinctive, per known class j with anchors L_j and rotations r:
+                         D_j(x) = mean_r [2 s1 - s2 + cos(a1, a2)]   (s1, s2: the two nearest anchors a1, a2)
+            score_j(x) = sigma(x) + 1 - minmax D_j(x), or -1 unless y_sem(x) = j
+            Q <- the top `target` of U by score_j, for every known class j
+            the oracle: L <- L + known(Q); unknown(Q) are discarded; U <- U - Q
+            precision = |known(Q)| / |Q|; recall = |L| / all known training images
+
+    python active_main.py --mode eval --k 100.0 --t 0.9 --dataset cifar10 --model resnet18 --mismatch 0.8 \\
+        --target 1500 --shift_trans_type rotation --ood_samples 10 --resize_factor 0.54 --resize_fix \\
+        --load_feature_path ./model/distinctive/last.model --load_senmatic_path ./model/semantic/last.model
+"""
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.resnet import ImageNetResNet18
+from utils import distributed
+from utils.ccal import (
+    ACTIVE,
+    add_ccal_args,
+    ccal_pool,
+    ccal_query,
+    contrast_set,
+    even_batches,
+    load_encoder,
+    make_augment,
+    query_features,
+    relabel,
+    resolve,
+)
+from utils.cli import ArgumentParser, UserError, add_common_args, run_cli
+from utils.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
+from utils.loop import start_run
+from utils.openset import query_metrics
+from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.train import evaluate, fit, seed_everything
+
+
+def parse_args(argv=None):
+    parser = ArgumentParser(description="CCAL joint query and per-cycle classifier (needs the two encoders of "
+                                        "contrast_main.py)")
+    add_ccal_args(parser, ACTIVE)
+    add_common_args(parser)
+    return parser.parse_args(argv)
+
+
+def known_class_data(data, pool):
+    """The classifier's view (A.7): known classes relabelled 0..K-1, the known-class test images,
+    flips only and ImageNet normalisation (a dataset's own for images without 3 channels)."""
+    known_test = np.isin(data.test.targets.numpy()[data.test_idx], pool.known_classes)
+    if not known_test.any():
+        raise UserError("the test set holds no image of the known classes; raise --max-test-samples")
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if data.in_channels == 3 else \
+        (data.eval_transform.mean.flatten().tolist(), data.eval_transform.std.flatten().tolist())
+    mapping = pool.label_map(data.num_classes)
+    return dataclasses.replace(data, train=relabel(data.train, mapping), test=relabel(data.test, mapping),
+                               num_classes=len(pool.known_classes), test_idx=data.test_idx[known_test],
+                               train_transform=BatchTransform(mean, std, flip=True),
+                               eval_transform=BatchTransform(mean, std))
+
+
+def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
+    """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam lr 5e-4, batches of 32
+    (none smaller than 2), --epochs epochs; returns its final-epoch test accuracy (%)."""
+    seed_everything(seed)
+    model = ImageNetResNet18(data.num_classes, data.in_channels, consistency_head=False).to(dist.device)
+    net = distributed.wrap(model, dist)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg["CLASSIFIER_LR"])
+    loader = make_batch_loader(data.train, even_batches(labeled_idx, cfg["CLASSIFIER_BATCH"], dist.world_size, seed, 2),
+                               dist, args.workers)
+
+    def step(images, targets):
+        loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
+                                           targets.to(dist.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    fit(loader, args.epochs, step, run, desc, epoch_start=lambda _e: net.train())
+    return evaluate(model, data, args.test_batch_size, dist, args.workers)
+
+
+def sha256(path):
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = resolve(args, ACTIVE)
+    cycles = args.cycles or args.split + 1  # the last cycle trains and tests on L after the last query
+    if cycles > args.split + 1:
+        raise UserError(f"--cycles {cycles} needs more than --split {args.split} queries; raise --split")
+    trials = args.trials or 1
+    dist = distributed.setup(args.device, args.local_rank)
+    data = load_data(args, args.dataset, cfg["IMAGE_SIZE"])
+    pool = ccal_pool(args, cfg, data)
+    targets = data.train_targets  # the original classes: the oracle
+    label_of = pool.label_map(data.num_classes)
+    distinctive = load_encoder(args.load_feature_path, "feature", "--load_feature_path").to(dist.device)
+    semantic = load_encoder(args.load_senmatic_path, "senmatic", "--load_senmatic_path").to(dist.device)
+    for encoder, flag in ((distinctive, "--load_feature_path"), (semantic, "--load_senmatic_path")):
+        if encoder.stem[0].in_channels != data.in_channels:
+            raise UserError(f"{flag}: the encoder takes {encoder.stem[0].in_channels}-channel images, {data.name} has "
+                            f"{data.in_channels}; train it on {data.name} with contrast_main.py")
+    classifier_data = known_class_data(data, pool).to(dist.device)
+    feature_idx = contrast_set(pool)  # L0 + U_in + U_out, the images the encoders were trained on
+    augment = make_augment(cfg, args.resize_factor, fixed=True)
+    settings = {"known_classes": pool.known_classes.tolist(), "num_known": pool.num_known, "config": cfg,
+                "encoder_sha256": [sha256(args.load_feature_path), sha256(args.load_senmatic_path)]}
+    run = start_run(args, ACTIVE, settings, classifier_data, dist,
+                    ("CCAL", data.name, f"mismatch{args.mismatch}", f"target{args.target}"),
+                    f"CCAL {data.name} mismatch:{args.mismatch} target:{args.target}", trials, cycles,
+                    columns=CYCLE_COLUMNS + OPENSET_COLUMNS)
+
+    for trial in range(trials):
+        base_seed = args.seed + trial
+        labeled_idx, unknown_idx = pool.labeled_idx, np.empty(0, dtype=np.int64)  # L (known), discarded unknowns
+        saved = run.restore(trial)
+        if saved:
+            labeled_idx, unknown_idx = saved["labeled_idx"].numpy(), saved["unknown_idx"].numpy()
+        features = None
+
+        for cycle in range(run.first_cycle(trial), cycles):
+            times = {}
+            with run.timer(times, "train_seconds"):
+                accs = [train_classifier(classifier_data, labeled_idx, 1000 * base_seed + s, cfg, args, dist, run,
+                                         f"trial{trial}/cycle{cycle}/seed{s}") for s in range(cfg["CLASSIFIER_SEEDS"])]
+            acc = float(np.mean(accs))
+            run.log(f"cycle {cycle}: test accuracy over {len(accs)} init seed(s): {acc:.2f} +- "
+                    f"{np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.2f} ({', '.join(f'{a:.2f}' for a in accs)})")
+            queried = np.empty(0, dtype=np.int64)
+            with run.timer(times, "query_seconds"):
+                if cycle < args.split:
+                    if features is None:  # the encoders are fixed: every image's features once per trial
+                        features = query_features(distinctive, semantic, data, feature_idx, augment, args.ood_samples,
+                                                  base_seed, args.test_batch_size, dist, args.workers)
+                    unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))
+                    queried, candidates = ccal_query(features, feature_idx, unlabeled_idx, labeled_idx,
+                                                     label_of[targets[labeled_idx]], len(pool.known_classes),
+                                                     args.k, args.t, args.target)
+                    queried = distributed.broadcast_indices(queried, dist)
+                    if args.print_score:
+                        run.log(f"cycle {cycle}: pool images pseudo-labelled per known class {candidates}")
+            known = pool.is_known(targets, queried)
+            extra = query_metrics(pool, targets, queried, len(labeled_idx) + int(known.sum()))
+            if not len(queried):
+                extra["precision"] = float("nan")  # no query after the last cycle
+            run.log(f"cycle {cycle}: queried {len(queried)}, known {int(known.sum())}, unknown {int((~known).sum())}")
+            unknown_idx = np.concatenate([unknown_idx, queried[~known]])
+            labeled_idx = run.commit(trial, cycle, labeled_idx, queried[known], acc, times,
+                                     {"unknown_idx": torch.as_tensor(unknown_idx)}, extra)
+    run.close()
+    distributed.cleanup(dist)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,273 @@
+"""LfOSA (issue #7): the query rules, the open-set bookkeeping and metrics, the network and losses,
+and end-to-end runs of AL_center.py and AL_center_temperature.py on digits (5 known classes)."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, make_cifar, run_script
+
+import AL_center
+import AL_center_temperature
+from models.lfosa import BottleneckResNet
+from utils.center_loss import CenterLoss, CenterLossTerm
+from utils.cli import run_cli
+from utils.distributed import Dist
+from utils.lfosa import LabelSets, RandomRotation, temperature_cross_entropy
+from utils.openset import OpenSetPool, choose_known_classes, init_percent_pool, query_metrics
+from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS, read_config, read_cycles
+from utils.samplers import av_scores, get_strategy, known_posteriors, max_activations, top_k
+
+DIGITS = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
+          "--max-epoch", "2", "--quiet", "--set", "WIDTH=8"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one thread is as fast, and immune to a busy second core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- query rules
+
+def bimodal(rng, n_low, n_high, low=2.0, high=9.0):
+    values = np.concatenate([rng.normal(low, 0.5, n_low), rng.normal(high, 0.5, n_high)])
+    return values, np.r_[np.zeros(n_low, bool), np.ones(n_high, bool)]
+
+
+def test_gmm_scoring_picks_the_high_activation_mode():
+    rng = np.random.default_rng(0)
+    a, a_high = bimodal(rng, 300, 100)
+    b, b_high = bimodal(rng, 50, 150, low=-1.0, high=4.0)  # the other class sits lower: a global cut would fail
+    values, high = np.concatenate([a, b]), np.concatenate([a_high, b_high])
+    groups = np.r_[np.zeros(len(a), int), np.ones(len(b), int)]
+    scores = known_posteriors(values, groups, seed=3).numpy()
+    assert scores[high].min() > 0.9 and scores[~high].max() < 0.1
+    assert high[top_k(scores, 250)].all()  # both classes' high modes, although b's is below a's low-mode tail
+    assert np.array_equal(scores, known_posteriors(values, groups, seed=3).numpy())  # seeded
+
+
+def test_samples_predicted_unknown_score_zero_and_lonely_classes_too():
+    rng = np.random.default_rng(1)
+    K = 3
+    logits = torch.from_numpy(rng.normal(0, 1, (400, K + 1)).astype(np.float32))
+    predicted = np.r_[np.zeros(150, int), np.ones(150, int), np.full(99, K), [2]]  # class 2: one sample
+    values, _ = bimodal(rng, 200, 200)
+    logits[np.arange(400), predicted] = torch.from_numpy(values.astype(np.float32)) + 3
+    mav, argmax = max_activations(logits)
+    assert torch.equal(argmax, torch.from_numpy(predicted)) and torch.equal(mav, logits.max(1).values)
+    lfosa = av_scores(logits, seed=0, unknown_class=K)
+    assert (lfosa[predicted == K] == 0).all() and lfosa[399] == 0
+    assert lfosa[predicted < 2].max() > 0.9
+    based = av_scores(logits, seed=0)  # AV_based: the predicted-unknown group is ranked like any class
+    assert based[predicted == K].max() > 0.5 and torch.equal(based[predicted < 2], lfosa[predicted < 2])
+
+
+def test_strategies_are_registered_under_the_seed_names():
+    assert get_strategy("AV_temperature").name == get_strategy("lfosa").name == "AV_temperature"
+    assert get_strategy("AV_temperature").needs == ("unknown_class",)
+    for name in ("AV_based", "AV_uncertainty", "Max_AV", "KMeans", "BALD", "random"):
+        get_strategy(name)
+
+
+# ----------------------------------------------------------------------------- open-set bookkeeping
+
+def test_init_percent_pool_counts():
+    targets = np.repeat(np.arange(10), 10)  # 10 classes x 10 images
+    pool = init_percent_pool(targets, np.arange(3), 20, seed=4)
+    assert len(pool.labeled_idx) == 6 and set(targets[pool.labeled_idx]) <= {0, 1, 2}  # floor(30 * 20 / 100)
+    assert len(pool.pool_idx) == 94 and pool.num_known == 30
+    assert not set(pool.labeled_idx) & set(pool.pool_idx)
+    assert np.array_equal(pool.labeled_idx, init_percent_pool(targets, np.arange(3), 20, seed=4).labeled_idx)
+    subset = init_percent_pool(targets, np.arange(3), 50, seed=4, indices=np.arange(0, 100, 2))
+    assert len(subset.labeled_idx) == 7 and subset.num_known == 15 and len(subset.pool_idx) == 43
+    chosen = choose_known_classes(10, 3, random=True, seed=1)
+    assert len(chosen) == 3 and np.array_equal(chosen, np.sort(chosen))
+    assert np.array_equal(chosen, choose_known_classes(10, 3, random=True, seed=1))
+    assert OpenSetPool(np.array([7, 2]), None, None, 0).label_map(10).tolist() == [2, 2, 1, 2, 2, 2, 2, 0, 2, 2]
+
+
+def test_recall_and_precision_of_a_hand_made_query():
+    targets = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    pool = OpenSetPool(np.array([0, 1]), np.array([0, 1]), np.arange(2, 10), num_known=5)
+    queried = np.array([4, 5, 6, 7])  # classes 0, 1, 2, 3: two known
+    assert query_metrics(pool, targets, queried, 2 + 2) == {"n_queried": 4, "n_queried_known": 2,
+                                                            "precision": 0.5, "recall": 0.8}
+
+
+def test_queried_unknowns_leave_the_pool():
+    sets = LabelSets(np.array([0, 1]), np.array([5]), {})
+    assert sets.pool(np.arange(8)).tolist() == [2, 3, 4, 6, 7]
+
+
+# ----------------------------------------------------------------------------- network, losses, augmentation
+
+def test_bottleneck_resnet_has_a_2d_feature_and_splits_at_its_dropout():
+    model = BottleneckResNet([2, 2, 2, 2], 6, in_channels=1, width=8, dropout=0.2).eval()
+    x = torch.randn(4, 1, 8, 8)
+    out = model(x)
+    assert out.logits.shape == (4, 6) and out.features.shape == (4, 2)
+    assert torch.allclose(model.mc_head(model.mc_trunk(x)).logits, out.logits)
+
+
+def test_center_loss_ignores_unknowns_and_its_weight_does_not_scale_the_centers():
+    loss = CenterLoss(2, 2)
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0]]))
+    features, labels = torch.tensor([[1.0, 0.0], [1.0, 3.0], [9.0, 9.0]]), torch.tensor([0, 1, 2])
+    assert loss(features, labels).item() == pytest.approx((1 + 4) / 3)  # label 2 = K: no center, counts in B
+    moved = []
+    for weight in (0.5, 2.0):
+        torch.manual_seed(0)
+        term = CenterLossTerm(2, 2, weight, lr=0.1, dist=Dist())
+        before = term.loss.centers.detach().clone()
+        term(features, labels).backward()
+        term.step()
+        moved.append(term.loss.centers.detach() - before)
+    assert torch.allclose(moved[0], moved[1]) and moved[0].abs().sum() > 0
+    off = CenterLossTerm(2, 2, 0.0, lr=0.1, dist=Dist())
+    assert off(features, labels).item() == 0
+
+
+def test_temperature_cross_entropy_divides_each_row_by_its_temperature():
+    logits, targets = torch.tensor([[2.0, 0.0, 1.0], [0.0, 1.0, 3.0]]), torch.tensor([0, 2])  # row 2: unknown (K=2)
+    loss = temperature_cross_entropy(0.5, 2.0, unknown_class=2)(logits, targets)
+    expected = torch.nn.functional.cross_entropy(logits / torch.tensor([[0.5], [2.0]]), targets)
+    assert loss.item() == pytest.approx(expected.item())
+
+
+def test_rotation_keeps_the_centre_and_blackens_corners():
+    from utils.data import BatchTransform
+
+    torch.manual_seed(0)
+    base = BatchTransform((0.5,), (0.25,))
+    white = torch.full((8, 1, 16, 16), 255, dtype=torch.uint8)
+    rotated = RandomRotation(base, 15)(white)
+    assert torch.allclose(rotated[:, :, 6:10, 6:10], base(white)[:, :, 6:10, 6:10])
+    black = (0 - 0.5) / 0.25
+    assert ((rotated == black).flatten(1).any(1)).float().mean() > 0.5  # most images got black corners
+    assert torch.equal(RandomRotation(base, 0)(white), base(white))
+
+
+# ----------------------------------------------------------------------------- end-to-end
+
+def labeled_sets(out):
+    folder = os.path.join(out, "labeled")
+    return {name: np.load(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
+
+
+def check_run(out, cycles, query):
+    """Complete results folder; the open-set columns add up; nothing queried twice; only known labeled."""
+    from utils.data import build_data
+
+    assert {"config.json", "cycles.csv", "state.json", "labeled", "checkpoints", "tb"} <= set(os.listdir(out))
+    with open(os.path.join(out, "cycles.csv")) as fh:
+        assert fh.readline().strip().split(",") == CYCLE_COLUMNS + OPENSET_COLUMNS
+    rows = read_cycles(out)
+    assert [r["cycle"] for r in rows] == list(range(cycles))
+    assert all(r["n_queried"] == query and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)
+    assert all(b["n_labeled"] - a["n_labeled"] == a["n_queried_known"] for a, b in zip(rows, rows[1:]))
+    known = read_config(out)["settings"]["known_classes"]
+    checkpoint = torch.load(os.path.join(out, "checkpoints", "trial0.pt"), weights_only=True)
+    labeled, invalid = checkpoint["labeled_idx"].numpy(), checkpoint["invalid_idx"].numpy()
+    first = rows[0]["n_labeled"]
+    queried = np.concatenate([labeled[first:], invalid])
+    assert len(np.unique(np.concatenate([labeled, invalid]))) == len(labeled) + len(invalid) == first + cycles * query
+    assert len(queried) == cycles * query
+    targets = build_data("digits").train_targets
+    assert np.isin(targets[labeled], known).all() and not np.isin(targets[invalid], known).any()
+    assert np.array_equal(labeled_sets(out)[f"trial0_cycle{cycles - 1}.npy"], labeled)
+    return rows
+
+
+def test_lfosa_on_digits_leaves_complete_results(tmp_path):
+    out = str(tmp_path / "run")
+    AL_center_temperature.main([*DIGITS, "--max-query", "3", "--known-T", "0.5", "--unknown-T", "0.5",
+                                "--weight-cent", "0.1", "--out", out])
+    rows = check_run(out, 3, 20)
+    assert isinstance(rows[1]["precision"], float) and 0 <= rows[1]["precision"] <= 1
+    settings = read_config(out)["settings"]
+    assert settings["strategy_name"] == "AV_temperature" and settings["known_classes"] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("strategy", ["uncertainty", "random", "AV_based", "AV_uncertainty", "Max_AV", "KMeans",
+                                      "BALD"])
+def test_baselines_on_digits(tmp_path, strategy):
+    out = str(tmp_path / "run")
+    AL_center.main([*DIGITS, "--max-query", "2", "--max-epoch", "1", "--weight-cent", "0", "--query-strategy", strategy,
+                    "--known-classes-random", "--out", out])
+    check_run(out, 2, 20)
+    assert read_config(out)["settings"]["strategy_name"] == get_strategy(
+        {"uncertainty": "EntropySampling"}.get(strategy, strategy)).name
+
+
+def test_the_seed_commands_run_verbatim_on_cifar100_files(tmp_path, monkeypatch, capsys):
+    root = make_cifar(str(tmp_path / "data"), n_train=1700, n_test=100, classes=100, hundred=True)
+    monkeypatch.chdir(tmp_path)
+    shrink = ["--max-query", "1", "--max-epoch", "1", "--set", "WIDTH=8", "--data-root", root, "--quiet"]
+    AL_center.main("--gpu 0 --save-dir log_AL/ --weight-cent 0 --query-strategy uncertainty --init-percent 8 "
+                   "--known-class 20 --query-batch 1500 --seed 1 --model resnet18 --dataset cifar100".split() + shrink)
+    AL_center_temperature.main(
+        "--gpu 0 --save-dir log_AL/ --weight-cent 0 --query-strategy AV_temperature --init-percent 8 --known-class 20 "
+        "--query-batch 1500 --seed 1 --model resnet18 --known-T 0.5 --unknown-T 0.5 --modelB-T 1 "
+        "--dataset cifar100".split() + shrink)
+    assert sorted(os.listdir(tmp_path / "log_AL")) == [
+        "resnet18_cifar100_known20_init8_batch1500_seed1_uncertainty",
+        "temperature_resnet18_cifar100_known20_init8_batch1500_seed1_AV_temperature_unknown_T0.5_known_T0.5_modelB_T1.0"]
+    for run in os.listdir(tmp_path / "log_AL"):
+        row, = read_cycles(str(tmp_path / "log_AL" / run))
+        assert row["n_labeled"] == 27 and row["n_queried"] == 1500  # 8 % of the 340 known images
+    if not torch.cuda.is_available():
+        assert "notice: --gpu 0 ignored" in capsys.readouterr().out
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    common = [*DIGITS, "--weight-cent", "0.5", "--trials", "2"]
+    AL_center_temperature.main([*common, "--max-query", "3", "--out", full])
+    AL_center_temperature.main([*common, "--max-query", "1", "--trials", "1", "--out", resumed])
+    AL_center_temperature.main([*common, "--cycles", "3", "--out", resumed, "--resume"])
+    assert labeled_sets(full).keys() == labeled_sets(resumed).keys() and len(labeled_sets(full)) == 6
+    assert all(np.array_equal(a, b) for a, b in zip(labeled_sets(full).values(), labeled_sets(resumed).values()))
+    drop = ("train_seconds", "query_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in read_cycles(full)] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in read_cycles(resumed)]
+
+
+def test_two_process_torchrun_writes_one_results_folder(tmp_path):
+    out = str(tmp_path / "run")
+    result = run_script("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
+                        str(29600 + os.getpid() % 1000), os.path.join(ROOT, "AL_center_temperature.py"), *DIGITS,
+                        "--max-query", "2", "--weight-cent", "0.5", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es) on cpu" in result.stdout and sorted(os.listdir(tmp_path)) == ["run"]
+    check_run(out, 2, 20)
+
+
+@pytest.mark.parametrize("script,argv,message", [
+    (AL_center, ["--query-strategy", "NoSuchStrategy"], "unknown strategy"),
+    (AL_center, ["--query-strategy", "AV_temperature"], "run it with AL_center_temperature.py"),
+    (AL_center, ["--query-strategy", "AV_based2"], "use AV_based"),
+    (AL_center, ["--known-class", "10"], "between 1 and 9"),
+    (AL_center, ["--init-percent", "0"], "--init-percent"),
+    (AL_center, ["--query-batch", "700", "--max-query", "2"], "budget larger than the pool"),
+    (AL_center, ["--model", "resnet50"], "choose from resnet18, resnet34"),
+    (AL_center, ["--dataset", "cifar100"], "--download"),
+    (AL_center, ["--set", "WIDHT=8"], "no such setting"),
+    (AL_center, ["--is-filter", "False"], "not supported"),
+    (AL_center, ["--max-query", "0"], "--max-query/--cycles must be a positive integer"),
+    (AL_center, ["--set", "WIDTH=wide"], "--set WIDTH expects a number (int)"),
+    (AL_center_temperature, ["--known-T", "0"], "must be positive"),
+    (AL_center_temperature, ["--batch-size", "many"], "invalid int value"),
+])
+def test_bad_input_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, script, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: script.main([*DIGITS, "--data-root", str(tmp_path / "data"), "--save-dir",
+                                     str(tmp_path / "log_AL"), *argv]))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+    assert not os.listdir(tmp_path)

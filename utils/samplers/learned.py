@@ -1,0 +1,151 @@
+"""Strategies with networks of their own: VAAL and WAAL (trained alongside the task model by a
+``utils.strategy_training`` hook), UncertainGCN and CoreGCN (a GCN trained at query time) and
+ASAL (a GAN trained at query time)."""
+
+import torch
+from torch import nn
+
+from models.gan import Discriminator, Generator
+from models.gcn import GCN, FactorisedAdjacency
+from utils.samplers.diversity import kcenter_greedy, nearest_unique
+from utils.samplers.registry import register_scorer, register_selector
+from utils.samplers.uncertainty import entropy_scores
+from utils.strategy_training import VAALHook, WAALHook, resize
+
+GCN_SUBSET = 10_000  # unlabeled nodes per query (SeqGCN's SUBSET), drawn at random
+
+
+@register_scorer("VAAL", needs=("vae", "discriminator"), training=VAALHook)
+def vaal(ctx):
+    """The lowest discriminator 'labeled' probability D(mu(x)) first (Sinha et al., Sec. 3.2)."""
+    vae, discriminator = ctx.extras["vae"], ctx.extras["discriminator"]
+    discriminator.eval()
+    probability = ctx.predict(lambda d, _y: d, model=vae,
+                              forward=lambda x: discriminator(vae.encode(resize(x, ctx.extras["vae_size"]))[0]))
+    return -probability
+
+
+def waal_scores(probs, critic_values, selection_weight=10.0):
+    """WAAL's query score (negated: higher = queried first): s = u - 10 d with u the mean of the
+    L2 and L1 uncertainty upper bounds, 1/2 ||log p||_2 + 1/2 sum_c -log p_c, and d the critic's
+    output; the smallest s is queried (as the authors' and the toolkit's code)."""
+    log_p = probs.clamp_min(1e-12).log()
+    upper_bound = 0.5 * log_p.norm(dim=1) + 0.5 * (-log_p).sum(dim=1)
+    return -(upper_bound - selection_weight * critic_values)
+
+
+@register_scorer("WAAL", needs=("critic",), training=WAALHook)
+def waal(ctx):
+    critic = ctx.extras["critic"].eval()
+
+    def both(out, _y):
+        return torch.cat([torch.softmax(out.logits.float(), 1), critic(out.features)[:, None]], dim=1)
+
+    joined = ctx.predict(both)
+    return waal_scores(joined[:, :-1], joined[:, -1])
+
+
+def train_gcn(features, is_labeled, hidden=128, dropout=0.3, weight=1.2, epochs=200, seed=0):
+    """SeqGCN (Caramalau et al., CVPR'21, Sec. 3.2): a GCN over the graph of all nodes (cosine
+    affinities, column-normalised, self-loops), trained to tell labeled from unlabeled nodes with
+    -mean_L log s - lambda mean_U log(1 - s) (Eq. 4), 200 epochs of Adam 1e-3, weight decay 5e-4.
+    Returns the model and its (probability, hidden, pre-sigmoid) outputs in eval mode."""
+    torch.manual_seed(seed)
+    adjacency = FactorisedAdjacency(features)
+    model = GCN(features.shape[1], hidden, dropout).to(features.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
+    labeled = is_labeled.to(features.device)
+    for _ in range(epochs):
+        model.train()
+        probability = model(features, adjacency)[0].clamp(1e-7, 1 - 1e-7)
+        loss = -probability[labeled].log().mean() - weight * (1 - probability[~labeled]).log().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return model, model(features, adjacency)
+
+
+def _gcn_nodes(ctx):
+    labeled = ctx.labeled_features()
+    features = nn.functional.normalize(torch.cat([labeled, ctx.features()]).to(ctx.dist.device), dim=1)
+    is_labeled = torch.zeros(len(features), dtype=torch.bool)
+    is_labeled[: len(labeled)] = True
+    _, outputs = train_gcn(features, is_labeled, seed=int(ctx.rng.integers(2**31)), **ctx.extras.get("gcn", {}))
+    return len(labeled), outputs
+
+
+@register_selector("UncertainGCN", aliases=("uncertain_gcn",), pool_subset=GCN_SUBSET)
+def uncertain_gcn(ctx):
+    """The unlabeled nodes whose 'labeled' probability is closest to s_margin (0.1)."""
+    n_labeled, (probability, _, _) = _gcn_nodes(ctx)
+    distance = (probability[n_labeled:] - ctx.extras.get("gcn_margin", 0.1)).abs().cpu()
+    return torch.argsort(distance, stable=True)[: ctx.query_size]
+
+
+@register_selector("CoreGCN", aliases=("core_gcn",), pool_subset=GCN_SUBSET)
+def core_gcn(ctx):
+    """Greedy k-center on the GCN's features (hidden layer and pre-sigmoid output) from the labeled nodes."""
+    n_labeled, (_, hidden, out) = _gcn_nodes(ctx)
+    nodes = torch.cat([hidden, out[:, None]], dim=1)
+    return kcenter_greedy(nodes[n_labeled:], nodes[:n_labeled], ctx.query_size)
+
+
+ASAL_DEFAULTS = {"steps": 2000, "batch_size": 64, "latent": 100, "lr": 2e-4, "width": 64, "generated_per_query": 10}
+
+
+def train_gan(images, steps, batch_size, latent, lr, generator, width=64):
+    """A DCGAN on ``images`` (in [-1, 1]) with the non-saturating loss, Adam(lr, betas 0.5/0.999)."""
+    channels, side = images.shape[1], images.shape[-1]
+    gen = Generator(channels, side, latent, width).to(images.device)
+    disc = Discriminator(channels, side, width).to(images.device)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    bce = nn.functional.binary_cross_entropy_with_logits
+    for _ in range(steps):
+        real = images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)]
+        fake = gen(torch.randn(len(real), latent, device=images.device))
+        d_real, d_fake = disc(real), disc(fake.detach())
+        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        d_fake = disc(fake)
+        loss_g = bce(d_fake, torch.ones_like(d_fake))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+    return gen.eval()
+
+
+@register_selector("ASAL", aliases=("adversarial_sampling",), pool_subset=GCN_SUBSET)
+def asal(ctx):
+    """ASAL (Mayer & Timofte, WACV'20): a GAN trained on the candidates generates
+    ``generated_per_query`` x query-size images; the query-size ones with the highest entropy
+    under the classifier are kept, and for each the nearest not yet taken real candidate in the
+    classifier's feature space is queried (faiss)."""
+    settings = {**ASAL_DEFAULTS, **ctx.extras.get("asal", {})}
+    data, device, transform = ctx.data, ctx.dist.device, ctx.data.eval_transform
+    images, _, _ = data.train.__getitems__(ctx.candidates.tolist())
+    side = max(8, -(-images.shape[-1] // 8) * 8)
+    pixels = resize(images.float().to(device) / 127.5 - 1, side)  # the GAN's [-1, 1] image space
+    generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31)))
+    torch.manual_seed(int(ctx.rng.integers(2**31)))
+    gen = train_gan(pixels, settings["steps"], settings["batch_size"], settings["latent"], settings["lr"], generator,
+                    settings["width"])
+    was_training = ctx.model.training
+    with torch.no_grad():
+        fake = gen(torch.randn(settings["generated_per_query"] * ctx.query_size, settings["latent"], device=device))
+        model_input = (resize((fake + 1) / 2, data.image_size) - transform.mean) / transform.std
+        out = ctx.model.eval()(model_input)
+    ctx.model.train(was_training)
+    return asal_select(torch.softmax(out.logits.float(), 1).cpu(), out.features.float().cpu(), ctx.features(),
+                       ctx.query_size)
+
+
+def asal_select(generated_probs, generated_features, pool_features, query_size):
+    """ASAL's retrieval: the ``query_size`` generated samples with the highest entropy, and for
+    each (most uncertain first) the nearest pool sample not yet taken. Returns pool positions."""
+    uncertain = torch.argsort(entropy_scores(generated_probs), descending=True, stable=True)[:query_size]
+    return torch.from_numpy(nearest_unique(pool_features.float().numpy(), generated_features[uncertain].numpy()))
