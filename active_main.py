@@ -25,7 +25,6 @@ Per trial:
         --load_feature_path ./model/distinctive/last.model --load_senmatic_path ./model/semantic/last.model
 """
 
-import dataclasses
 import hashlib
 
 import numpy as np
@@ -44,13 +43,12 @@ from utils.ccal import (
     load_encoder,
     make_augment,
     query_features,
-    relabel,
     resolve,
 )
 from utils.cli import ArgumentParser, UserError, add_common_args, run_cli
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
 from utils.loop import start_run
-from utils.openset import query_metrics
+from utils.openset import known_class_view, query_metrics
 from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.train import evaluate, fit, seed_everything
 
@@ -66,16 +64,10 @@ def parse_args(argv=None):
 def known_class_data(data, pool):
     """The classifier's view (A.7): known classes relabelled 0..K-1, the known-class test images,
     flips only and ImageNet normalisation (a dataset's own for images without 3 channels)."""
-    known_test = np.isin(data.test.targets.numpy()[data.test_idx], pool.known_classes)
-    if not known_test.any():
-        raise UserError("the test set holds no image of the known classes; raise --max-test-samples")
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if data.in_channels == 3 else \
         (data.eval_transform.mean.flatten().tolist(), data.eval_transform.std.flatten().tolist())
-    mapping = pool.label_map(data.num_classes)
-    return dataclasses.replace(data, train=relabel(data.train, mapping), test=relabel(data.test, mapping),
-                               num_classes=len(pool.known_classes), test_idx=data.test_idx[known_test],
-                               train_transform=BatchTransform(mean, std, flip=True),
-                               eval_transform=BatchTransform(mean, std))
+    return known_class_view(data, pool, train_transform=BatchTransform(mean, std, flip=True),
+                            eval_transform=BatchTransform(mean, std))
 
 
 def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):

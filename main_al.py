@@ -47,6 +47,7 @@ from utils.data import load_data, make_batch_loader, make_loader
 from utils.deepcluster import load_trunk
 from utils.label_propagation import knn_graph, propagate, pseudo_labels
 from utils.loop import start_run
+from utils.openset import open_set
 from utils.results import atomic_write
 from utils.samplers import QueryContext, entropy_scores, get_strategy, list_strategies
 from utils.splits import make_split, random_subset, read_split, split_path, write_split
@@ -70,6 +71,12 @@ def parse_args(argv=None):
         add_deepal_args(parser)
     else:
         add_rethinking_args(parser)
+    group = parser.add_argument_group("open set (either protocol)")
+    group.add_argument("--known-classes", type=int, default=None,
+                       help="only K classes are known: queried images of the others are discarded, and "
+                            "cycles.csv records the query's precision and recall")
+    group.add_argument("--known-classes-random", action="store_true",
+                       help="a seeded random choice of the known classes (default: classes 0..K-1)")
     add_common_args(parser)
     parser.set_defaults(seed=1 if protocol == "deepal" else 7)  # the seeds' defaults
     args = parser.parse_args(argv)
@@ -233,7 +240,9 @@ def run_deepal(args):
     model_name, model_options = toolkit.MODELS[model_key]
     dataset = args.dataset or "cifar10"
     hp = toolkit.DATASETS.get(dataset, toolkit.OTHER_DATASET)
-    data = load_data(args, dataset, **{k: v for k, v in hp.items() if k != "batch"}).to(dist.device)
+    data = load_data(args, dataset, **{k: v for k, v in hp.items() if k != "batch"})
+    data, oracle = open_set(data, args.known_classes, args.known_classes_random, args.seed)
+    data.to(dist.device)
     if model_name == "lenet" and data.image_size < toolkit.LENET_MIN_SIZE:
         data.resize_inputs(toolkit.LENET_MIN_SIZE)
     if model_name == "lenet":
@@ -257,24 +266,26 @@ def run_deepal(args):
                                          "n_query": query, "n_end": end, "rounds": rounds, "schedule": schedule,
                                          "strategy_name": strategy.name, "members": members},
                     data, dist, ("deepal", data.name, model_key, strategy.name),
-                    f"{data.name} {model_key} {strategy.name}", trials, cycles)
+                    f"{data.name} {model_key} {strategy.name}", trials, cycles, oracle.columns)
 
     for trial in range(trials):
         seed_everything(args.seed + trial)
         initial = [build_model(model_name, data.num_classes, data.in_channels, **model_options).to(dist.device)
                    for _ in range(members)]  # f_0 (and the other ensemble members' own initial weights)
-        labeled_idx = random_subset(data.train_idx, start)
+        labeled_idx = random_subset(oracle.labelable(data.train_idx), start)
         state = {}  # what a strategy keeps across the trial's queries (ClusterMargin's clusters)
         previous = copy.deepcopy(initial[0])  # the previous round's model, for TOD
+        oracle.discarded = np.empty(0, dtype=np.int64)
         saved = run.restore(trial)
         if saved:
             labeled_idx, state = saved["labeled_idx"].numpy(), saved["state"]
+            oracle.discarded = saved["discarded"].numpy()
             if "previous_model" in saved:
                 previous.load_state_dict(saved["previous_model"])
 
         for cycle in range(run.first_cycle(trial), cycles):
             times = {}
-            pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
+            pool_idx = oracle.unlabeled(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 models = [copy.deepcopy(m) for m in initial]
                 hook = strategy.training(models[0], data, labeled_idx, pool_idx, dist, {
@@ -296,17 +307,18 @@ def run_deepal(args):
                               "gcn_margin": args.s_margin, "asal": {"steps": args.asal_steps},
                               **(hook.extras() if hook else {})}
                     ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy),
-                                       min(query, end - len(labeled_idx)), dist, toolkit.TEST_BATCH, args.workers,
-                                       extras=extras, mc_samples=toolkit.MC_SAMPLES)
+                                       min(query, end - len(labeled_idx) - len(oracle.discarded)), dist,
+                                       toolkit.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
                     queried = strategy.select(ctx)
+                labels, columns = oracle.answer(queried, labeled_idx)
             if args.save_model and dist.is_main:
                 atomic_write(os.path.join(run.folder.path, "models", f"trial{trial}_cycle{cycle}.pt"),
                              lambda fh, m=model: torch.save(m.state_dict(), fh))
             previous = model
-            checkpoint = {"state": state}
+            checkpoint = {"state": state, "discarded": torch.as_tensor(oracle.discarded)}
             if "previous_model" in strategy.needs:
                 checkpoint["previous_model"] = previous.state_dict()
-            labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times, checkpoint)
+            labeled_idx = run.commit(trial, cycle, labeled_idx, labels, acc, times, checkpoint, columns)
     run.close()
     distributed.cleanup(dist)
 
@@ -341,12 +353,15 @@ def make_splits(args):
         print(path)
 
 
-def initial_split(args, data, split):
-    """The split file's labeled indices; a missing file is made (deterministically) and saved."""
-    path = split_path(args.data_root, data.name, args.al_budget, split)
+def initial_split(args, data, split, labelable):
+    """The split file's labeled indices (drawn from ``labelable``); a missing file is made
+    (deterministically) and saved. Open-set splits have their own files."""
+    name = data.name + (f"-known{args.known_classes}" + ("-random" if args.known_classes_random else "")
+                        if args.known_classes else "")
+    path = split_path(args.data_root, name, args.al_budget, split)
     if os.path.isfile(path):
         return read_split(path, len(data.train))
-    indices = make_split(data.train_targets, data.train_idx, args.al_budget, split)
+    indices = make_split(data.train_targets, labelable, args.al_budget, split)
     try:
         write_split(path, indices, data.train_targets)
     except OSError:
@@ -493,7 +508,8 @@ def run_rethinking(args):
     if args.arch.lower() not in rethinking.INPUT_SIZE:
         raise UserError(f"unknown --arch {args.arch!r}; choose from {', '.join(rethinking.INPUT_SIZE)}")
     dist = distributed.setup(args.device, args.local_rank)
-    data = rethinking_data(args).to(dist.device)
+    data, oracle = open_set(rethinking_data(args), args.known_classes, args.known_classes_random, args.seed)
+    data.to(dist.device)
     dropout = toolkit.MC_DROPOUT if "mc_dropout" in strategy.needs else 0.0
     cycles = args.cycles or args.al_nb_cycles
     trials = args.trials or 1
@@ -507,7 +523,8 @@ def run_rethinking(args):
     method = strategy.name + ("+PRE" if use_pretrained else "") + ("+SEMI" if args.add_lp else "") + (
         "+CEAL" if args.add_ceal else "")
     run = start_run(args, "main_al.py", {"strategy_name": strategy.name}, data, dist,
-                    ("rethinking", data.name, args.arch, method), f"{data.name} {args.arch} {method}", trials, cycles)
+                    ("rethinking", data.name, args.arch, method), f"{data.name} {args.arch} {method}", trials, cycles,
+                    oracle.columns)
 
     if args.learn_unsupervised_pretraining and not (args.resume and os.path.isfile(pretrained)):
         seed_everything(args.seed)
@@ -521,17 +538,19 @@ def run_rethinking(args):
 
     for trial in range(trials):
         seed_everything(args.seed + trial)
-        labeled_idx = initial_split(args, data, args.split + trial)
+        labeled_idx = initial_split(args, data, args.split + trial, oracle.labelable(data.train_idx))
         state, extra, previous = {}, (np.empty(0, np.int64), np.empty(0, np.int64)), None
+        oracle.discarded = np.empty(0, dtype=np.int64)
         saved = run.restore(trial)
         if saved:
             labeled_idx, state = saved["labeled_idx"].numpy(), saved["state"]
+            oracle.discarded = saved["discarded"].numpy()
             extra = (saved["ceal_idx"].numpy(), saved["ceal_labels"].numpy())
             previous = saved.get("model")
 
         for cycle in range(run.first_cycle(trial), cycles):
             times = {}
-            pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
+            pool_idx = oracle.unlabeled(data.train_idx, labeled_idx)
             model = rethinking_model(args, data, dropout)
             if use_pretrained:
                 load_trunk(model, pretrained)
@@ -552,14 +571,15 @@ def run_rethinking(args):
                 ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy), args.al_budget, dist,
                                    rethinking.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
                 queried = strategy.select(ctx)
+            labels, columns = oracle.answer(queried, labeled_idx)
             if args.add_ceal:
                 extra = ceal_pseudo_labels(model, data, np.setdiff1d(pool_idx, queried), args, dist, cycle)
             previous = model.state_dict()
             checkpoint = {"state": state, "ceal_idx": torch.as_tensor(extra[0]),
-                          "ceal_labels": torch.as_tensor(extra[1])}
+                          "ceal_labels": torch.as_tensor(extra[1]), "discarded": torch.as_tensor(oracle.discarded)}
             if args.finetuning:
                 checkpoint["model"] = previous
-            labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times, checkpoint)
+            labeled_idx = run.commit(trial, cycle, labeled_idx, labels, acc, times, checkpoint, columns)
     run.close()
     distributed.cleanup(dist)
 

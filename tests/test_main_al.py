@@ -69,3 +69,39 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
         run_cli(lambda: main_al.main([*DIGITS, "--model", "LeNet", *argv, "--out", str(out)]))
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.parametrize("protocol", [
+    ["--protocol", "deepal", "--model", "LeNet", "--strategy", "EntropySampling", "--nStart", "10", "--nQuery", "5",
+     "--nEnd", "25", "--n_epoch", "1"],
+    ["--arch", "lenet", "--al-method", "random", "--al-budget", "40", "--epochs", "1", "--cycles", "3"],
+])
+def test_known_classes_make_any_strategy_open_set(tmp_path, protocol):
+    from utils.data import build_data
+
+    out = str(tmp_path / "run")
+    main_al.main([*protocol, "--dataset", "digits", "--known-classes", "4", "--data-root", str(tmp_path / "data"),
+                  "--quiet", "--out", out])
+    targets = build_data("digits").train_targets
+    rows = read_cycles(out)
+    queried_rows = [r for r in rows if r["n_queried"]]
+    assert queried_rows and all(0 <= r["precision"] <= 1 and 0 < r["recall"] <= 1 for r in queried_rows)
+    for row in rows:
+        labeled = np.load(f"{out}/labeled/trial0_cycle{row['cycle']}.npy")
+        assert set(targets[labeled].tolist()) <= {0, 1, 2, 3}  # unknown answers never join the labeled set
+        assert row["n_labeled"] + row["n_queried_known"] == len(labeled)
+    known_total = int(np.isin(targets, [0, 1, 2, 3]).sum())
+    assert queried_rows[-1]["recall"] == pytest.approx(len(labeled) / known_total, abs=1e-5)
+
+
+def test_the_oracle_discards_unknown_answers_and_counts_them():
+    from utils.openset import OpenSetPool, Oracle
+
+    targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)
+    oracle = Oracle(pool, targets)
+    labels, columns = oracle.answer(np.array([2, 3, 5]), labeled_idx=np.array([0]))
+    assert labels.tolist() == [3] and oracle.discarded.tolist() == [2, 5]
+    assert columns == {"n_queried": 3, "n_queried_known": 1, "precision": round(1 / 3, 6), "recall": round(2 / 6, 6)}
+    assert oracle.unlabeled(np.arange(8), np.array([0, 3])).tolist() == [1, 4, 6, 7]
+    assert oracle.labelable(np.arange(8)).tolist() == [0, 1, 3, 4, 6, 7]

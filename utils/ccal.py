@@ -10,7 +10,6 @@
 """
 
 import argparse
-import copy
 import os
 
 import numpy as np
@@ -192,13 +191,6 @@ def ccal_pool(args, cfg, data):
 
 def contrast_set(pool):
     return np.union1d(pool.labeled_idx, pool.pool_idx)
-
-
-def relabel(dataset, mapping):
-    """A shallow copy of ``dataset`` whose targets go through ``mapping`` (images shared)."""
-    relabelled = copy.copy(dataset)
-    relabelled.targets = torch.as_tensor(mapping)[dataset.targets]
-    return relabelled
 
 
 def even_batches(indices, batch_size, world, seed, min_size):

@@ -15,7 +15,6 @@ Both parse the seed's flags (B.1) plus the common ones and work through an :clas
 """
 
 import argparse
-import copy
 import dataclasses
 import math
 import os
@@ -32,7 +31,7 @@ from utils.center_loss import CenterLossTerm
 from utils.cli import ArgumentParser, UserError, add_common_args, parse_overrides, str2bool
 from utils.data import load_data, make_loader
 from utils.loop import start_run
-from utils.openset import choose_known_classes, init_percent_pool, query_metrics
+from utils.openset import choose_known_classes, init_percent_pool, known_class_view, query_metrics
 from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.samplers import QueryContext, get_strategy
 from utils.splits import random_subset
@@ -184,13 +183,6 @@ class RandomRotation(nn.Module):
         return nn.functional.grid_sample(x - black, grid, mode="nearest", align_corners=False) + black
 
 
-def _relabel(dataset, mapping):
-    """A shallow copy of ``dataset`` whose targets go through ``mapping`` (images shared)."""
-    relabelled = copy.copy(dataset)
-    relabelled.targets = torch.as_tensor(mapping)[dataset.targets]
-    return relabelled
-
-
 @dataclasses.dataclass
 class LabelSets:
     """One trial's sets: L (``labeled``, known), I (``invalid``: queried unknowns, the detector's
@@ -264,12 +256,7 @@ class Experiment:
             raise UserError(f"budget larger than the pool: --max-query x --query-batch = {args.cycles} x "
                             f"{args.query_batch} = {needed} > {len(self.pool.pool_idx)} unlabeled images; "
                             "lower --max-query or --query-batch")
-        mapping = self.pool.label_map(data.num_classes)
-        test_known = np.isin(data.test.targets.numpy()[data.test_idx], self.known)
-        if not test_known.any():
-            raise UserError("the test set holds no image of the known classes; raise --max-test-samples")
-        return dataclasses.replace(data, train=_relabel(data.train, mapping), test=_relabel(data.test, mapping),
-                                   num_classes=self.K, test_idx=data.test_idx[test_known]).to(self.dist.device)
+        return known_class_view(data, self.pool).to(self.dist.device)
 
     def _start_run(self):
         args, data = self.args, self.data

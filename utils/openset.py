@@ -11,11 +11,14 @@ Indices always refer to the full training set. Only known labels are ever traine
 unknown image costs a label and is counted, never trained on (LfOSA's detector excepted).
 """
 
+import copy
+import dataclasses
 import math
 import random
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from utils.cli import UserError
 
@@ -97,3 +100,73 @@ def query_metrics(pool, targets, queried, labeled_known_after):
     return {"n_queried": len(queried), "n_queried_known": known,
             "precision": round(known / len(queried), 6) if len(queried) else 0.0,
             "recall": round(labeled_known_after / pool.num_known, 6)}
+
+
+def relabel(dataset, mapping):
+    """A shallow copy of ``dataset`` whose targets go through ``mapping`` (images shared)."""
+    relabelled = copy.copy(dataset)
+    relabelled.targets = torch.as_tensor(mapping)[dataset.targets]
+    return relabelled
+
+
+def known_class_view(data, pool, **replacements):
+    """``data`` (a utils.data.ImageData) as a K-way problem: known classes relabelled 0..K-1 (every
+    unknown class K), ``num_classes`` K and only the known-class test images; ``replacements`` set
+    other fields (e.g. transforms)."""
+    known_test = np.isin(data.test.targets.numpy()[data.test_idx], pool.known_classes)
+    if not known_test.any():
+        raise UserError("the test set holds no image of the known classes; raise --max-test-samples")
+    mapping = pool.label_map(data.num_classes)
+    return dataclasses.replace(data, train=relabel(data.train, mapping), test=relabel(data.test, mapping),
+                               num_classes=len(pool.known_classes), test_idx=data.test_idx[known_test], **replacements)
+
+
+def split_query(pool, targets, queried, labeled_known_before):
+    """The oracle's answer to a query: (its known part, its unknown part, the cycles.csv metrics)."""
+    is_known = pool.is_known(targets, queried)
+    known = np.asarray(queried)[is_known]
+    return known, np.asarray(queried)[~is_known], query_metrics(pool, targets, queried,
+                                                               labeled_known_before + len(known))
+
+
+class Oracle:
+    """Answers queries. Closed set (``pool`` None): every queried image joins the labeled set.
+    Open set: the known ones join it, the unknown ones are ``discarded`` (they cost a label and
+    leave the pool, never trained on), and each answer comes with the open-set columns."""
+
+    def __init__(self, pool=None, targets=None):
+        self.pool, self.targets = pool, targets
+        self.discarded = np.empty(0, dtype=np.int64)
+
+    @property
+    def columns(self):
+        from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+
+        return CYCLE_COLUMNS + (OPENSET_COLUMNS if self.pool is not None else [])
+
+    def labelable(self, train_idx):
+        """The training images an initial labeled set may hold (the known ones)."""
+        return train_idx if self.pool is None else train_idx[self.pool.is_known(self.targets, train_idx)]
+
+    def unlabeled(self, train_idx, labeled_idx):
+        return np.setdiff1d(train_idx, np.union1d(labeled_idx, self.discarded))
+
+    def answer(self, queried, labeled_idx):
+        """(the images that join the labeled set, the extra cycles.csv columns)."""
+        if self.pool is None:
+            return queried, {}
+        known, unknown, metrics = split_query(self.pool, self.targets, queried, len(labeled_idx))
+        self.discarded = np.concatenate([self.discarded, unknown])
+        return known, metrics
+
+
+def open_set(data, known_classes, random_choice=False, seed=0):
+    """With ``known_classes`` K (0 or None: a closed set): the K-way view of ``data`` and its
+    Oracle; the known classes are 0..K-1 or a seeded random choice (``random_choice``)."""
+    if not known_classes:
+        return data, Oracle()
+    targets = data.train_targets
+    known = choose_known_classes(data.num_classes, known_classes, random_choice, seed)
+    pool = OpenSetPool(known, np.empty(0, dtype=np.int64), data.train_idx,
+                       int(np.isin(targets[data.train_idx], known).sum()))
+    return known_class_view(data, pool), Oracle(pool, targets)
