@@ -94,6 +94,18 @@ def make_imagenet_weights(path):
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a module of small tensors: as fast, and immune to a busy second
+    core (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def fake_root(tmp_path):
     return str(tmp_path / "data")

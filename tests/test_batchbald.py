@@ -15,14 +15,7 @@ from utils.samplers.batchbald import batchbald_select
 from utils.samplers.registry import QueryContext, get_strategy
 from utils.samplers.uncertainty import bald_scores
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are small: one intra-op thread is faster, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_mc_probs(num_omegas, num_points, classes, seed):

@@ -32,14 +32,7 @@ from utils.openset import CCAL_KNOWN, mismatch_pool
 from utils.results import read_cycles
 
 CFG = {k: getattr(ccal_config, k) for k in ("JITTER", "GRAY_P", "CROP_RATIO")}
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread for the in-process runs: two threads spin against any other busy process
-    on a 2-core machine (the subprocess runs get OMP_NUM_THREADS=1 from run_script)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["--dataset", "digits", "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8", "--quiet"]

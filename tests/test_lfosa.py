@@ -23,13 +23,7 @@ DIGITS = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "-
           "--max-epoch", "2", "--quiet", "--set", "WIDTH=8"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is as fast, and immune to a busy second core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- query rules

@@ -31,6 +31,7 @@ class TrainingHook:
         self.model, self.data, self.dist, self.settings = model, data, dist, settings
         self.labeled_idx, self.pool_idx = np.asarray(labeled_idx), np.asarray(pool_idx)
         self.optimizers = []
+        self.scheduled = []  # optimizers whose learning rate follows the task model's
 
     def stream(self, indices):
         """Endless augmented batches of ``indices`` (the method's own draws)."""
@@ -58,7 +59,9 @@ class TrainingHook:
         pass
 
     def set_lr(self, lr):
-        pass
+        for optimizer in self.scheduled:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def extras(self):
         return {}
@@ -74,7 +77,7 @@ class LossPredictionHook(TrainingHook):
     def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
         super().__init__(model, data, labeled_idx, pool_idx, dist, settings)
         self.module = LossNet(model.stage_channels).to(dist.device)
-        self.optimizers = [self.sgd(self.module)]
+        self.optimizers = self.scheduled = [self.sgd(self.module)]
 
     def extra_loss(self, net, out, x, y, epoch):
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
@@ -86,10 +89,6 @@ class LossPredictionHook(TrainingHook):
         if self.settings.get("grad_clip"):
             nn.utils.clip_grad_value_(self.module.parameters(), self.settings["grad_clip"])
         self.optimizers[0].step()
-
-    def set_lr(self, lr):
-        for group in self.optimizers[0].param_groups:
-            group["lr"] = lr
 
     def extras(self):
         return {"loss_module": self.module}
@@ -165,7 +164,7 @@ class WAALHook(TrainingHook):
     def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
         super().__init__(model, data, labeled_idx, pool_idx, dist, settings)
         self.critic = Critic(model.feature_dim).to(dist.device)
-        self.optimizers = [self.sgd(self.critic)]
+        self.optimizers = self.scheduled = [self.sgd(self.critic)]
         self.gamma = len(self.labeled_idx) / max(1, len(self.pool_idx))
         self.unlabeled = self.stream(self.pool_idx)
         self.features = None
@@ -194,10 +193,6 @@ class WAALHook(TrainingHook):
         points = torch.cat([z_u[:n] + mix * (z_l[:n] - z_u[:n]), z_u, z_l]).requires_grad_()
         grad = torch.autograd.grad(self.critic(points).sum(), points, create_graph=True)[0]
         return (grad.norm(dim=1) - 1).pow(2).mean()
-
-    def set_lr(self, lr):
-        for group in self.optimizers[0].param_groups:
-            group["lr"] = lr
 
     def extras(self):
         return {"critic": self.critic}
