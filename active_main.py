@@ -48,7 +48,7 @@ from utils.ccal import (
 from utils.cli import ArgumentParser, UserError, add_common_args, run_cli
 from utils.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
 from utils.loop import start_run
-from utils.openset import known_class_view, query_metrics
+from utils.openset import known_class_view, split_query
 from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.train import evaluate, fit, seed_everything
 
@@ -154,13 +154,12 @@ def main(argv=None):
                     queried = distributed.broadcast_indices(queried, dist)
                     if args.print_score:
                         run.log(f"cycle {cycle}: pool images pseudo-labelled per known class {candidates}")
-            known = pool.is_known(targets, queried)
-            extra = query_metrics(pool, targets, queried, len(labeled_idx) + int(known.sum()))
+            known, unknown, extra = split_query(pool, targets, queried, len(labeled_idx))
             if not len(queried):
                 extra["precision"] = float("nan")  # no query after the last cycle
-            run.log(f"cycle {cycle}: queried {len(queried)}, known {int(known.sum())}, unknown {int((~known).sum())}")
-            unknown_idx = np.concatenate([unknown_idx, queried[~known]])
-            labeled_idx = run.commit(trial, cycle, labeled_idx, queried[known], acc, times,
+            run.log(f"cycle {cycle}: queried {len(queried)}, known {len(known)}, unknown {len(unknown)}")
+            unknown_idx = np.concatenate([unknown_idx, unknown])
+            labeled_idx = run.commit(trial, cycle, labeled_idx, known, acc, times,
                                      {"unknown_idx": torch.as_tensor(unknown_idx)}, extra)
     run.close()
     distributed.cleanup(dist)

@@ -220,13 +220,6 @@ def hook_provides(strategy):
     return set(strategy.training.PROVIDES) if strategy.training else set()
 
 
-def candidates(pool_idx, strategy):
-    """The pool, or a random subset of ``strategy.pool_subset`` of it (LearningLoss, the GCNs, ASAL)."""
-    if strategy.pool_subset and len(pool_idx) > strategy.pool_subset:
-        return np.sort(random_subset(pool_idx, strategy.pool_subset))
-    return pool_idx
-
-
 def run_deepal(args):
     dist = distributed.setup(args.device, args.local_rank)
     strategy = get_strategy(args.strategy)
@@ -306,7 +299,7 @@ def run_deepal(args):
                                       "weight": args.lambda_loss},
                               "gcn_margin": args.s_margin, "asal": {"steps": args.asal_steps},
                               **(hook.extras() if hook else {})}
-                    ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy),
+                    ctx = QueryContext(model, data, labeled_idx, strategy.candidates(pool_idx),
                                        min(query, end - len(labeled_idx) - len(oracle.discarded)), dist,
                                        toolkit.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
                     queried = strategy.select(ctx)
@@ -568,7 +561,7 @@ def run_rethinking(args):
             with run.timer(times, "query_seconds"):
                 extras = {"state": state, "previous_model": model, "mc_dropout": True,
                           "asal": {"steps": args.asal_steps}, **(hook.extras() if hook else {})}
-                ctx = QueryContext(model, data, labeled_idx, candidates(pool_idx, strategy), args.al_budget, dist,
+                ctx = QueryContext(model, data, labeled_idx, strategy.candidates(pool_idx), args.al_budget, dist,
                                    rethinking.TEST_BATCH, args.workers, extras=extras, mc_samples=toolkit.MC_SAMPLES)
                 queried = strategy.select(ctx)
             labels, columns = oracle.answer(queried, labeled_idx)

@@ -69,8 +69,7 @@ def bench(name, data, model_name, options, n_labeled, batch, query_size):
         torch.manual_seed(0)
         model = build_model(model_name, data.num_classes, data.in_channels, **options)
         seconds, extras = epoch(model, data, labeled, pool, batch, strategy.training)
-        candidates = pool if not strategy.pool_subset else np.sort(rng.permutation(pool)[: strategy.pool_subset])
-        ctx = QueryContext(model, data, labeled, candidates, query_size, Dist(), 256,
+        ctx = QueryContext(model, data, labeled, strategy.candidates(pool), query_size, Dist(), 256,
                            extras={**extras, "asal": {"steps": 500}})
         start = time.perf_counter()
         strategy.select(ctx)

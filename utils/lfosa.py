@@ -31,10 +31,9 @@ from utils.center_loss import CenterLossTerm
 from utils.cli import ArgumentParser, UserError, add_common_args, parse_overrides, str2bool
 from utils.data import load_data, make_loader
 from utils.loop import start_run
-from utils.openset import choose_known_classes, init_percent_pool, known_class_view, query_metrics
+from utils.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.samplers import QueryContext, get_strategy
-from utils.splits import random_subset
 from utils.train import evaluate, seed_everything
 
 TEMPERATURE_SCRIPT = "AL_center_temperature.py"
@@ -341,10 +340,7 @@ class Experiment:
 
     def query(self, model, sets, extras=None):
         """--query-batch indices of the pool chosen by the strategy with ``model`` (plain view)."""
-        candidates = sets.pool(self.data.train_idx)
-        subset = getattr(self.strategy, "pool_subset", None)  # strategies that look at a random subset only
-        if subset and subset < len(candidates):
-            candidates = np.sort(random_subset(candidates, subset))
+        candidates = self.strategy.candidates(sets.pool(self.data.train_idx))
         outputs = distributed.unwrap(model).linear.out_features
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
                            self.args.query_batch, self.dist, self.args.batch_size, self.args.workers,
@@ -355,10 +351,9 @@ class Experiment:
     def commit(self, trial, cycle, sets, queried, test_acc, times):
         """The oracle splits the query: knowns join L, unknowns join I; both leave U. Records the
         cycle (test accuracy, query precision and recall) and returns the new sets."""
-        known = self.pool.is_known(self.targets, queried)
-        metrics = query_metrics(self.pool, self.targets, queried, len(sets.labeled) + int(known.sum()))
-        invalid = np.concatenate([sets.invalid, queried[~known]])
-        labeled = self.run.commit(trial, cycle, sets.labeled, queried[known], test_acc, times,
+        known, unknown, metrics = split_query(self.pool, self.targets, queried, len(sets.labeled))
+        invalid = np.concatenate([sets.invalid, unknown])
+        labeled = self.run.commit(trial, cycle, sets.labeled, known, test_acc, times,
                                   {"invalid_idx": torch.as_tensor(invalid), "state": sets.state}, extra=metrics)
         self.run.log(f"  query {self.args.query_strategy}: {metrics['n_queried_known']}/{metrics['n_queried']} known "
                      f"|| precision {metrics['precision']:.4f} || recall {metrics['recall']:.4f} || "

@@ -92,6 +92,13 @@ class Strategy:
     training: Callable | None = None  # a utils.strategy_training.TrainingHook class the protocol runs per round
     pool_subset: int | None = None  # the query looks at a random subset of this many unlabeled samples
 
+    def candidates(self, pool_idx):
+        """The pool, or a random subset of ``pool_subset`` of it (sorted), drawn from numpy's global RNG."""
+        pool_idx = np.asarray(pool_idx)
+        if self.pool_subset and len(pool_idx) > self.pool_subset:
+            return np.sort(pool_idx[np.random.permutation(len(pool_idx))[: self.pool_subset]])
+        return pool_idx
+
     def select(self, ctx, lowest=False):
         """``query_size`` distinct candidate indices (dataset indices); rank 0 decides.
         ``lowest`` takes the lowest scores instead (scorers only)."""
