@@ -18,8 +18,8 @@ Per trial:
         --known-class 20 --query-batch 1500 --seed 1 --model resnet18 --dataset cifar100
 """
 
-from utils.cli import run_cli
-from utils.lfosa import Experiment, Member, cross_entropy, parse_args
+from utils.core.cli import run_cli
+from utils.protocols.lfosa import Experiment, Member, cross_entropy, parse_args
 
 
 def main(argv=None):

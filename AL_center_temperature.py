@@ -26,8 +26,8 @@ Per trial:
 
 import numpy as np
 
-from utils.cli import run_cli
-from utils.lfosa import Experiment, Member, cross_entropy, parse_args, temperature_cross_entropy
+from utils.core.cli import run_cli
+from utils.protocols.lfosa import Experiment, Member, cross_entropy, parse_args, temperature_cross_entropy
 
 
 def main(argv=None):

@@ -32,8 +32,14 @@ import torch
 from torch import nn
 
 from models.resnet import ImageNetResNet18
-from utils import distributed
-from utils.ccal import (
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, UserError, add_common_args, run_cli
+from utils.core.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
+from utils.core.loop import start_run
+from utils.core.openset import known_class_view, split_query
+from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.core.train import evaluate, fit, seed_everything
+from utils.protocols.ccal import (
     ACTIVE,
     add_ccal_args,
     ccal_pool,
@@ -45,12 +51,6 @@ from utils.ccal import (
     query_features,
     resolve,
 )
-from utils.cli import ArgumentParser, UserError, add_common_args, run_cli
-from utils.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
-from utils.loop import start_run
-from utils.openset import known_class_view, split_query
-from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
-from utils.train import evaluate, fit, seed_everything
 
 
 def parse_args(argv=None):

@@ -26,8 +26,12 @@ import torch
 from torch import nn
 
 from models.csi import CSIResNet
-from utils import distributed
-from utils.ccal import (
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, UserError, add_common_args, run_cli
+from utils.core.data import load_data, make_batch_loader
+from utils.core.train import seed_everything
+from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
+from utils.protocols.ccal import (
     CONTRAST,
     add_ccal_args,
     ccal_pool,
@@ -38,10 +42,6 @@ from utils.ccal import (
     resolve,
     save_encoder,
 )
-from utils.cli import ArgumentParser, UserError, add_common_args, run_cli
-from utils.contrastive import contrastive_losses, training_views, warmup_schedule
-from utils.data import load_data, make_batch_loader
-from utils.train import seed_everything
 
 # settings a resumed training must share with the saved one
 IDENTITY = ("dataset", "known_classes", "mismatch", "initial_budget", "max_train_samples", "mode", "shift_trans_type",

@@ -20,14 +20,14 @@ from torch import nn
 
 from config import config_from_args, list_configs
 from models import LossNet, model_from_config
-from utils import distributed
-from utils.cli import ArgumentParser, add_common_args, run_cli
-from utils.data import load_data, make_loader
-from utils.loop import check_budget, start_run
-from utils.losses import ranking_loss
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, add_common_args, run_cli
+from utils.core.data import load_data, make_loader
+from utils.core.loop import check_budget, start_run
+from utils.core.splits import random_subset
+from utils.core.train import evaluate, fit, seed_everything
+from utils.methods.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
-from utils.splits import random_subset
-from utils.train import evaluate, fit, seed_everything
 
 LOSS_WEIGHT = 1.0  # lambda of LL4AL, fixed in the authors' TOD code (config WEIGHT is TOD's)
 

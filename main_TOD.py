@@ -22,14 +22,14 @@ from torch import nn
 
 from config import config_from_args, list_configs
 from models import model_from_config
-from utils import distributed
-from utils.cli import ArgumentParser, add_common_args, run_cli
-from utils.data import forever, load_data, make_loader
-from utils.loop import check_budget, start_run
-from utils.losses import cod_loss, ema_update
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, add_common_args, run_cli
+from utils.core.data import forever, load_data, make_loader
+from utils.core.loop import check_budget, start_run
+from utils.core.splits import random_subset
+from utils.core.train import evaluate, fit, seed_everything
+from utils.methods.losses import cod_loss, ema_update
 from utils.samplers import QueryContext, get_strategy
-from utils.splits import random_subset
-from utils.train import evaluate, fit, seed_everything
 
 
 def parse_args(argv=None):

@@ -41,17 +41,18 @@ from torch import nn
 from config import deepal as toolkit
 from config import rethinking
 from models import build_model
-from utils import deepcluster, distributed
-from utils.cli import ArgumentParser, UserError, add_common_args, run_cli, str2bool
-from utils.data import load_data, make_batch_loader, make_loader
-from utils.deepcluster import load_trunk
-from utils.label_propagation import knn_graph, propagate, pseudo_labels
-from utils.loop import start_run
-from utils.openset import open_set
-from utils.results import atomic_write
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, UserError, add_common_args, run_cli, str2bool
+from utils.core.data import load_data, make_batch_loader, make_loader
+from utils.core.loop import start_run
+from utils.core.openset import open_set
+from utils.core.results import atomic_write
+from utils.core.splits import make_split, random_subset, read_split, split_path, write_split
+from utils.core.train import evaluate, fit, predict, seed_everything, softmax_probs
+from utils.methods import deepcluster
+from utils.methods.deepcluster import load_trunk
+from utils.methods.label_propagation import knn_graph, propagate, pseudo_labels
 from utils.samplers import QueryContext, entropy_scores, get_strategy, list_strategies
-from utils.splits import make_split, random_subset, read_split, split_path, write_split
-from utils.train import evaluate, fit, predict, seed_everything, softmax_probs
 
 PROTOCOLS = ("rethinking", "deepal")
 DEEPAL_PROVIDES = {"state", "ensemble", "previous_model", "mc_dropout"}  # what run_deepal gives strategies

@@ -17,9 +17,9 @@ import os
 
 import numpy as np
 
-from utils.cli import ArgumentParser, UserError, run_cli
-from utils.loop import RESUMABLE
-from utils.results import read_config, read_cycles
+from utils.core.cli import ArgumentParser, UserError, run_cli
+from utils.core.loop import RESUMABLE
+from utils.core.results import read_config, read_cycles
 
 DEFAULT_ROOTS = ("log_AL", "results")  # the LfOSA scripts' --save-dir, the other scripts' default
 SEED_KEYS = RESUMABLE | {"seed", "known_classes", "num_known"}  # runs that differ only here are one line

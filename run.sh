@@ -14,7 +14,7 @@ else
     echo "run.sh: TOD (--sampling TOD --auxiliary TOD) on the built-in digits dataset (no ./data/cifar-10-batches-py here)"
 fi
 
-if ! (cd "$here" && "$python" -m utils.check_requirements requirements.txt >/dev/null); then
+if ! (cd "$here" && "$python" -m utils.core.requirements requirements.txt >/dev/null); then
     echo "run.sh: installing requirements.txt into $python"
     "$python" -m pip install -q -r "$here/requirements.txt"
 fi

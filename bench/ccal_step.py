@@ -24,9 +24,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import ccal as defaults  # noqa: E402
 from models.csi import CSIResNet  # noqa: E402
-from utils.ccal import ccal_query, make_augment  # noqa: E402
-from utils.contrastive import contrastive_losses, training_views, warmup_schedule  # noqa: E402
-from utils.data import TensorImages, make_loader  # noqa: E402
+from utils.core.data import TensorImages, make_loader  # noqa: E402
+from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule  # noqa: E402
+from utils.protocols.ccal import ccal_query, make_augment  # noqa: E402
 
 CFG = {"JITTER": defaults.JITTER, "GRAY_P": defaults.GRAY_P, "CROP_RATIO": defaults.CROP_RATIO}
 

@@ -12,7 +12,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from utils.label_propagation import jlp_select, knn_graph, propagate, pseudo_labels  # noqa: E402
+from utils.methods.label_propagation import jlp_select, knn_graph, propagate, pseudo_labels  # noqa: E402
 
 
 def clustered_features(n, dim=128, classes=10, seed=0):

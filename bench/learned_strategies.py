@@ -18,8 +18,8 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from models import build_model  # noqa: E402
-from utils.data import BatchTransform, ImageData, TensorImages, build_data, make_loader  # noqa: E402
-from utils.distributed import Dist  # noqa: E402
+from utils.core.data import BatchTransform, ImageData, TensorImages, build_data, make_loader  # noqa: E402
+from utils.core.distributed import Dist  # noqa: E402
 from utils.samplers import QueryContext, get_strategy, train_gcn  # noqa: E402
 from utils.samplers.diversity import kcenter_greedy  # noqa: E402
 

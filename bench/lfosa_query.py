@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import lfosa as defaults  # noqa: E402
 from models.lfosa import BottleneckResNet  # noqa: E402
-from utils.data import BatchTransform, ImageData, TensorImages  # noqa: E402
-from utils.distributed import Dist  # noqa: E402
+from utils.core.data import BatchTransform, ImageData, TensorImages  # noqa: E402
+from utils.core.distributed import Dist  # noqa: E402
 from utils.samplers import QueryContext, av_scores, get_strategy, top_k  # noqa: E402
 
 POOL, KNOWN, QUERY = 50_000, 20, 1_500

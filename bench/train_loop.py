@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import load_config  # noqa: E402
 from models import build_model  # noqa: E402
-from utils.data import BatchTransform, ImageData, TensorImages, build_data, make_loader  # noqa: E402
+from utils.core.data import BatchTransform, ImageData, TensorImages, build_data, make_loader  # noqa: E402
 
 
 def cifar_shaped(n):

@@ -7,7 +7,7 @@ PRETRAINED, IMAGE_SIZE). ``load_config`` reads one and applies command-line over
 import importlib
 import pkgutil
 
-from utils.cli import UserError, parse_overrides
+from utils.core.cli import UserError, parse_overrides
 
 DEFAULTS = {
     "MODEL": "resnet18",  # resnet18 | resnet34 (CIFAR form) | imagenet_resnet18

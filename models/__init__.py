@@ -6,7 +6,7 @@ from models.lenet import LeNet
 from models.lossnet import LossNet
 from models.output import ModelOutput
 from models.resnet import ImageNetResNet18, resnet18, resnet34
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 MODELS = {
     "resnet18": resnet18,

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from models.resnet import CifarResNet
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 
 class CSIOutput(NamedTuple):

@@ -19,7 +19,7 @@ from torchvision.models.resnet import BasicBlock
 
 from models.layers import ConsistentDropout
 from models.output import ModelOutput
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"
 

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python="${PYTHON:-$(command -v python || command -v python3)}"
 
-if ! "$python" -m utils.check_requirements requirements.txt tests/requirements.txt; then
+if ! "$python" -m utils.core.requirements requirements.txt tests/requirements.txt; then
     "$python" -m pip install -q -r requirements.txt -r tests/requirements.txt
 fi
 "$python" -m ruff check .

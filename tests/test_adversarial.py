@@ -8,8 +8,8 @@ from torch import nn
 
 import utils.samplers.adversarial  # noqa: F401  (registration)
 from models import ModelOutput
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.distributed import Dist
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
 from utils.samplers.adversarial import bim_norms, deepfool_norms
 from utils.samplers.registry import QueryContext, get_strategy, top_k
 

@@ -8,9 +8,9 @@ from torch import nn
 
 import utils.samplers.batchbald  # noqa: F401  (registers BatchBALD)
 from models import ConsistentDropout, ModelOutput
-from utils.cli import UserError
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.distributed import Dist
+from utils.core.cli import UserError
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
 from utils.samplers.batchbald import batchbald_select
 from utils.samplers.registry import QueryContext, get_strategy
 from utils.samplers.uncertainty import bald_scores

@@ -15,7 +15,12 @@ import active_main
 import contrast_main
 from config import ccal as ccal_config
 from models.csi import CSIResNet
-from utils.ccal import (
+from utils.core.cli import run_cli
+from utils.core.data import build_data
+from utils.core.openset import CCAL_KNOWN, mismatch_pool
+from utils.core.results import read_cycles
+from utils.methods.contrastive import SimCLRAugment, nt_xent, training_views, warmup_schedule
+from utils.protocols.ccal import (
     ccal_pool,
     ccal_query,
     contrast_set,
@@ -25,11 +30,6 @@ from utils.ccal import (
     make_augment,
     semantic_scores,
 )
-from utils.cli import run_cli
-from utils.contrastive import SimCLRAugment, nt_xent, training_views, warmup_schedule
-from utils.data import build_data
-from utils.openset import CCAL_KNOWN, mismatch_pool
-from utils.results import read_cycles
 
 CFG = {k: getattr(ccal_config, k) for k in ("JITTER", "GRAY_P", "CROP_RATIO")}
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,7 +149,7 @@ def test_ccal_pool_defaults_and_checks():
     pool = ccal_pool(args, vars(ccal_config), data)
     assert args.initial_budget == 16 and pool.known_classes.tolist() == [2, 5]  # 8 % of the 200 known images
     assert len(pool.pool_idx) == 184 + 184
-    from utils.cli import UserError
+    from utils.core.cli import UserError
 
     for known, budget, message in (("2,2", None, "distinct"), (None, None, "--known-classes 0,1"),
                                    ("2,5", 1, "fewer than 2"), ("2,5", 500, "lower --initial-budget")):

@@ -9,8 +9,8 @@ from torch import nn
 
 import utils.samplers.coreset as coreset
 from models import ModelOutput
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.distributed import Dist
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
 from utils.samplers import QueryContext, get_strategy, kcenter_greedy
 from utils.samplers.coreset import near_pairs, robust_kcenter, robust_kcenter_solve
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import make_caltech, make_cifar, make_mnist, make_svhn, write_images
 
-from utils.cli import UserError
-from utils.data import BatchTransform, IndexSampler, build_data, make_loader
-from utils.distributed import Dist
-from utils.splits import balanced_subset
+from utils.core.cli import UserError
+from utils.core.data import BatchTransform, IndexSampler, build_data, make_loader
+from utils.core.distributed import Dist
+from utils.core.splits import balanced_subset
 
 
 def test_digits_is_a_fixed_stratified_80_20_split():

@@ -8,12 +8,12 @@ import torch
 import main_al
 from models.gcn import FactorisedAdjacency
 from models.lenet import LeNet
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.distributed import Dist
-from utils.results import read_cycles
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
+from utils.core.results import read_cycles
 from utils.samplers import get_strategy, train_gcn, waal_scores
+from utils.samplers.hooks import LossPredictionHook, VAALHook, WAALHook
 from utils.samplers.learned import asal_select, train_gan
-from utils.strategy_training import LossPredictionHook, VAALHook, WAALHook
 
 SETTINGS = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 16, "workers": 0, "grad_clip": None}
 

@@ -11,12 +11,12 @@ from conftest import ROOT, make_cifar, run_script
 import AL_center
 import AL_center_temperature
 from models.lfosa import BottleneckResNet
-from utils.center_loss import CenterLoss, CenterLossTerm
-from utils.cli import run_cli
-from utils.distributed import Dist
-from utils.lfosa import LabelSets, RandomRotation, temperature_cross_entropy
-from utils.openset import OpenSetPool, choose_known_classes, init_percent_pool, query_metrics
-from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS, read_config, read_cycles
+from utils.core.cli import run_cli
+from utils.core.distributed import Dist
+from utils.core.openset import OpenSetPool, choose_known_classes, init_percent_pool, query_metrics
+from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, read_config, read_cycles
+from utils.methods.center_loss import CenterLoss, CenterLossTerm
+from utils.protocols.lfosa import LabelSets, RandomRotation, temperature_cross_entropy
 from utils.samplers import av_scores, get_strategy, known_posteriors, max_activations, top_k
 
 DIGITS = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
@@ -135,7 +135,7 @@ def test_temperature_cross_entropy_divides_each_row_by_its_temperature():
 
 
 def test_rotation_keeps_the_centre_and_blackens_corners():
-    from utils.data import BatchTransform
+    from utils.core.data import BatchTransform
 
     torch.manual_seed(0)
     base = BatchTransform((0.5,), (0.25,))
@@ -156,7 +156,7 @@ def labeled_sets(out):
 
 def check_run(out, cycles, query):
     """Complete results folder; the open-set columns add up; nothing queried twice; only known labeled."""
-    from utils.data import build_data
+    from utils.core.data import build_data
 
     assert {"config.json", "cycles.csv", "state.json", "labeled", "checkpoints", "tb"} <= set(os.listdir(out))
     with open(os.path.join(out, "cycles.csv")) as fh:

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from utils.losses import cod_loss, ema_update, ranking_loss
+from utils.methods.losses import cod_loss, ema_update, ranking_loss
 from utils.samplers import tod_scores, top_k
 
 

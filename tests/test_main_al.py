@@ -7,8 +7,8 @@ import pytest
 from conftest import make_cifar
 
 import main_al
-from utils.cli import UserError, run_cli
-from utils.results import read_config, read_cycles
+from utils.core.cli import UserError, run_cli
+from utils.core.results import read_config, read_cycles
 
 DIGITS = ["--protocol", "deepal", "--dataset", "digits", "--nStart", "10", "--nQuery", "5", "--nEnd", "20",
           "--n_epoch", "1", "--quiet"]
@@ -77,7 +77,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     ["--arch", "lenet", "--al-method", "random", "--al-budget", "40", "--epochs", "1", "--cycles", "3"],
 ])
 def test_known_classes_make_any_strategy_open_set(tmp_path, protocol):
-    from utils.data import build_data
+    from utils.core.data import build_data
 
     out = str(tmp_path / "run")
     main_al.main([*protocol, "--dataset", "digits", "--known-classes", "4", "--data-root", str(tmp_path / "data"),
@@ -95,7 +95,7 @@ def test_known_classes_make_any_strategy_open_set(tmp_path, protocol):
 
 
 def test_the_oracle_discards_unknown_answers_and_counts_them():
-    from utils.openset import OpenSetPool, Oracle
+    from utils.core.openset import OpenSetPool, Oracle
 
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)

@@ -5,7 +5,7 @@ import torch
 from conftest import make_imagenet_weights
 
 from models import LossNet, build_model, list_models
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 
 def test_cifar_resnet18_returns_logits_features_consistency_and_stages():

@@ -6,8 +6,8 @@ import json
 import pytest
 
 import plot
-from utils.cli import UserError
-from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.core.cli import UserError
+from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OPENSET_HEADER = ",".join(CYCLE_COLUMNS + OPENSET_COLUMNS) + "\n"

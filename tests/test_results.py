@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils.cli import UserError
-from utils.loop import Run
-from utils.results import CYCLE_COLUMNS, atomic_write, read_cycles
-from utils.train import seed_everything
+from utils.core.cli import UserError
+from utils.core.loop import Run
+from utils.core.results import CYCLE_COLUMNS, atomic_write, read_cycles
+from utils.core.train import seed_everything
 
 SETTINGS = {"script": "x.py", "START": 2, "seed": 0, "CYCLES": 3, "quiet": True}
 

@@ -12,13 +12,13 @@ from torch import nn
 
 import main_al
 from models import ModelOutput, build_model
-from utils.cli import UserError, run_cli
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.deepcluster import cluster_assignments, load_trunk, save_trunk, uniform_over_clusters
-from utils.distributed import Dist
-from utils.label_propagation import jlp_select, knn_graph, propagate, pseudo_labels
-from utils.results import read_config, read_cycles
-from utils.splits import make_split, read_split, split_path, write_split
+from utils.core.cli import UserError, run_cli
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
+from utils.core.results import read_config, read_cycles
+from utils.core.splits import make_split, read_split, split_path, write_split
+from utils.methods.deepcluster import cluster_assignments, load_trunk, save_trunk, uniform_over_clusters
+from utils.methods.label_propagation import jlp_select, knn_graph, propagate, pseudo_labels
 
 
 def two_clusters(n=30, seed=0):

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, make_caltech, make_cifar, make_imagenet_weights, make_svhn, run_script
 
 import main_TOD
-from utils.results import read_config, read_cycles
+from utils.core.results import read_config, read_cycles
 
 DIGITS = ["--config", "digits", "--epochs", "1", "--cycles", "2", "--trials", "1", "--quiet"]
 TINY = ["--epochs", "1", "--cycles", "2", "--trials", "1", "--quiet", "--set", "START=8", "--set", "ADDENDUM=4",

@@ -11,8 +11,9 @@ from torch import nn
 from models import ConsistentDropout, LossNet, ModelOutput
 from models.vaal import VAE, LatentDiscriminator
 from models.waal import Critic
-from utils.data import BatchTransform, ImageData, TensorImages
-from utils.distributed import Dist
+from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.distributed import Dist
+from utils.core.train import mc_dropout_probs
 from utils.samplers import (
     QueryContext,
     badge_select,
@@ -26,7 +27,6 @@ from utils.samplers import (
     list_strategies,
     margin_scores,
 )
-from utils.train import mc_dropout_probs
 
 
 class TinyNet(nn.Module):

@@ -25,9 +25,9 @@ f_k_hat directly), reduced on the fly to the running minimum over k. On 2 CPU co
 import torch
 import torch.nn.functional as F
 
-from utils import distributed
+from utils.core import distributed
+from utils.core.train import predict
 from utils.samplers.registry import register_scorer
-from utils.train import predict
 
 DEEPFOOL_MAX_ITER = 50
 DEEPFOOL_OVERSHOOT = 0.02  # the DeepFool paper's eta: the final perturbation is (1 + eta) r_hat

@@ -1,9 +1,9 @@
 """Random sampling and the two loss-estimating strategies of the TOD paper's comparison:
 TOD itself (Huang et al., ICCV'21) and learning loss (LL4AL; Yoo & Kweon, CVPR'19)."""
 
+from utils.core.train import softmax_probs
+from utils.samplers.hooks import LossPredictionHook
 from utils.samplers.registry import register_scorer, register_selector
-from utils.strategy_training import LossPredictionHook
-from utils.train import softmax_probs
 
 
 def tod_scores(probs_current, probs_previous):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from utils.label_propagation import jlp_select, knn_graph
+from utils.methods.label_propagation import jlp_select, knn_graph
 from utils.samplers.registry import register_selector
 
 

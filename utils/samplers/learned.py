@@ -1,5 +1,5 @@
 """Strategies with networks of their own: VAAL and WAAL (trained alongside the task model by a
-``utils.strategy_training`` hook), UncertainGCN and CoreGCN (a GCN trained at query time) and
+``utils.samplers.hooks`` hook), UncertainGCN and CoreGCN (a GCN trained at query time) and
 ASAL (a GAN trained at query time)."""
 
 import torch
@@ -8,9 +8,9 @@ from torch import nn
 from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
+from utils.samplers.hooks import VAALHook, WAALHook, resize
 from utils.samplers.registry import register_scorer, register_selector
 from utils.samplers.uncertainty import entropy_scores
-from utils.strategy_training import VAALHook, WAALHook, resize
 
 GCN_SUBSET = 10_000  # unlabeled nodes per query (SeqGCN's SUBSET), drawn at random
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils import distributed
-from utils.cli import UserError
-from utils.train import mc_dropout_probs, predict
+from utils.core import distributed
+from utils.core.cli import UserError
+from utils.core.train import mc_dropout_probs, predict
 
 
 @dataclass
@@ -42,7 +42,7 @@ class QueryContext:
 
     def predict(self, fn, indices=None, model=None, forward=None):
         """``fn(model_output, targets)`` over ``indices`` (default: the candidates); ``forward(x)``
-        replaces ``model(x)`` (see utils.train.predict)."""
+        replaces ``model(x)`` (see utils.core.train.predict)."""
         indices = self.candidates if indices is None else indices
         return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers,
                        forward=forward)
@@ -89,7 +89,7 @@ class Strategy:
     positions: Callable | None = None  # ctx -> positions into ctx.candidates
     aliases: tuple = ()
     needs: tuple = ()  # keys ctx.extras must hold
-    training: Callable | None = None  # a utils.strategy_training.TrainingHook class the protocol runs per round
+    training: Callable | None = None  # a utils.samplers.hooks.TrainingHook class the protocol runs per round
     pool_subset: int | None = None  # the query looks at a random subset of this many unlabeled samples
 
     def candidates(self, pool_idx):

@@ -6,9 +6,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from utils import distributed
-from utils.cli import UserError
-from utils.data import make_loader
+from utils.core import distributed
+from utils.core.cli import UserError
+from utils.core.data import make_loader
 
 
 def seed_everything(seed):

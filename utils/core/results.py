@@ -20,7 +20,7 @@ import tempfile
 import numpy as np
 import torch
 
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 CYCLE_COLUMNS = ["trial", "cycle", "n_labeled", "test_acc", "train_seconds", "query_seconds"]
 OPENSET_COLUMNS = ["n_queried", "n_queried_known", "recall", "precision"]

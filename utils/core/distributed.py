@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 
 @dataclass

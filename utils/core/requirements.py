@@ -1,7 +1,7 @@
 """Exit 0 when every requirement in the given files is installed (pinned versions matched),
 1 otherwise, listing what is missing. Used by run.sh and tests/run.sh before installing.
 
-    python -m utils.check_requirements requirements.txt [more.txt ...]
+    python -m utils.core.requirements requirements.txt [more.txt ...]
 """
 
 import sys

@@ -24,10 +24,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from utils.cli import UserError
-from utils.distributed import barrier
-from utils.results import CYCLE_COLUMNS, ResultsFolder, read_cycles
-from utils.train import rng_state, set_rng_state
+from utils.core.cli import UserError
+from utils.core.distributed import barrier
+from utils.core.results import CYCLE_COLUMNS, ResultsFolder, read_cycles
+from utils.core.train import rng_state, set_rng_state
 
 # Settings that may change when a run is resumed: they do not change its results.
 # (--epochs and --set are folded into the config keys, which are compared.)
@@ -184,7 +184,7 @@ def default_out(*parts, dist=None):
     """``results/<parts>_<UTC time>``; under a launcher rank 0's name is used by every rank."""
     from datetime import datetime, timezone
 
-    from utils.distributed import broadcast_object
+    from utils.core.distributed import broadcast_object
 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = "_".join(str(p) for p in parts if p) + "_" + stamp

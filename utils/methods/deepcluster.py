@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils import distributed
-from utils.data import make_loader
-from utils.train import predict
+from utils.core import distributed
+from utils.core.data import make_loader
+from utils.core.train import predict
 
 CLUSTERS_PER_CLASS = 5
 KMEANS_ITERATIONS = 20
@@ -89,7 +89,7 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
 
 def save_trunk(model, path):
     """Save every weight of ``model`` except its heads (``model.HEADS``), atomically."""
-    from utils.results import atomic_write
+    from utils.core.results import atomic_write
 
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(h + "." for h in model.HEADS))}
     atomic_write(path, lambda fh: torch.save(state, fh))
@@ -99,7 +99,7 @@ def load_trunk(model, path):
     """Overwrite every weight but the heads with the pre-trained ones in ``path``."""
     import os
 
-    from utils.cli import UserError
+    from utils.core.cli import UserError
 
     if not os.path.isfile(path):
         raise UserError(f"no DeepCluster weights at {path}: run once with --learn-unsupervised-pretraining True "

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 
 from config import load_config
 from models.csi import CSIResNet
-from utils import distributed
-from utils.cli import UserError, parse_overrides
-from utils.contrastive import SimCLRAugment, hflip, rotate
-from utils.data import make_batch_loader
-from utils.openset import CCAL_KNOWN, mismatch_pool
-from utils.results import atomic_write
+from utils.core import distributed
+from utils.core.cli import UserError, parse_overrides
+from utils.core.data import make_batch_loader
+from utils.core.openset import CCAL_KNOWN, mismatch_pool
+from utils.core.results import atomic_write
+from utils.methods.contrastive import SimCLRAugment, hflip, rotate
 
 CONTRAST, ACTIVE = "contrast_main.py", "active_main.py"
 MODES = {"senmatic": "senmatic", "semantic": "senmatic", "feature": "feature", "distinctive": "feature"}
@@ -194,7 +194,7 @@ def contrast_set(pool):
 
 
 def even_batches(indices, batch_size, world, seed, min_size):
-    """``make_batches(epoch)`` for utils.data.make_batch_loader: a seeded shuffle of ``indices`` in
+    """``make_batches(epoch)`` for utils.core.data.make_batch_loader: a seeded shuffle of ``indices`` in
     global batches of ``batch_size`` x ``world``, each split into ``world`` per-rank batches, so
     every rank takes the same number of steps; a last global batch whose per-rank parts would be
     smaller than ``min_size`` is dropped."""

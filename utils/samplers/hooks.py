@@ -18,8 +18,8 @@ from torch import nn
 from models import LossNet
 from models.vaal import VAE, LatentDiscriminator
 from models.waal import Critic
-from utils.data import forever, make_loader
-from utils.losses import ranking_loss
+from utils.core.data import forever, make_loader
+from utils.methods.losses import ranking_loss
 
 
 class TrainingHook:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 # CCAL's known classes (spec A.1): CIFAR-10 airplane and automobile; 20 CIFAR-100 classes.
 CCAL_KNOWN = {
@@ -110,7 +110,7 @@ def relabel(dataset, mapping):
 
 
 def known_class_view(data, pool, **replacements):
-    """``data`` (a utils.data.ImageData) as a K-way problem: known classes relabelled 0..K-1 (every
+    """``data`` (a utils.core.data.ImageData) as a K-way problem: known classes relabelled 0..K-1 (every
     unknown class K), ``num_classes`` K and only the known-class test images; ``replacements`` set
     other fields (e.g. transforms)."""
     known_test = np.isin(data.test.targets.numpy()[data.test_idx], pool.known_classes)
@@ -140,7 +140,7 @@ class Oracle:
 
     @property
     def columns(self):
-        from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+        from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
         return CYCLE_COLUMNS + (OPENSET_COLUMNS if self.pool is not None else [])
 

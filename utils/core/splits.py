@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from utils.cli import UserError
+from utils.core.cli import UserError
 
 
 def balanced_subset(targets, size, seed, indices=None):
@@ -57,7 +57,7 @@ def make_split(targets, indices, size, split):
 
 def write_split(path, indices, targets):
     """One line per labeled image: ``<training-set index> <class>``, written atomically."""
-    from utils.results import write_text
+    from utils.core.results import write_text
 
     write_text(path, "".join(f"{i} {targets[i]}\n" for i in indices))
 

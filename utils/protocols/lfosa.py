@@ -26,15 +26,15 @@ from torch import nn
 
 from config import lfosa as defaults
 from models.lfosa import BottleneckResNet
-from utils import distributed
-from utils.center_loss import CenterLossTerm
-from utils.cli import ArgumentParser, UserError, add_common_args, parse_overrides, str2bool
-from utils.data import load_data, make_loader
-from utils.loop import start_run
-from utils.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
-from utils.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.core import distributed
+from utils.core.cli import ArgumentParser, UserError, add_common_args, parse_overrides, str2bool
+from utils.core.data import load_data, make_loader
+from utils.core.loop import start_run
+from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
+from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.core.train import evaluate, seed_everything
+from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
-from utils.train import evaluate, seed_everything
 
 TEMPERATURE_SCRIPT = "AL_center_temperature.py"
 
