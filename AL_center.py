@@ -23,7 +23,7 @@ from utils.protocols.lfosa import Experiment, Member, cross_entropy, parse_args
 
 
 def main(argv=None):
-    exp = Experiment(parse_args(argv, "AL_center.py"), "AL_center.py")
+    exp = Experiment(*parse_args(argv, "AL_center.py"))
     K = exp.K
     for trial in range(exp.trials):
         sets = exp.start_trial(trial)

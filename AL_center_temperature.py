@@ -11,7 +11,7 @@ Per trial:
         epochs: one epoch of A on L + I (I labelled K), then one of B on L (SGD 0.01, momentum 0.9,
         wd 5e-4, StepLR(20, 0.5) each; + weight-cent * a center loss shared by A and B)
             loss_A = CE(logits / T_i, y_i), T_i = unknown-T for y_i = K, known-T otherwise
-            loss_B = CE(logits, y)                                 (--modelB-T is unused, as the seed)
+            loss_B = CE(logits, y)              (--modelB-T only names the run folder, as the seed)
         test B on the known-class test set
         MAV(x) = max_j A_j(x); per class c predicted by A (c < K): a 2-component GMM on the MAVs,
         w(x) = posterior of the higher-mean component; w(x) = 0 when A predicts K
@@ -31,8 +31,8 @@ from utils.protocols.lfosa import Experiment, Member, cross_entropy, parse_args,
 
 
 def main(argv=None):
-    args = parse_args(argv, "AL_center_temperature.py")
-    exp = Experiment(args, "AL_center_temperature.py")
+    args, cfg = parse_args(argv, "AL_center_temperature.py")
+    exp = Experiment(args, cfg)
     K = exp.K
     for trial in range(exp.trials):
         sets = exp.start_trial(trial)
@@ -41,7 +41,7 @@ def main(argv=None):
             A, B = exp.new_model(K + 1, queries=True), exp.new_model(K)
             with exp.run.timer(times, "train_seconds"):
                 exp.train([Member("A", A, np.concatenate([sets.labeled, sets.invalid]),
-                                  temperature_cross_entropy(args.known_T, args.unknown_T, K)),
+                                  temperature_cross_entropy(cfg.KNOWN_T, cfg.UNKNOWN_T, K)),
                            Member("B", B, sets.labeled, cross_entropy)], exp.center_loss(),
                           f"trial{trial}/cycle{cycle}")
             acc = exp.test(B)

@@ -31,34 +31,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.resnet import ImageNetResNet18
+from config.ccal import ACTIVE
+from models import build_model
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, UserError, add_common_args, run_cli
+from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
 from utils.core.loop import start_run
 from utils.core.openset import known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.core.train import evaluate, fit, seed_everything
-from utils.protocols.ccal import (
-    ACTIVE,
-    add_ccal_args,
-    ccal_pool,
-    ccal_query,
-    contrast_set,
-    even_batches,
-    load_encoder,
-    make_augment,
-    query_features,
-    resolve,
-)
+from utils.protocols import ccal
+from utils.samplers import QueryContext, get_strategy
+from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts, query_features
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description="CCAL joint query and per-cycle classifier (needs the two encoders of "
-                                        "contrast_main.py)")
-    add_ccal_args(parser, ACTIVE)
-    add_common_args(parser)
-    return parser.parse_args(argv)
+    """(run-control args, frozen settings) of config/ccal.py's active_main.py tree."""
+    return parse_script_args(ACTIVE, "CCAL joint query and per-cycle classifier (needs the two encoders of "
+                             "contrast_main.py)", argv, lambda parser: ccal.add_ccal_args(parser, ACTIVE),
+                             refuse=ccal.refuse_mode)
 
 
 def known_class_data(data, pool):
@@ -71,14 +62,16 @@ def known_class_data(data, pool):
 
 
 def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
-    """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam lr 5e-4, batches of 32
-    (none smaller than 2), --epochs epochs; returns its final-epoch test accuracy (%)."""
+    """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam CLASSIFIER_LR, batches of
+    CLASSIFIER_BATCH (none smaller than 2), CLASSIFIER_EPOCHS epochs; returns its final-epoch test
+    accuracy (%)."""
     seed_everything(seed)
-    model = ImageNetResNet18(data.num_classes, data.in_channels, consistency_head=False).to(dist.device)
+    model = build_model("imagenet_resnet18", data.num_classes, data.in_channels, consistency_head=False)
+    model = model.to(dist.device)
     net = distributed.wrap(model, dist)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg["CLASSIFIER_LR"])
-    loader = make_batch_loader(data.train, even_batches(labeled_idx, cfg["CLASSIFIER_BATCH"], dist.world_size, seed, 2),
-                               dist, args.workers)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.CLASSIFIER_LR)
+    batches = ccal.even_batches(labeled_idx, cfg.CLASSIFIER_BATCH, dist.world_size, seed, 2)
+    loader = make_batch_loader(data.train, batches, dist, args.workers)
 
     def step(images, targets):
         loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
@@ -88,8 +81,8 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
         optimizer.step()
         return loss.item()
 
-    fit(loader, args.epochs, step, run, desc, epoch_start=lambda _e: net.train())
-    return evaluate(model, data, args.test_batch_size, dist, args.workers)
+    fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, epoch_start=lambda _e: net.train())
+    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers)
 
 
 def sha256(path):
@@ -98,62 +91,64 @@ def sha256(path):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    cfg = resolve(args, ACTIVE)
-    cycles = args.cycles or args.split + 1  # the last cycle trains and tests on L after the last query
-    if cycles > args.split + 1:
-        raise UserError(f"--cycles {cycles} needs more than --split {args.split} queries; raise --split")
-    trials = args.trials or 1
+    args, cfg = parse_args(argv)
+    cycles = cfg.CYCLES or cfg.SPLIT + 1  # the last cycle trains and tests on L after the last query
     dist = distributed.setup(args.device, args.local_rank)
-    data = load_data(args, args.dataset, cfg["IMAGE_SIZE"])
-    pool = ccal_pool(args, cfg, data)
+    data = load_data(cfg, args)
+    pool = ccal.ccal_pool(cfg, data)
     targets = data.train_targets  # the original classes: the oracle
     label_of = pool.label_map(data.num_classes)
-    distinctive = load_encoder(args.load_feature_path, "feature", "--load_feature_path").to(dist.device)
-    semantic = load_encoder(args.load_senmatic_path, "senmatic", "--load_senmatic_path").to(dist.device)
-    for encoder, flag in ((distinctive, "--load_feature_path"), (semantic, "--load_senmatic_path")):
-        if encoder.stem[0].in_channels != data.in_channels:
-            raise UserError(f"{flag}: the encoder takes {encoder.stem[0].in_channels}-channel images, {data.name} has "
-                            f"{data.in_channels}; train it on {data.name} with contrast_main.py")
+    distinctive = ccal.load_encoder(args.load_feature_path, "feature", "--load_feature_path", cfg, data).to(dist.device)
+    semantic = ccal.load_encoder(args.load_senmatic_path, "senmatic", "--load_senmatic_path", cfg, data).to(dist.device)
     classifier_data = known_class_data(data, pool).to(dist.device)
-    feature_idx = contrast_set(pool)  # L0 + U_in + U_out, the images the encoders were trained on
-    augment = make_augment(cfg, args.resize_factor, fixed=True)
-    settings = {"known_classes": pool.known_classes.tolist(), "num_known": pool.num_known, "config": cfg,
-                "encoder_sha256": [sha256(args.load_feature_path), sha256(args.load_senmatic_path)]}
-    run = start_run(args, ACTIVE, settings, classifier_data, dist,
-                    ("CCAL", data.name, f"mismatch{args.mismatch}", f"target{args.target}"),
-                    f"CCAL {data.name} mismatch:{args.mismatch} target:{args.target}", trials, cycles,
-                    columns=CYCLE_COLUMNS + OPENSET_COLUMNS)
+    num_known = classifier_data.num_classes
+    feature_idx = ccal.contrast_set(pool)  # L0 + U_in + U_out, the images the encoders were trained on
+    rows = feature_rows(feature_idx, len(data.train))
+    augment = ccal.make_augment(cfg, cfg.QUERY_RESIZE_FACTOR, fixed=True)
+    strategy = get_strategy("CCAL", provides=CCAL_EXTRAS, where="active_main.py")
+    derived = {"known_classes": pool.known_classes.tolist(), "num_known": pool.num_known,
+               "initial_budget": len(pool.labeled_idx),
+               "encoder_sha256": [sha256(args.load_feature_path), sha256(args.load_senmatic_path)]}
+    run = start_run(args, cfg, classifier_data, dist, ("CCAL", data.name, f"mismatch{cfg.MISMATCH}",
+                                                       f"target{cfg.TARGET}"),
+                    f"CCAL {data.name} mismatch:{cfg.MISMATCH} target:{cfg.TARGET}", cycles,
+                    columns=CYCLE_COLUMNS + OPENSET_COLUMNS, derived=derived)
 
-    for trial in range(trials):
-        base_seed = args.seed + trial
+    for trial in range(cfg.TRIALS):
+        base_seed = cfg.SEED + trial
         labeled_idx, unknown_idx = pool.labeled_idx, np.empty(0, dtype=np.int64)  # L (known), discarded unknowns
         saved = run.restore(trial)
         if saved:
             labeled_idx, unknown_idx = saved["labeled_idx"].numpy(), saved["unknown_idx"].numpy()
         features = None
 
-        for cycle in range(run.first_cycle(trial), cycles):
+        for cycle in run.cycles_left(trial):
             times = {}
             with run.timer(times, "train_seconds"):
                 accs = [train_classifier(classifier_data, labeled_idx, 1000 * base_seed + s, cfg, args, dist, run,
-                                         f"trial{trial}/cycle{cycle}/seed{s}") for s in range(cfg["CLASSIFIER_SEEDS"])]
+                                         f"trial{trial}/cycle{cycle}/seed{s}") for s in range(cfg.CLASSIFIER_SEEDS)]
             acc = float(np.mean(accs))
             run.log(f"cycle {cycle}: test accuracy over {len(accs)} init seed(s): {acc:.2f} +- "
                     f"{np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.2f} ({', '.join(f'{a:.2f}' for a in accs)})")
             queried = np.empty(0, dtype=np.int64)
             with run.timer(times, "query_seconds"):
-                if cycle < args.split:
+                if cycle < cfg.SPLIT:
                     if features is None:  # the encoders are fixed: every image's features once per trial
-                        features = query_features(distinctive, semantic, data, feature_idx, augment, args.ood_samples,
-                                                  base_seed, args.test_batch_size, dist, args.workers)
+                        features = query_features(distinctive, semantic, data, feature_idx, augment,
+                                                  cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
+                                                  args.workers, rotations=cfg.QUERY_ROTATIONS)
                     unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))
-                    queried, candidates = ccal_query(features, feature_idx, unlabeled_idx, labeled_idx,
-                                                     label_of[targets[labeled_idx]], len(pool.known_classes),
-                                                     args.k, args.t, args.target)
-                    queried = distributed.broadcast_indices(queried, dist)
+                    labels = label_of[targets[labeled_idx]]
+                    extras = {"features": features, "positions": rows, "labels": labels, "k": cfg.K, "t": cfg.T,
+                              "target": cfg.TARGET}
+                    ctx = QueryContext(None, classifier_data, labeled_idx, unlabeled_idx,
+                                       min(cfg.TARGET * num_known, len(unlabeled_idx)), dist, cfg.TEST_BATCH_SIZE,
+                                       args.workers, rng=np.random.default_rng(base_seed), extras=extras)
+                    queried = strategy.select(ctx)
                     if args.print_score:
-                        run.log(f"cycle {cycle}: pool images pseudo-labelled per known class {candidates}")
+                        counts = pseudo_label_counts(features, rows[unlabeled_idx], rows[labeled_idx], labels,
+                                                     num_known)
+                        run.log(f"cycle {cycle}: pool images pseudo-labelled per known class {counts}")
             known, unknown, extra = split_query(pool, targets, queried, len(labeled_idx))
             if not len(queried):
                 extra["precision"] = float("nan")  # no query after the last cycle

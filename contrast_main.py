@@ -25,112 +25,114 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.csi import CSIResNet
+from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, UserError, add_common_args, run_cli
-from utils.core.data import load_data, make_batch_loader
+from utils.core.cli import UserError, parse_script_args, run_cli
+from utils.core.data import build_data, make_batch_loader
+from utils.core.loop import image_shape
 from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
-from utils.protocols.ccal import (
-    CONTRAST,
-    add_ccal_args,
-    ccal_pool,
-    contrast_set,
-    even_batches,
-    make_augment,
-    read_checkpoint,
-    resolve,
-    save_encoder,
-)
-
-# settings a resumed training must share with the saved one
-IDENTITY = ("dataset", "known_classes", "mismatch", "initial_budget", "max_train_samples", "mode", "shift_trans_type",
-            "batch_size", "world_size", "epochs", "optimizer", "lr_scheduler", "warmup", "lr_init", "weight_decay",
-            "temperature", "simclr_dim", "sim_lambda", "resize_factor", "resize_fix", "seed", "width")
+from utils.protocols import ccal
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description="CCAL contrastive pre-training of the semantic (--mode senmatic) or the "
-                                        "distinctive (--mode feature) encoder")
-    add_ccal_args(parser, CONTRAST)
-    add_common_args(parser)
-    return parser.parse_args(argv)
+    """(run-control args, frozen settings) of config/ccal.py's contrast_main.py tree."""
+    return parse_script_args(CONTRAST, "CCAL contrastive pre-training of the semantic (--mode senmatic) or the "
+                             "distinctive (--mode feature) encoder", argv, lambda parser: ccal.add_ccal_args(parser,
+                                                                                                        CONTRAST))
 
 
-def resume_state(args, settings):
-    """The state saved in --resume_path (None without it), after checking it continues this run.
-    Refuses to overwrite another training's checkpoint in --logdir."""
-    logdir_has = os.path.isfile(os.path.join(args.logdir, "last.model"))
-    if args.resume_path is None:
+def folders(args, cfg):
+    """(the checkpoint folder, the folder to resume from or None): --logdir (or --out, or
+    ./model/<role>); --resume_path, or --logdir itself with --resume."""
+    if cfg.MODE is None:
+        raise UserError("--mode must be senmatic (semantic encoder) or feature (distinctive encoder)")
+    logdir = args.logdir or args.out or f"./model/{ROLE[cfg.MODE]}"
+    if args.out and os.path.abspath(args.out) != os.path.abspath(logdir):
+        raise UserError("--out and --logdir name different folders; give one of them")
+    return logdir, args.resume_path or (logdir if args.resume else None)
+
+
+def resume_state(logdir, resume_path, identity):
+    """The state saved in ``resume_path`` (None without it), after checking it continues this run
+    (the same ``identity``: the settings but the resumable ones, the known classes, the initial
+    budget and the world size). Refuses to overwrite another training's checkpoint in ``logdir``."""
+    logdir_has = os.path.isfile(os.path.join(logdir, "last.model"))
+    if resume_path is None:
         if logdir_has:
-            raise UserError(f"--logdir {args.logdir} already holds a trained encoder; pass --resume_path "
-                            f"{args.logdir} to continue it, or choose another --logdir")
+            raise UserError(f"--logdir {logdir} already holds a trained encoder; pass --resume_path "
+                            f"{logdir} to continue it, or choose another --logdir")
         return None
-    if logdir_has and os.path.abspath(args.logdir) != os.path.abspath(args.resume_path):
-        raise UserError(f"--logdir {args.logdir} holds another encoder; resume into --logdir {args.resume_path}")
-    files = [os.path.join(args.resume_path, name) for name in ("last.optim", "last.config")]
+    if logdir_has and os.path.abspath(logdir) != os.path.abspath(resume_path):
+        raise UserError(f"--logdir {logdir} holds another encoder; resume into --logdir {resume_path}")
+    files = [os.path.join(resume_path, name) for name in ("last.optim", "last.config")]
     missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise UserError(f"--resume_path: {missing[0]} not found; pass the --logdir of an earlier contrast_main.py run")
-    saved = read_checkpoint(files[1], "settings")
-    changed = [k for k in IDENTITY if saved.get(k) != settings[k]]
+    saved = ccal.read_checkpoint(files[1], "settings").get("identity")
+    if saved is None:
+        raise UserError(f"--resume_path {resume_path} was written by an older contrast_main.py (no settings to "
+                        "compare); start a new --logdir")
+    changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
     if changed:
-        raise UserError(f"--resume_path {args.resume_path} was trained with different settings ({', '.join(changed)}); "
+        raise UserError(f"--resume_path {resume_path} was trained with different settings ({', '.join(changed)}); "
                         "use the same settings or start a new --logdir")
-    return read_checkpoint(files[0], "resume state")
+    return ccal.read_checkpoint(files[0], "resume state")
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    cfg = resolve(args, CONTRAST)
+    args, cfg = parse_args(argv)
+    logdir, resume_path = folders(args, cfg)
     dist = distributed.setup(args.device, args.local_rank)
-    data = load_data(args, args.dataset, cfg["IMAGE_SIZE"])
-    pool = ccal_pool(args, cfg, data)
-    train_idx = contrast_set(pool)  # X = L0 + U_in + U_out
-    k_shift = 4 if args.mode == "feature" else 1
-    settings = {**{k: v for k, v in vars(args).items() if k in IDENTITY}, "known_classes": pool.known_classes.tolist(),
-                "world_size": dist.world_size, "width": cfg["WIDTH"], "dataset": data.name}
-    saved = resume_state(args, settings)
-    loader = make_batch_loader(data.train, even_batches(train_idx, args.batch_size, dist.world_size, args.seed,
-                                                        args.batch_size), dist, args.workers)
+    data = build_data(cfg.DATASET, args.data_root, args.download, cfg.MAX_TRAIN_SAMPLES, None, cfg.SEED,
+                      cfg.IMAGE_SIZE)  # no test images are used
+    pool = ccal.ccal_pool(cfg, data)
+    train_idx = ccal.contrast_set(pool)  # X = L0 + U_in + U_out
+    k_shift = ccal.K_SHIFT[cfg.SHIFT_TRANS_TYPE]
+    identity = {**cfg.identity(), "dataset": data.name, "known_classes": pool.known_classes.tolist(),
+                "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size}
+    record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data)}
+    saved = resume_state(logdir, resume_path, identity)
+    loader = make_batch_loader(data.train, ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED,
+                                                        cfg.BATCH_SIZE), dist, args.workers)
     steps = len(loader)
     if steps == 0:
-        raise UserError(f"--batch_size {args.batch_size} x {dist.world_size} process(es) exceeds the {len(train_idx)} "
+        raise UserError(f"--batch_size {cfg.BATCH_SIZE} x {dist.world_size} process(es) exceeds the {len(train_idx)} "
                         "training images; lower --batch_size")
 
-    seed_everything(args.seed)
-    model = CSIResNet(data.in_channels, cfg["WIDTH"], args.simclr_dim, k_shift).to(dist.device)
+    seed_everything(cfg.SEED)
+    model = ccal.build_encoder(cfg, data.in_channels, k_shift).to(dist.device)
     if dist.enabled and dist.device.type == "cuda":  # SyncBatchNorm runs on GPUs only
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     net = distributed.wrap(model, dist)
-    peak = args.lr_init * cfg["WARMUP_MULTIPLIER"]
-    if args.optimizer == "sgd":
-        optimizer = torch.optim.SGD(net.parameters(), lr=peak, momentum=cfg["MOMENTUM"], weight_decay=args.weight_decay)
+    peak = cfg.LR_INIT * cfg.WARMUP_MULTIPLIER
+    if cfg.OPTIMIZER == "sgd":
+        optimizer = torch.optim.SGD(net.parameters(), lr=peak, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
     else:
-        optimizer = torch.optim.Adam(net.parameters(), lr=peak, weight_decay=args.weight_decay)
-    scheduler = warmup_schedule(optimizer, args.epochs, steps, args.warmup, cfg["WARMUP_MULTIPLIER"], args.lr_scheduler)
+        optimizer = torch.optim.Adam(net.parameters(), lr=peak, weight_decay=cfg.WEIGHT_DECAY)
+    scheduler = warmup_schedule(optimizer, cfg.EPOCHS, steps, cfg.WARMUP, cfg.WARMUP_MULTIPLIER, cfg.LR_SCHEDULER)
     first_epoch = 0
     if saved:
         model.load_state_dict(saved["model"], strict=not args.no_strict)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         first_epoch = saved["epoch"]
-    augment = make_augment(cfg, args.resize_factor, args.resize_fix)
+    augment = ccal.make_augment(cfg, cfg.RESIZE_FACTOR, cfg.RESIZE_FIX)
     generator = torch.Generator(dist.device)
     log = print if dist.is_main else (lambda *_a, **_k: None)
-    log(f"{args.mode} encoder on {data.name}: {len(train_idx)} images (mismatch {args.mismatch}), "
-        f"{dist.world_size} process(es) on {dist.device}, {steps} steps/epoch; checkpoints in {args.logdir}"
-        + (f"; resuming after epoch {first_epoch}" if saved else ""), flush=True)
+    log(f"{cfg.MODE} encoder on {data.name}: {len(train_idx)} images of {'x'.join(map(str, record['image_shape']))} "
+        f"(mismatch {cfg.MISMATCH}), {dist.world_size} process(es) on {dist.device}, {steps} steps/epoch; checkpoints "
+        f"in {logdir}" + (f"; resuming after epoch {first_epoch}" if saved else ""), flush=True)
     writer = None
 
-    for epoch in range(first_epoch, args.epochs):
+    for epoch in range(first_epoch, cfg.EPOCHS):
         loader.batch_sampler.set_epoch(epoch)
-        generator.manual_seed(int(np.random.SeedSequence([args.seed, epoch, dist.rank]).generate_state(1)[0]))
+        generator.manual_seed(int(np.random.SeedSequence([cfg.SEED, epoch, dist.rank]).generate_state(1)[0]))
         net.train()
         totals = torch.zeros(2, device=dist.device)
         for images, _targets, _indices in loader:
             rows, shift_labels = training_views(images.to(dist.device).float().div_(255), augment, generator, k_shift)
-            loss_sim, loss_shift = contrastive_losses(net(rows), shift_labels, args.temperature, args.sim_lambda)
+            loss_sim, loss_shift = contrastive_losses(net(rows), shift_labels, cfg.TEMPERATURE, cfg.SIM_LAMBDA)
             optimizer.zero_grad(set_to_none=True)
             (loss_sim + loss_shift).backward()
             optimizer.step()
@@ -139,17 +141,17 @@ def main(argv=None):
         loss_sim, loss_shift = (totals / steps).tolist()
         done = epoch + 1
         if dist.is_main:
-            print(f"[epoch {done}/{args.epochs}] loss_sim {loss_sim:.4f} loss_shift {loss_shift:.4f} "
+            print(f"[epoch {done}/{cfg.EPOCHS}] loss_sim {loss_sim:.4f} loss_shift {loss_shift:.4f} "
                   f"lr {optimizer.param_groups[0]['lr']:.5f}", flush=True)
             if writer is None:
                 from tensorboardX import SummaryWriter
 
-                writer = SummaryWriter(os.path.join(args.logdir, "tb"))
+                writer = SummaryWriter(os.path.join(logdir, "tb"))
             for tag, value in (("loss_sim", loss_sim), ("loss_shift", loss_shift),
                                ("lr", optimizer.param_groups[0]["lr"])):
                 writer.add_scalar(f"train/{tag}", value, done)
-            if done % args.save_step == 0 or done == args.epochs:
-                save_encoder(args.logdir, model, optimizer, scheduler, done, settings)
+            if done % cfg.SAVE_STEP == 0 or done == cfg.EPOCHS:
+                ccal.save_encoder(logdir, model, optimizer, scheduler, done, record)
         distributed.barrier(dist)
     if writer is not None:
         writer.close()

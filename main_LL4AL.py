@@ -18,10 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import config_from_args, list_configs
-from models import LossNet, model_from_config
+from models import build_model, model_from_config
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, add_common_args, run_cli
+from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_loader
 from utils.core.loop import check_budget, start_run
 from utils.core.splits import random_subset
@@ -29,40 +28,32 @@ from utils.core.train import evaluate, fit, seed_everything
 from utils.methods.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
 
-LOSS_WEIGHT = 1.0  # lambda of LL4AL, fixed in the authors' TOD code (config WEIGHT is TOD's)
-
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description="LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code")
-    parser.add_argument("--config", default="cifar10", help=f"dataset config: {', '.join(list_configs())}")
-    parser.add_argument("--sampling", default="LL4AL", type=str.upper, choices=["RANDOM", "LL4AL"])
-    parser.add_argument("--auxiliary", default="LL4AL", type=str.upper, choices=["NONE", "LL4AL"],
-                        help="LL4AL: the loss-prediction loss also trains the backbone (until EPOCHL); "
-                             "NONE: the loss module trains on detached features")
-    add_common_args(parser)
-    return parser.parse_args(argv)
+    """(run-control args, frozen settings): config/tod.py's main_LL4AL.py tree."""
+    return parse_script_args("main_LL4AL.py", "LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code", argv)
 
 
 def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
     net, loss_net = distributed.wrap(model, dist), distributed.wrap(module, dist)
-    sgd = dict(lr=cfg["LR"], momentum=cfg["MOMENTUM"], weight_decay=cfg["WDECAY"])
+    sgd = dict(lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WDECAY)
     optimizer = torch.optim.SGD(net.parameters(), **sgd)
     module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg["BATCH"], True, np.random.randint(2**31), dist, args.workers)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
     joint = True  # the loss-prediction gradient reaches the backbone
 
     def start_epoch(epoch):
         nonlocal joint
         net.train()
         loss_net.train()
-        joint = args.auxiliary == "LL4AL" and epoch <= cfg["EPOCHL"]
+        joint = cfg.AUXILIARY == "LL4AL" and epoch <= cfg.EPOCHL
 
     def train_step(images, targets):
         out = net(data.train_transform(images.to(dist.device)))
         target_loss = nn.functional.cross_entropy(out.logits, targets.to(dist.device), reduction="none")
         stages = out.stages if joint else [s.detach() for s in out.stages]
-        loss = target_loss.mean() + LOSS_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg["MARGIN"])
+        loss = target_loss.mean() + cfg.LL_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg.MARGIN)
         optimizer.zero_grad(set_to_none=True)
         module_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -71,39 +62,38 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
         return loss.item()
 
     # only the backbone's LR follows the schedule; the module's stays at LR, as LL4AL in TOD's code
-    fit(labeled, cfg["EPOCH"], train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step())
+    fit(labeled, cfg.EPOCH, train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step())
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    cfg = config_from_args(args)
+    args, cfg = parse_args(argv)
     dist = distributed.setup(args.device, args.local_rank)
-    data = load_data(args, args.dataset or cfg["DATASET"], cfg["IMAGE_SIZE"]).to(dist.device)
-    check_budget(cfg["START"], cfg["ADDENDUM"], cfg["CYCLES"], len(data.train_idx), cfg["SUBSET"])
-    strategy = get_strategy("LearningLoss" if args.sampling == "LL4AL" else "random")
-    run = start_run(args, "main_LL4AL.py", cfg, data, dist, ("LL4AL", data.name, args.sampling, args.auxiliary),
-                    f"{data.name} auxiliary:{args.auxiliary} sampling:{args.sampling}", cfg["TRIALS"], cfg["CYCLES"])
+    data = load_data(cfg, args).to(dist.device)
+    check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
+    strategy = get_strategy("LearningLoss" if cfg.SAMPLING == "LL4AL" else "random")
+    run = start_run(args, cfg, data, dist, ("LL4AL", data.name, cfg.SAMPLING, cfg.AUXILIARY),
+                    f"{data.name} auxiliary:{cfg.AUXILIARY} sampling:{cfg.SAMPLING}", cfg.CYCLES)
 
-    for trial in range(cfg["TRIALS"]):
-        seed_everything(args.seed + trial)
+    for trial in range(cfg.TRIALS):
+        seed_everything(cfg.SEED + trial)
         model = model_from_config(cfg, data, consistency_head=False, pretrained=True).to(dist.device)
-        module = LossNet(model.stage_channels).to(dist.device)  # always trained, as in TOD's code
-        labeled_idx = random_subset(data.train_idx, cfg["START"])
+        module = build_model("lossnet", None, stage_channels=model.stage_channels).to(dist.device)  # always trained
+        labeled_idx = random_subset(data.train_idx, cfg.START)
         saved = run.restore(trial)
         if saved:
             model.load_state_dict(saved["model"])
             module.load_state_dict(saved["loss_module"])
             labeled_idx = saved["labeled_idx"].numpy()
 
-        for cycle in range(run.first_cycle(trial), cfg["CYCLES"]):
+        for cycle in run.cycles_left(trial):
             times = {}
             pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg["BATCH"], dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
             with run.timer(times, "query_seconds"):
-                candidates = random_subset(pool_idx, min(cfg["SUBSET"], len(pool_idx)))
-                ctx = QueryContext(model, data, labeled_idx, candidates, cfg["ADDENDUM"], dist, cfg["BATCH"],
+                candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
+                ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
                                    args.workers, extras={"loss_module": module})
                 queried = strategy.select(ctx)
             labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times,

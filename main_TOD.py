@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from config import config_from_args, list_configs
 from models import model_from_config
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, add_common_args, run_cli
+from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import forever, load_data, make_loader
 from utils.core.loop import check_budget, start_run
 from utils.core.splits import random_subset
@@ -33,16 +32,8 @@ from utils.samplers import QueryContext, get_strategy
 
 
 def parse_args(argv=None):
-    parser = ArgumentParser(description="TOD active learning (Huang et al., ICCV'21)")
-    parser.add_argument("--config", default="cifar10", help=f"dataset config: {', '.join(list_configs())}")
-    parser.add_argument("--sampling", default="TOD", type=str.upper, choices=["RANDOM", "TOD"])
-    parser.add_argument("--auxiliary", default="TOD", type=str.upper, choices=["NONE", "TOD"],
-                        help="TOD: the COD unsupervised loss with an EMA teacher; NONE: cross-entropy only")
-    parser.add_argument("--tod-cycle0", choices=["lowest", "highest"], default="lowest",
-                        help="cycle 0 compares against the untrained previous model; the authors' code "
-                             "queries the lowest discrepancies there (default), 'highest' follows the paper")
-    add_common_args(parser)
-    return parser.parse_args(argv)
+    """(run-control args, frozen settings): config/tod.py's main_TOD.py tree."""
+    return parse_script_args("main_TOD.py", "TOD active learning (Huang et al., ICCV'21)", argv)
 
 
 def frozen(model):
@@ -55,10 +46,10 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     """EPOCH epochs of CE (+ WEIGHT * COD on a labeled and an unlabeled batch per step); returns
     the trial's step count, which drives the EMA decay."""
     net = distributed.wrap(model, dist)
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg["LR"], momentum=cfg["MOMENTUM"], weight_decay=cfg["WDECAY"])
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg["MILESTONES"], gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg["BATCH"], True, np.random.randint(2**31), dist, args.workers)
-    unlabeled = forever(make_loader(data.train, pool_idx, cfg["BATCH"], True, np.random.randint(2**31), dist,
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WDECAY)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
+    unlabeled = forever(make_loader(data.train, pool_idx, cfg.BATCH, True, np.random.randint(2**31), dist,
                                     args.workers)) if ema is not None else None
     augment = data.train_transform
 
@@ -72,8 +63,8 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
             out_u = net(x_u)
             with torch.no_grad():  # the teacher runs in train mode (batch statistics), as TOD
                 ema_l, ema_u = ema(x_l).logits, ema(x_u).logits
-            loss = loss + cfg["WEIGHT"] * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
-                                           + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
+            loss = loss + cfg.WEIGHT * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
+                                        + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -82,28 +73,27 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
             ema_update(ema, model, step)
         return loss.item()
 
-    fit(labeled, cfg["EPOCH"], train_step, run, desc, epoch_start=lambda _e: net.train(),
+    fit(labeled, cfg.EPOCH, train_step, run, desc, epoch_start=lambda _e: net.train(),
         epoch_end=lambda _e: scheduler.step())
     return step
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    cfg = config_from_args(args)
+    args, cfg = parse_args(argv)
     dist = distributed.setup(args.device, args.local_rank)
-    data = load_data(args, args.dataset or cfg["DATASET"], cfg["IMAGE_SIZE"]).to(dist.device)
-    check_budget(cfg["START"], cfg["ADDENDUM"], cfg["CYCLES"], len(data.train_idx), cfg["SUBSET"])
-    use_cod = args.auxiliary == "TOD"
-    strategy = get_strategy(args.sampling)
-    run = start_run(args, "main_TOD.py", cfg, data, dist, ("TOD", data.name, args.sampling, args.auxiliary),
-                    f"{data.name} auxiliary:{args.auxiliary} sampling:{args.sampling}", cfg["TRIALS"], cfg["CYCLES"])
+    data = load_data(cfg, args).to(dist.device)
+    check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
+    use_cod = cfg.AUXILIARY == "TOD"
+    strategy = get_strategy(cfg.SAMPLING)
+    run = start_run(args, cfg, data, dist, ("TOD", data.name, cfg.SAMPLING, cfg.AUXILIARY),
+                    f"{data.name} auxiliary:{cfg.AUXILIARY} sampling:{cfg.SAMPLING}", cfg.CYCLES)
 
-    for trial in range(cfg["TRIALS"]):
-        seed_everything(args.seed + trial)
+    for trial in range(cfg.TRIALS):
+        seed_everything(cfg.SEED + trial)
         model = model_from_config(cfg, data, consistency_head=use_cod, pretrained=True).to(dist.device)
         ema = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if use_cod else None  # own random init
-        previous = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if args.sampling == "TOD" else None
-        labeled_idx = random_subset(data.train_idx, cfg["START"])
+        previous = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if cfg.SAMPLING == "TOD" else None
+        labeled_idx = random_subset(data.train_idx, cfg.START)
         step = 0  # optimisation steps of this trial: the EMA decay schedule runs over them
         saved = run.restore(trial)
         if saved:
@@ -114,18 +104,18 @@ def main(argv=None):
                 previous.load_state_dict(saved["model"])
             labeled_idx, step = saved["labeled_idx"].numpy(), saved["step"]
 
-        for cycle in range(run.first_cycle(trial), cfg["CYCLES"]):
+        for cycle in run.cycles_left(trial):
             times = {}
             pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 step = train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step,
                                    f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg["BATCH"], dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
             with run.timer(times, "query_seconds"):
-                candidates = random_subset(pool_idx, min(cfg["SUBSET"], len(pool_idx)))
-                ctx = QueryContext(model, data, labeled_idx, candidates, cfg["ADDENDUM"], dist, cfg["BATCH"],
+                candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
+                ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
                                    args.workers, extras={"previous_model": previous} if previous is not None else {})
-                lowest = args.sampling == "TOD" and cycle == 0 and args.tod_cycle0 == "lowest"
+                lowest = cfg.SAMPLING == "TOD" and cycle == 0 and cfg.TOD_CYCLE0 == "lowest"
                 queried = strategy.select(ctx, lowest=lowest)
             checkpoint = {"model": model.state_dict(), "step": step}
             if ema is not None:

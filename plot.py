@@ -18,11 +18,10 @@ import os
 import numpy as np
 
 from utils.core.cli import ArgumentParser, UserError, run_cli
-from utils.core.loop import RESUMABLE
 from utils.core.results import read_config, read_cycles
 
 DEFAULT_ROOTS = ("log_AL", "results")  # the LfOSA scripts' --save-dir, the other scripts' default
-SEED_KEYS = RESUMABLE | {"seed", "known_classes", "num_known"}  # runs that differ only here are one line
+SEED_KEYS = {"SEED"}  # runs that differ only here (and in resumable settings such as CYCLES) are one line
 PER_CYCLE = (("recall", "selection recall", "recall"), ("precision", "selection precision", "precision"),
              ("test_acc", "test accuracy (%)", "accuracy_per_cycle"))  # metric, y label, file name
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
@@ -38,7 +37,7 @@ def run_label(run_dir):
         config = read_config(run_dir)
     except UserError:
         return os.path.basename(os.path.normpath(run_dir))
-    script = str(config.get("settings", {}).get("script", "")).removesuffix(".py")
+    script = str(config.get("script", "")).split(".py")[0]
     label = config.get("label") or os.path.basename(os.path.normpath(run_dir))
     return f"{script}: {label}" if script else label
 
@@ -49,7 +48,8 @@ def _seedless_key(run_dir):
         config = read_config(run_dir)
     except UserError:
         return (run_dir,)
-    settings = {k: v for k, v in config.get("settings", {}).items() if k not in SEED_KEYS}
+    ignored = SEED_KEYS | set(config.get("resumable", []))
+    settings = {k: v for k, v in config.get("settings", {}).items() if k not in ignored}
     return run_label(run_dir), repr(sorted(settings.items(), key=lambda kv: kv[0]))
 
 

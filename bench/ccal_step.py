@@ -22,13 +22,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import ccal as defaults  # noqa: E402
-from models.csi import CSIResNet  # noqa: E402
+from config.ccal import contrast_tree  # noqa: E402
+from models import build_model  # noqa: E402
+from utils.core.config import resolve  # noqa: E402
 from utils.core.data import TensorImages, make_loader  # noqa: E402
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule  # noqa: E402
-from utils.protocols.ccal import ccal_query, make_augment  # noqa: E402
+from utils.protocols.ccal import make_augment  # noqa: E402
+from utils.samplers.ccal import ccal_query  # noqa: E402
 
-CFG = {"JITTER": defaults.JITTER, "GRAY_P": defaults.GRAY_P, "CROP_RATIO": defaults.CROP_RATIO}
+CFG = resolve(contrast_tree(), {}, [])  # contrast_main.py's defaults (augmentation, RESIZE_FACTOR)
 
 
 def bench_step(args):
@@ -41,9 +43,9 @@ def bench_step(args):
 
 
 def bench_mode(mode, k_shift, loader, device, args):
-    augment = make_augment(CFG, defaults.RESIZE_FACTOR, False)
+    augment = make_augment(CFG, CFG.RESIZE_FACTOR, False)
     torch.manual_seed(0)
-    model = CSIResNet(3, args.width, 128, k_shift).to(device).train()
+    model = build_model("csi_resnet18", None, 3, width=args.width, simclr_dim=128, k_shift=k_shift).to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9, weight_decay=1e-6)
     scheduler = warmup_schedule(optimizer, 100, args.steps, 10, 10)
     generator = torch.Generator(device).manual_seed(0)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from config import lfosa as defaults  # noqa: E402
-from models.lfosa import BottleneckResNet  # noqa: E402
+from models import build_model  # noqa: E402
 from utils.core.data import BatchTransform, ImageData, TensorImages  # noqa: E402
 from utils.core.distributed import Dist  # noqa: E402
 from utils.samplers import QueryContext, av_scores, get_strategy, top_k  # noqa: E402
@@ -64,7 +64,7 @@ def cifar_pool(n):
 def bench_query(width=8):
     torch.manual_seed(0)
     data = cifar_pool(POOL)
-    model = BottleneckResNet(defaults.MODELS["resnet18"], KNOWN + 1, 3, width).eval()
+    model = build_model("lfosa_resnet18", KNOWN + 1, 3, width=width).eval()
     ctx = QueryContext(model, data, np.empty(0, np.int64), data.train_idx, QUERY, Dist(), 128,
                        extras={"unknown_class": KNOWN}, rng=np.random.default_rng(0))
     chosen, seconds = timed(lambda: get_strategy("AV_temperature").select(ctx))
@@ -74,7 +74,7 @@ def bench_query(width=8):
 
 def bench_forward(width=64, batches=5):
     torch.manual_seed(0)
-    model = BottleneckResNet(defaults.MODELS["resnet18"], KNOWN + 1, 3, width).eval()
+    model = build_model("lfosa_resnet18", KNOWN + 1, 3, width=width).eval()
     x = torch.randn(128, 3, 32, 32)
     with torch.no_grad():
         model(x)  # warm-up

@@ -17,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from config import load_config  # noqa: E402
+from config.tod import dataset_config  # noqa: E402
 from models import build_model  # noqa: E402
 from utils.core.data import BatchTransform, ImageData, TensorImages, build_data, make_loader  # noqa: E402
 
@@ -56,7 +56,7 @@ def main():
     if args.cifar_shaped:
         data, batch, width = cifar_shaped(args.samples or 512), 128, 64
     else:
-        cfg = load_config("digits")
+        cfg = dataset_config("digits")
         data, batch, width = build_data("digits"), cfg["BATCH"], cfg["WIDTH"]
         if args.samples:
             data.train_idx = data.train_idx[: args.samples]

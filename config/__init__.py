@@ -1,54 +1,64 @@
-"""Dataset configs for main_TOD.py and main_LL4AL.py, one module per dataset.
+"""Every script's settings: one tree of commented, typed keys per script (utils/core/config.py).
 
-Each module holds plain upper-case values (TOD's own keys, spec A.2, plus ours: MODEL, WIDTH,
-PRETRAINED, IMAGE_SIZE). ``load_config`` reads one and applies command-line overrides.
+| script                                 | keys              | profile (values applied over the defaults)     |
+|----------------------------------------|-------------------|------------------------------------------------|
+| main_TOD.py, main_LL4AL.py             | config/tod.py     | the dataset config ``--config`` names          |
+|                                        |                   | (config/cifar10.py, cifar100, svhn, caltech101, digits) |
+| main_al.py --protocol deepal           | config/deepal.py  | the toolkit's per-dataset values               |
+| main_al.py --protocol rethinking       | config/rethinking.py | the seed's per-dataset normalisation        |
+| contrast_main.py, active_main.py       | config/ccal.py    |                                                |
+| AL_center.py, AL_center_temperature.py | config/lfosa.py   | the seed's per-dataset normalisation           |
+
+``python SCRIPT --list-settings`` prints a script's keys with their values and comments;
+``--set KEY=VALUE`` changes any of them.
 """
 
 import importlib
-import pkgutil
 
-from utils.core.cli import UserError, parse_overrides
+from utils.core.config import Key, Tree
 
-DEFAULTS = {
-    "MODEL": "resnet18",  # resnet18 | resnet34 (CIFAR form) | imagenet_resnet18
-    "WIDTH": 64,  # channels of the first ResNet stage (CIFAR form)
-    "PRETRAINED": None,  # ImageNet weights for imagenet_resnet18
-    "IMAGE_SIZE": 32,  # side length folder:PATH images are resized to
+DATASETS_HELP = "cifar10, cifar100, svhn, mnist, caltech101, tinyimagenet, digits or folder:PATH"
+
+
+def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
+    """The keys every script has: the data, the seed and the number of trials."""
+    return {
+        "DATASET": Key(dataset, f"the dataset: {DATASETS_HELP}", flags=("--dataset",)),
+        "IMAGE_SIZE": Key(None, "side the images of folder:, caltech101 and tinyimagenet are decoded to (None: "
+                          "folder: 32, caltech101 224 cropped from 256, tinyimagenet 64)", type="int", minimum=8),
+        "MAX_TRAIN_SAMPLES": Key(None, "use a seeded class-balanced subset of this many training images",
+                                 type="int", minimum=1, flags=("--max-train-samples",)),
+        "MAX_TEST_SAMPLES": Key(None, "use a seeded class-balanced subset of this many test images",
+                                type="int", minimum=1, flags=("--max-test-samples",)),
+        "SEED": Key(seed, "base random seed; trial t uses SEED + t", flags=("--seed",)),
+        "TRIALS": Key(trials, "repetitions of the whole run", minimum=1, flags=("--trials",), resumable=True),
+    }
+
+
+# script (and protocol) -> (config module, its tree function)
+SCRIPTS = {
+    "main_TOD.py": ("tod", "main_tod_tree"),
+    "main_LL4AL.py": ("tod", "main_ll4al_tree"),
+    "main_al.py --protocol deepal": ("deepal", "tree"),
+    "main_al.py --protocol rethinking": ("rethinking", "tree"),
+    "contrast_main.py": ("ccal", "contrast_tree"),
+    "active_main.py": ("ccal", "active_tree"),
+    "AL_center.py": ("lfosa", "center_tree"),
+    "AL_center_temperature.py": ("lfosa", "temperature_tree"),
 }
 
 
-# one paper's defaults, read by its own scripts; not dataset configs of main_TOD.py/main_LL4AL.py
-PAPER_CONFIGS = ("ccal", "deepal", "lfosa", "rethinking")
+def _build(script: str) -> Tree:
+    module, function = SCRIPTS[script]
+    return getattr(importlib.import_module(f"config.{module}"), function)()
 
 
-def list_configs():
-    """The dataset configs (``--config``) of main_TOD.py and main_LL4AL.py."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in PAPER_CONFIGS)
-
-
-def load_config(name, overrides=None):
-    """The config ``name`` (a dataset config or one of PAPER_CONFIGS) as a dict, with ``overrides``
-    (upper-case keys) applied."""
-    if name not in list_configs() and name not in PAPER_CONFIGS:
-        raise UserError(f"unknown config {name!r}; choose from {', '.join(list_configs())}")
-    module = importlib.import_module(f"config.{name}")
-    cfg = dict(DEFAULTS)
-    cfg.update({k: v for k, v in vars(module).items() if k.isupper()})
-    for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise UserError(f"--set {key}: config {name} has no such key; keys: {', '.join(sorted(cfg))}")
-        cfg[key] = value
-    return cfg
-
-
-def config_from_args(args):
-    """``--config`` with ``--set KEY=VALUE`` and the common ``--epochs/--cycles/--trials`` applied."""
-    overrides = parse_overrides(args.overrides)
-    for flag, key in (("epochs", "EPOCH"), ("cycles", "CYCLES"), ("trials", "TRIALS")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
-    cfg = load_config(args.config, overrides)
-    for key in ("EPOCH", "CYCLES", "TRIALS", "BATCH", "START", "ADDENDUM", "SUBSET"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise UserError(f"{key} must be a positive integer, got {cfg[key]!r}")
-    return cfg
+def tree(script: str) -> Tree:
+    """The settings tree of ``script`` (a key of SCRIPTS), knowing which script every other key
+    belongs to (for the error message of a misplaced ``--set``)."""
+    own = _build(script)
+    for other in SCRIPTS:
+        if other != script:
+            for key in _build(other).keys:
+                own.others.setdefault(key, other)
+    return own

@@ -1,19 +1,5 @@
-"""CIFAR-100, as TOD's config/cifar100.py."""
+"""CIFAR-100, as TOD's config/cifar100.py: the CIFAR-10 values (config/tod.py's defaults) but for
+the weight of the COD loss."""
 
 DATASET = "cifar100"
-CLASS = 100
-NUM_TRAIN = 50000
-BATCH = 128
-SUBSET = 25000
-START = 5000
-ADDENDUM = 2500
-TRIALS = 3
-CYCLES = 7
-MARGIN = 1.0
 WEIGHT = 0.05
-EPOCH = 200
-LR = 0.1
-MOMENTUM = 0.9
-WDECAY = 5e-4
-MILESTONES = [160]
-EPOCHL = 120

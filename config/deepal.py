@@ -1,30 +1,104 @@
-"""The 20-strategy toolkit's protocol (cure-lab deep-active-learning; spec 003, sections 1-4):
-its model names, per-dataset batch sizes, normalisation and augmentation, and fixed settings."""
+"""The 20-strategy toolkit's protocol, ``main_al.py --protocol deepal`` (cure-lab deep-active-learning;
+spec 003, sections 1-4): its flags, its fixed settings, and (the profile) its per-dataset batch sizes,
+normalisation, augmentation and the milestones it forces on MNIST."""
 
-MODELS = {  # --model -> (models registry name, options)
+from config import common_keys
+from utils.core.cli import UserError
+from utils.core.config import Key, Tree
+
+MODELS = {  # MODEL -> (models registry name, options)
     "ResNet18": ("resnet18", {"width": 16}),  # the slim CIFAR ResNet-18 (16-32-64-128, ~0.7 M parameters)
     "ResNet34": ("resnet34", {"width": 16}),
     "ResNet18_64": ("resnet18", {"width": 16, "pool": 4}),  # fixed 4x4 pooling: 512-d features on 64x64
     "LeNet": ("lenet", {}),
 }
 
-DATASETS = {  # training batch, normalisation, augmentation (random crop padding, horizontal flip)
-    "mnist": dict(batch=128, mean=(0.1307,), std=(0.3081,), crop_padding=0, flip=True),
-    "svhn": dict(batch=128, mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970), crop_padding=4, flip=True),
-    "cifar10": dict(batch=256, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616), crop_padding=4,
-                    flip=True),
-    "cifar100": dict(batch=2048, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761), crop_padding=4,
-                     flip=True),
-    "tinyimagenet": dict(batch=1024, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), crop_padding=4,
-                         flip=True),
+PROFILES = {  # the toolkit's args_pool: training batch, normalisation, augmentation (crop padding, flip)
+    "mnist": dict(BATCH_SIZE=128, MEAN=[0.1307], STD=[0.3081], CROP_PADDING=0, FLIP=True,
+                  SCHEDULE=[20, 40]),  # the toolkit forces these milestones on MNIST
+    "svhn": dict(BATCH_SIZE=128, MEAN=[0.4377, 0.4438, 0.4728], STD=[0.1980, 0.2010, 0.1970], CROP_PADDING=4,
+                 FLIP=True),
+    "cifar10": dict(BATCH_SIZE=256, MEAN=[0.4914, 0.4822, 0.4465], STD=[0.2470, 0.2435, 0.2616], CROP_PADDING=4,
+                    FLIP=True),
+    "cifar100": dict(BATCH_SIZE=2048, MEAN=[0.5071, 0.4867, 0.4408], STD=[0.2675, 0.2565, 0.2761],
+                     CROP_PADDING=4, FLIP=True),
+    "tinyimagenet": dict(BATCH_SIZE=1024, MEAN=[0.485, 0.456, 0.406], STD=[0.229, 0.224, 0.225], CROP_PADDING=4,
+                         FLIP=True),
 }
-OTHER_DATASET = dict(batch=64)  # digits, caltech101, folder:PATH: their own normalisation and augmentation
 
-TEST_BATCH = 512
-WEIGHT_DECAY = 5e-4
-GRAD_CLIP = 0.1  # gradients are clamped element-wise to [-0.1, 0.1], as the toolkit
-MNIST_SCHEDULE = [20, 40]  # the toolkit forces these milestones on MNIST
-MC_SAMPLES = 10  # MC-dropout passes (BALD, the *Dropout strategies, BatchBALD)
-MC_DROPOUT = 0.2  # dropout before the classifier of ResNets for the MC-dropout strategies
-LENET_MIN_SIZE = 28  # smaller images (digits) are resized to 28x28 for LeNet
-LL_DETACH_EPOCH = 120  # learning loss: the module's gradient into the backbone stops after this epoch
+
+def strategy_keys(epochs_key: str, asal_flag: str) -> dict:
+    """Settings of the strategies with their own networks and sampling passes (both protocols)."""
+    return {
+        "MC_SAMPLES": Key(10, "MC-dropout passes (BALD, the *Dropout strategies, BatchBALD)", minimum=1),
+        "MC_DROPOUT": Key(0.2, "dropout before the classifier of ResNets for the MC-dropout strategies", minimum=0),
+        "LL_DETACH_EPOCH": Key(120, "learning loss: the module's gradient into the backbone stops after this epoch",
+                               minimum=0, per_epochs=epochs_key),
+        "ASAL_STEPS": Key(2000, "GAN training steps of ASAL per query", minimum=1, flags=(asal_flag,)),
+    }
+
+
+def tree() -> Tree:
+    keys = {
+        "PROTOCOL": Key("deepal", "the training protocol", choices=("deepal", "rethinking"), flags=("--protocol",)),
+        "STRATEGY": Key(None, "the query strategy (any of the registry; see the README's table)", type="str",
+                        flags=("--strategy",)),
+        "MODEL": Key("ResNet18", "the toolkit's network", choices=tuple(MODELS), flags=("--model",)),
+        **common_keys("cifar10", seed=1),
+        "N_START": Key(10.0, "percent of the pool labeled at random at start", minimum=0, flags=("--nStart",)),
+        "N_QUERY": Key(1.0, "percent of the pool queried per round (-1: one query up to N_END)",
+                       flags=("--nQuery",)),
+        "N_END": Key(100.0, "percent of the pool labeled at the end (-1: 100)", flags=("--nEnd",)),
+        "CYCLES": Key(None, "rounds to run (trainings; None: every round up to N_END)", type="int", minimum=1,
+                      flags=("--cycles",), resumable=True),
+        "N_EPOCH": Key(100, "epochs per round; every round retrains a copy of the same initial network",
+                       minimum=1, flags=("--n_epoch", "--epochs")),
+        "OPTIMIZER": Key("SGD", "optimizer of the task model", choices=("SGD", "Adam"), flags=("--optimizer",)),
+        "LR": Key(0.1, "learning rate", minimum=0, flags=("--lr",)),
+        "MOMENTUM": Key(0.9, "SGD momentum", minimum=0, flags=("--momentum",)),
+        "SCHEDULE": Key([80, 120], "epochs at which the learning rate is multiplied by GAMMAS", type="list[int]",
+                        minimum=0, nargs="+", per_epochs="N_EPOCH", flags=("--schedule",)),
+        "GAMMAS": Key([0.1, 0.1], "the learning-rate factor at each SCHEDULE epoch", type="list[float]", minimum=0,
+                      nargs="+", flags=("--gammas",)),
+        "WEIGHT_DECAY": Key(5e-4, "weight decay", minimum=0),
+        "GRAD_CLIP": Key(0.1, "gradients are clamped element-wise to [-GRAD_CLIP, GRAD_CLIP]", minimum=0),
+        "BATCH_SIZE": Key(64, "training batch (the toolkit's per-dataset value; 64 for datasets it lacks)",
+                          minimum=1),
+        "TEST_BATCH": Key(512, "test and pool-scoring batch", minimum=1),
+        "MEAN": Key(None, "normalisation mean per channel (None: the dataset's own)", type="list[float]"),
+        "STD": Key(None, "normalisation std per channel (None: the dataset's own)", type="list[float]"),
+        "CROP_PADDING": Key(None, "random-crop padding in pixels (None: the dataset's own)", type="int", minimum=0),
+        "FLIP": Key(None, "random horizontal flips (None: the dataset's own)", type="bool"),
+        "LENET_MIN_SIZE": Key(28, "smaller images (digits) are resized to this side for LeNet", minimum=8),
+        "N_ENSEMBLES": Key(5, "members of the Ensembles strategy", minimum=1, flags=("--n_ensembles",)),
+        "HIDDEN_UNITS": Key(128, "GCN hidden width (UncertainGCN, CoreGCN)", minimum=1, flags=("--hidden_units|-n",)),
+        "DROPOUT_RATE": Key(0.3, "GCN dropout", minimum=0, flags=("--dropout_rate|-r",)),
+        "LAMBDA_LOSS": Key(1.2, "GCN weight of the unlabeled term", minimum=0, flags=("--lambda_loss|-l",)),
+        "S_MARGIN": Key(0.1, "UncertainGCN confidence margin", minimum=0, flags=("--s_margin|-s",)),
+        **strategy_keys("N_EPOCH", "--asal_steps"),
+        "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
+                          flags=("--save_model",)),
+        **open_set_keys(),
+    }
+    return Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH")
+
+
+def open_set_keys() -> dict:
+    return {
+        "KNOWN_CLASSES": Key(None, "only K classes are known: queried images of the others are discarded and "
+                             "cycles.csv records the query's precision and recall", type="int", minimum=1,
+                             flags=("--known-classes",)),
+        "KNOWN_CLASSES_RANDOM": Key(False, "a seeded random choice of the known classes (default: 0..K-1)",
+                                    switch=True, flags=("--known-classes-random",)),
+    }
+
+
+def _profile(values: dict) -> tuple:
+    dataset = str(values["DATASET"]).lower()
+    return f"toolkit {dataset}", PROFILES.get(dataset, {})
+
+
+def _check(cfg) -> None:
+    if len(cfg.GAMMAS) != len(cfg.SCHEDULE):
+        raise UserError(f"GAMMAS has {len(cfg.GAMMAS)} value(s) and SCHEDULE {len(cfg.SCHEDULE)}; give one factor "
+                        "per milestone (--gammas, --schedule)")

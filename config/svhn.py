@@ -1,19 +1,8 @@
-"""SVHN, as TOD's config/svhn.py (10 % / 5 % / 40 % of the 73,257 training images)."""
+"""SVHN, as TOD's config/svhn.py: 10 % / 5 % / 40 % of the 73,257 training images for START /
+ADDENDUM / SUBSET; otherwise the CIFAR-10 values (config/tod.py's defaults)."""
 
 DATASET = "svhn"
-CLASS = 10
-NUM_TRAIN = 73257
-BATCH = 128
 SUBSET = 29302
 START = 7324
 ADDENDUM = 3662
-TRIALS = 3
-CYCLES = 7
-MARGIN = 1.0
 WEIGHT = 0.005
-EPOCH = 200
-LR = 0.1
-MOMENTUM = 0.9
-WDECAY = 5e-4
-MILESTONES = [160]
-EPOCHL = 120

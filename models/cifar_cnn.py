@@ -9,12 +9,14 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from models.layers import ConsistentDropout
 from models.output import ModelOutput
+from models.registry import register_model
 
 
 def _conv(cin, cout, kernel, padding):
     return [weight_norm(nn.Conv2d(cin, cout, kernel, padding=padding)), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1)]
 
 
+@register_model("cifar_cnn")
 class CifarCNN(nn.Module):
     HEADS = ("fc2",)  # the classifier; the seed's unused second head fc1 is left out
 

@@ -10,7 +10,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from models.resnet import CifarResNet
+from models.registry import register_model
+from models.resnet import RESNET18_BLOCKS, CifarResNet
 from utils.core.cli import UserError
 
 
@@ -22,7 +23,7 @@ class CSIOutput(NamedTuple):
 
 class CSIResNet(CifarResNet):
     def __init__(self, in_channels=3, width=64, simclr_dim=128, k_shift=1):
-        super().__init__([2, 2, 2, 2], 1, in_channels, width, consistency_head=False)
+        super().__init__(RESNET18_BLOCKS, 1, in_channels, width, consistency_head=False)
         self.linear = None  # CSI's linear probe is not trained here (see the README's fidelity notes)
         self.simclr_layer = nn.Sequential(nn.Linear(self.feature_dim, self.feature_dim), nn.ReLU(),
                                           nn.Linear(self.feature_dim, simclr_dim))
@@ -45,3 +46,10 @@ class CSIResNet(CifarResNet):
             raise UserError(f"{path} is not an encoder saved by contrast_main.py ({str(exc).splitlines()[0]}); "
                             "train one with contrast_main.py") from None
         return model
+
+
+@register_model("csi_resnet18", kind="encoder")
+def csi_resnet18(num_classes: int | None, in_channels: int = 3, width: int = 64, simclr_dim: int = 128,
+                 k_shift: int = 1) -> CSIResNet:
+    """CSI's encoder; ``num_classes`` is ignored (no class head: it returns a CSIOutput)."""
+    return CSIResNet(in_channels, width, simclr_dim, k_shift)

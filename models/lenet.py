@@ -8,8 +8,10 @@ from torch import nn
 
 from models.layers import ConsistentDropout
 from models.output import ModelOutput
+from models.registry import register_model
 
 
+@register_model("lenet")
 class LeNet(nn.Module):
     HEADS = ("fc2",)
 

@@ -5,7 +5,8 @@ seed's ``resnet.py`` comes from. ``features`` is the 2-d vector (the center loss
 from torch import nn
 
 from models.output import ModelOutput
-from models.resnet import CifarResNet
+from models.registry import register_model
+from models.resnet import RESNET18_BLOCKS, RESNET34_BLOCKS, CifarResNet
 
 
 class BottleneckResNet(CifarResNet):
@@ -21,3 +22,17 @@ class BottleneckResNet(CifarResNet):
     def _heads(self, pooled, stages=None):
         feature = self.fc1(self.dropout(pooled) if self.dropout is not None else pooled)
         return ModelOutput(self.linear(feature), feature, None, stages)
+
+
+@register_model("lfosa_resnet18")
+def lfosa_resnet18(num_classes: int, in_channels: int = 3, width: int = 64, bottleneck: int = 2,
+                   dropout: float = 0.0) -> BottleneckResNet:
+    """LfOSA's ResNet-18 (2-2-2-2 BasicBlocks)."""
+    return BottleneckResNet(RESNET18_BLOCKS, num_classes, in_channels, width, bottleneck, dropout)
+
+
+@register_model("lfosa_resnet34")
+def lfosa_resnet34(num_classes: int, in_channels: int = 3, width: int = 64, bottleneck: int = 2,
+                   dropout: float = 0.0) -> BottleneckResNet:
+    """LfOSA's ResNet-34 (3-4-6-3 BasicBlocks)."""
+    return BottleneckResNet(RESNET34_BLOCKS, num_classes, in_channels, width, bottleneck, dropout)

@@ -19,9 +19,12 @@ from torchvision.models.resnet import BasicBlock
 
 from models.layers import ConsistentDropout
 from models.output import ModelOutput
+from models.registry import register_model
 from utils.core.cli import UserError
 
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"
+RESNET18_BLOCKS = (2, 2, 2, 2)  # BasicBlocks per stage
+RESNET34_BLOCKS = (3, 4, 6, 3)
 
 
 def _stage(inplanes, planes, blocks, stride):
@@ -146,9 +149,22 @@ class ImageNetResNet18(_TwoHeadResNet):
         return sorted(loaded)
 
 
-def resnet18(num_classes, in_channels=3, width=64, consistency_head=True, **options):
-    return CifarResNet([2, 2, 2, 2], num_classes, in_channels, width, consistency_head, **options)
+@register_model("resnet18")
+def resnet18(num_classes: int, in_channels: int = 3, width: int = 64, consistency_head: bool = True,
+             **options) -> CifarResNet:
+    """CIFAR ResNet-18; ``options``: ``dropout``, ``pool``, ``image_size`` (see CifarResNet)."""
+    return CifarResNet(RESNET18_BLOCKS, num_classes, in_channels, width, consistency_head, **options)
 
 
-def resnet34(num_classes, in_channels=3, width=64, consistency_head=True, **options):
-    return CifarResNet([3, 4, 6, 3], num_classes, in_channels, width, consistency_head, **options)
+@register_model("resnet34")
+def resnet34(num_classes: int, in_channels: int = 3, width: int = 64, consistency_head: bool = True,
+             **options) -> CifarResNet:
+    """CIFAR ResNet-34; ``options`` as for resnet18."""
+    return CifarResNet(RESNET34_BLOCKS, num_classes, in_channels, width, consistency_head, **options)
+
+
+@register_model("imagenet_resnet18")
+def imagenet_resnet18(num_classes: int, in_channels: int = 3, width: int | None = None,
+                      consistency_head: bool = True) -> ImageNetResNet18:
+    """ImageNet ResNet-18; ``width`` is accepted (configs pass it) but does not apply."""
+    return ImageNetResNet18(num_classes, in_channels, consistency_head)

@@ -1,4 +1,8 @@
-"""Shared test helpers: tiny fake datasets in the real on-disk formats, and a script runner."""
+"""Shared test helpers: tiny fake datasets in the real on-disk formats, a script runner, and a tiny
+model, dataset and QueryContext for the query strategies (``TinyNet``, ``tiny_data``, ``tiny_context``).
+
+Test modules import these from here (``from conftest import ...``), never from one another. Project
+modules are imported inside the helpers: ``ROOT`` is put on ``sys.path`` below."""
 
 import os
 import pickle
@@ -7,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -85,21 +91,102 @@ def make_caltech(root, classes=3, per_class=10):
     return root
 
 
+def make_tinyimagenet(root, classes=2, per_class=3, n_val=4):
+    """A ``tiny-imagenet-200`` folder: 64x64 JPEGs in ``train/<wnid>/images/`` (plus the boxes
+    file) and ``val/images/``, labelled by ``val/val_annotations.txt`` (tab-separated, val image i
+    is of class i % classes)."""
+    folder = os.path.join(root, "tiny-imagenet-200")
+    wnids = [f"n{c:08d}" for c in range(classes)]
+    for c, wnid in enumerate(wnids):
+        write_images(os.path.join(folder, "train", wnid, "images"), per_class, (64, 64), seed=c, ext="JPEG")
+        with open(os.path.join(folder, "train", wnid, f"{wnid}_boxes.txt"), "w") as fh:
+            fh.writelines(f"img{i}.JPEG\t0\t0\t63\t63\n" for i in range(per_class))
+    write_images(os.path.join(folder, "val", "images"), n_val, (64, 64), seed=classes, ext="JPEG")
+    with open(os.path.join(folder, "val", "val_annotations.txt"), "w") as fh:
+        fh.writelines(f"img{i}.JPEG\t{wnids[i % classes]}\t0\t0\t63\t63\n" for i in range(n_val))
+    return root
+
+
 def make_imagenet_weights(path):
     """A file shaped like torchvision's resnet18-5c106cde.pth (random weights)."""
-    import torch
     from torchvision.models import resnet18
 
     torch.save(resnet18().state_dict(), path)
     return path
 
 
+class TinyNet(nn.Module):
+    """16 inputs -> 8 features (ReLU) -> dropout -> 3 logits, with BatchNorm to check its mode;
+    split at the dropout for MC inference."""
+
+    def __init__(self, seed=0):
+        from models import ConsistentDropout
+
+        super().__init__()
+        torch.manual_seed(seed)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.ReLU())
+        self.drop = ConsistentDropout(0.3)
+        self.fc = nn.Linear(8, 3)
+        self.trunk_calls = 0
+
+    def mc_trunk(self, x):
+        self.trunk_calls += 1
+        return self.body(x)
+
+    def mc_head(self, h):
+        from models import ModelOutput
+
+        return ModelOutput(self.fc(self.drop(h)), h, None, [h[:, :, None, None]])
+
+    def forward(self, x):
+        return self.mc_head(self.body(x))
+
+
+def tiny_data(n=60, seed=0):
+    """``n`` random 1x4x4 images in 3 classes; train set = test set."""
+    from utils.core.data import BatchTransform, ImageData, TensorImages
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=generator)
+    dataset = TensorImages(images, torch.arange(n) % 3)
+    transform = BatchTransform((0.5,), (0.25,))
+    return ImageData("tiny", dataset, dataset, 3, 1, 4, transform, transform, np.arange(n), np.arange(n))
+
+
+def ccal_extras(data, labeled, query_size, seed):
+    """CCAL's query extras for ``data``: random encoder features (4 rotations), one row per index,
+    the labeled images' classes, and query_size // classes picks per class."""
+    generator = torch.Generator().manual_seed(seed)
+    n = len(data.train)
+    return {"features": (torch.randn(n, 4, 8, generator=generator), torch.randn(n, 8, generator=generator)),
+            "positions": np.arange(n), "labels": data.train.targets[labeled], "k": 100.0, "t": 0.9,
+            "target": max(1, query_size // data.num_classes)}
+
+
+def tiny_context(candidates, query_size, seed=0, data=None):
+    """A QueryContext over ``tiny_data`` (the samples not in ``candidates`` are labeled) with a ``TinyNet`` and
+    the extras every registered strategy needs (small settings: GCN 5 epochs, ASAL 3 steps)."""
+    from models import LossNet
+    from models.vaal import VAE, LatentDiscriminator
+    from models.waal import Critic
+    from utils.core.distributed import Dist
+    from utils.samplers import QueryContext
+
+    data = data or tiny_data()
+    model = TinyNet().eval()
+    labeled = np.setdiff1d(data.train_idx, candidates)
+    extras = {"previous_model": TinyNet(seed=1).eval(), "loss_module": LossNet((8,)), "ensemble": [model, TinyNet(2)],
+              "state": {}, "mc_dropout": True, "vae": VAE(1, 32, 8), "discriminator": LatentDiscriminator(8),
+              "vae_size": 32, "critic": Critic(8), "gcn": {"epochs": 5}, "asal": {"steps": 3, "batch_size": 8},
+              "unknown_class": 2, **ccal_extras(data, labeled, query_size, seed)}
+    return QueryContext(model, data, labeled, np.asarray(candidates), query_size, Dist(), batch_size=16,
+                        rng=np.random.default_rng(seed), extras=extras, mc_samples=5)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op torch thread for a module of small tensors: as fast, and immune to a busy second
     core (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

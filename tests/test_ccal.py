@@ -1,41 +1,54 @@
 """CCAL (contrast_main.py, active_main.py): NT-Xent and its cross-rank gather, the augmentations
-and schedule, the mismatch pool, the joint query, end-to-end runs on digits, resume, bad input."""
+and schedule, the mismatch pool, the joint query (the selector CCAL), the settings of both scripts,
+end-to-end runs on digits and on an image folder, resume, bad input."""
 
+import json
 import math
 import os
+import shlex
 import socket
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, write_images
 
 import active_main
 import contrast_main
-from config import ccal as ccal_config
+from config import tree
 from models.csi import CSIResNet
-from utils.core.cli import run_cli
-from utils.core.data import build_data
+from utils.core import distributed
+from utils.core.cli import UserError, run_cli
+from utils.core.config import resolve
+from utils.core.data import TensorImages, build_data
 from utils.core.openset import CCAL_KNOWN, mismatch_pool
 from utils.core.results import read_cycles
-from utils.methods.contrastive import SimCLRAugment, nt_xent, training_views, warmup_schedule
-from utils.protocols.ccal import (
-    ccal_pool,
+from utils.methods.contrastive import SimCLRAugment, hflip, nt_xent, rotate, training_views, warmup_schedule
+from utils.protocols import ccal
+from utils.protocols.ccal import ccal_pool, contrast_set, even_batches, make_augment
+from utils.samplers import QueryContext, get_strategy
+from utils.samplers.ccal import (
+    CCAL_EXTRAS,
     ccal_query,
-    contrast_set,
     distinctive_scores,
-    even_batches,
+    feature_rows,
     joint_selection,
-    make_augment,
+    query_features,
     semantic_scores,
 )
 
-CFG = {k: getattr(ccal_config, k) for k in ("JITTER", "GRAY_P", "CROP_RATIO")}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def settings(*assignments, script="active_main.py"):
+    """The resolved settings of ``script`` with ``--set`` ``assignments``."""
+    return resolve(tree(script), {}, list(assignments))
+
+
+CFG = settings()  # the augmentation keys (the same defaults in both trees)
 TINY = ["--dataset", "digits", "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8", "--quiet"]
+NO_WARMUP = ["--warmup", "0"]  # a 1- or 2-epoch contrastive run: WARMUP must be below EPOCHS
 
 
 # ----------------------------------------------------------------------------- NT-Xent
@@ -80,6 +93,8 @@ def _gather_worker(rank, port, world):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_gathered_nt_xent_equals_the_single_process_loss_and_gradient():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -145,17 +160,15 @@ def test_mismatch_pool_counts_of_cifar_sizes(mismatch, unknown):
 def test_ccal_pool_defaults_and_checks():
     data = SimpleNamespace(name="digits", num_classes=10, train_targets=np.repeat(np.arange(10), 100),
                            train_idx=np.arange(1000))
-    args = SimpleNamespace(known_classes="2,5", initial_budget=None, mismatch=0.5)
-    pool = ccal_pool(args, vars(ccal_config), data)
-    assert args.initial_budget == 16 and pool.known_classes.tolist() == [2, 5]  # 8 % of the 200 known images
+    pool = ccal_pool(settings("KNOWN_CLASSES=2,5", "MISMATCH=0.5"), data)
+    assert len(pool.labeled_idx) == 16 and pool.known_classes.tolist() == [2, 5]  # 8 % of the 200 known images
     assert len(pool.pool_idx) == 184 + 184
-    from utils.core.cli import UserError
 
     for known, budget, message in (("2,2", None, "distinct"), (None, None, "--known-classes 0,1"),
-                                   ("2,5", 1, "fewer than 2"), ("2,5", 500, "lower --initial-budget")):
+                                   ("2,5", 1, "fewer than 2"), ("2,5", 500, "lower --initial-budget"),
+                                   ("2,10", None, "distinct classes in 0..9")):
         with pytest.raises(UserError, match=message):
-            ccal_pool(SimpleNamespace(known_classes=known, initial_budget=budget, mismatch=0.5), vars(ccal_config),
-                      data)
+            ccal_pool(settings(f"KNOWN_CLASSES={known}", f"INITIAL_BUDGET={budget}", "MISMATCH=0.5"), data)
 
 
 # ----------------------------------------------------------------------------- the joint query (A.6)
@@ -221,7 +234,7 @@ def encoders(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     for mode, shift, name in (("senmatic", "none", "semantic"), ("feature", "rotation", "distinctive")):
         contrast_main.main([*TINY, "--mode", mode, "--shift_trans_type", shift, "--batch_size", "32", "--epoch", "1",
-                            "--logdir", str(folder / name)])
+                            *NO_WARMUP, "--logdir", str(folder / name)])
     return folder
 
 
@@ -233,13 +246,15 @@ def active_args(encoders, out, *extra):
             "--split", "2", "--epochs", "1", "--set", "CLASSIFIER_SEEDS=2", "--out", str(out), *extra]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_seed_contrast_command_under_the_old_launcher_writes_one_encoder(tmp_path):
     result = ok(run_script("-m", "torch.distributed.launch", "--nproc_per_node=2", "--master_port",
                            str(29600 + os.getpid() % 1000), os.path.join(ROOT, "contrast_main.py"), "--mismatch", "0.8",
                            "--dataset", "digits", "--model", "resnet18", "--mode", "feature", "--shift_trans_type",
                            "rotation", "--batch_size", "16", "--epoch", "1", "--logdir", "./model/distinctive",
                            "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8",
-                           cwd=str(tmp_path)))
+                           *NO_WARMUP, cwd=str(tmp_path)))
     assert "2 process(es) on cpu" in result.stdout and result.stdout.count("[epoch 1/1]") == 1
     folder = tmp_path / "model" / "distinctive"
     assert sorted(os.listdir(folder)) == ["last.config", "last.model", "last.optim", "tb"]
@@ -247,6 +262,7 @@ def test_seed_contrast_command_under_the_old_launcher_writes_one_encoder(tmp_pat
     assert model.shift_cls_layer.out_features == 4 and model.stem[0].in_channels == 1
 
 
+@pytest.mark.slow
 def test_active_main_queries_trains_and_records_each_cycle(encoders, tmp_path, capsys):
     out = tmp_path / "run"
     active_main.main(active_args(encoders, out, "--print_score"))
@@ -265,8 +281,12 @@ def test_active_main_queries_trains_and_records_each_cycle(encoders, tmp_path, c
     checkpoint = torch.load(out / "checkpoints" / "trial0.pt", weights_only=True)
     unknown = checkpoint["unknown_idx"].numpy()
     assert len(unknown) == 16 - (len(labeled[-1]) - 6) and not np.isin(targets[unknown], [0, 1]).any()
+    saved = json.load(open(out / "config.json"))
+    assert saved["settings"]["TARGET"] == 4 and saved["settings"]["CLASSIFIER_EPOCHS"] == 1
+    assert saved["derived"]["initial_budget"] == 6 and saved["derived"]["known_classes"] == [0, 1]
 
 
+@pytest.mark.slow
 def test_active_main_resume_reproduces_the_run(encoders, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     active_main.main(active_args(encoders, full))
@@ -280,19 +300,20 @@ def test_active_main_resume_reproduces_the_run(encoders, tmp_path):
                               np.load(resumed / "labeled" / f"trial0_cycle{c}.npy"))
 
 
+@pytest.mark.slow
 def test_contrast_resume_after_a_crash_reproduces_the_weights(tmp_path, monkeypatch):
-    common = [*TINY, "--mode", "feature", "--batch_size", "64", "--epoch", "2", "--save_step", "1"]
+    common = [*TINY, "--mode", "feature", "--batch_size", "64", "--epoch", "2", "--save_step", "1", *NO_WARMUP]
     contrast_main.main([*common, "--logdir", str(tmp_path / "full")])
-    real_save = contrast_main.save_encoder
+    real_save = ccal.save_encoder
 
     def save_then_crash(*args):
         real_save(*args)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(contrast_main, "save_encoder", save_then_crash)
+    monkeypatch.setattr(ccal, "save_encoder", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         contrast_main.main([*common, "--logdir", str(tmp_path / "cut")])
-    monkeypatch.setattr(contrast_main, "save_encoder", real_save)
+    monkeypatch.setattr(ccal, "save_encoder", real_save)
     assert torch.load(tmp_path / "cut" / "last.config", weights_only=True)["epoch"] == 1
     contrast_main.main([*common, "--logdir", str(tmp_path / "cut"), "--resume_path", str(tmp_path / "cut")])
     full = torch.load(tmp_path / "full" / "last.model", weights_only=True)
@@ -300,9 +321,10 @@ def test_contrast_resume_after_a_crash_reproduces_the_weights(tmp_path, monkeypa
     assert all(torch.equal(full[k], cut[k]) for k in full)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(encoders, tmp_path, capsys):
     logdir = str(tmp_path / "enc")
-    contrast = [*TINY, "--epoch", "1", "--logdir", logdir]
+    contrast = [*TINY, "--epoch", "1", *NO_WARMUP, "--logdir", logdir]
     no_known = ["--dataset", "digits", "--mode", "feature", "--logdir", logdir]
     assert "--known-classes" in bad(contrast_main.main, no_known, capsys)
     assert "--mismatch" in bad(contrast_main.main, [*contrast, "--mode", "feature", "--mismatch", "1.5"], capsys)
@@ -310,11 +332,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(encoders, tmp_path, cap
                                                                  "--shift_trans_type", "rotation"], capsys)
     assert "--optimizer sgd" in bad(contrast_main.main, [*contrast, "--mode", "feature", "--optimizer", "lars"], capsys)
     assert "senmatic" in bad(contrast_main.main, [*contrast], capsys)
-    assert "--resume_path" in bad(contrast_main.main, [*TINY, "--mode", "feature", "--epoch", "1", "--logdir",
-                                                       str(encoders / "distinctive")], capsys)
-    assert "different settings (batch_size)" in bad(contrast_main.main, [
-        *TINY, "--mode", "feature", "--epoch", "1", "--batch_size", "16", "--logdir", str(encoders / "distinctive"),
-        "--resume_path", str(encoders / "distinctive")], capsys)
+    assert "--resume_path" in bad(contrast_main.main, [*TINY, "--mode", "feature", "--epoch", "1", *NO_WARMUP,
+                                                       "--logdir", str(encoders / "distinctive")], capsys)
+    assert "different settings (BATCH_SIZE)" in bad(contrast_main.main, [
+        *TINY, "--mode", "feature", "--epoch", "1", *NO_WARMUP, "--batch_size", "16", "--logdir",
+        str(encoders / "distinctive"), "--resume_path", str(encoders / "distinctive")], capsys)
     assert not os.path.exists(logdir)
     out = tmp_path / "run"
     missing = bad(active_main.main, active_args(encoders, out, "--load_feature_path", str(tmp_path / "none.model")),
@@ -325,3 +347,227 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(encoders, tmp_path, cap
     assert "raise --split" in bad(active_main.main, active_args(encoders, out, "--cycles", "5"), capsys)
     assert "--mode eval" in bad(active_main.main, active_args(encoders, out, "--mode", "simclr"), capsys)
     assert not os.path.exists(out)
+
+
+# ----------------------------------------------------------------------------- QUERY_ROTATIONS
+
+def seed_query_features(distinctive, semantic, x, augment, copies, seed, block):
+    """The query features as computed before QUERY_ROTATIONS worked (always the 4 rotations), for
+    one block of images (one process)."""
+    dis, sem = 0.0, 0.0
+    for copy_id in range(copies):
+        state = np.random.SeedSequence([seed, copy_id, block]).generate_state(1)[0]
+        generator = torch.Generator().manual_seed(int(state))
+        rows, _ = rotate(hflip(x, generator), 4)
+        rows = augment(rows, augment.sample(len(rows), generator, "cpu"))
+        dis = dis + distinctive(rows).simclr.view(4, len(x), -1).transpose(0, 1)
+        sem = sem + semantic(rows[: len(x)]).simclr
+    return dis / copies, sem / copies
+
+
+class PixelEncoder(torch.nn.Module):
+    """A fixed random projection of the pixels: an encoder whose features tell images and rotations
+    apart (a randomly initialised ResNet maps every image to nearly the same direction)."""
+
+    def __init__(self, pixels, dim, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.simclr_layer = torch.nn.Sequential(torch.nn.Linear(pixels, dim))
+
+    def forward(self, x):
+        return SimpleNamespace(simclr=self.simclr_layer((x - 0.5).flatten(1)))
+
+
+@torch.no_grad()
+def test_query_rotations_choose_the_rotations_of_the_distinctive_score():
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    data = SimpleNamespace(train=TensorImages(images, np.zeros(12)))
+    distinctive, semantic = PixelEncoder(3 * 16 * 16, 8, 0), PixelEncoder(3 * 16 * 16, 8, 1)
+    augment = make_augment(CFG, 0.54, True)
+    features = {r: query_features(distinctive, semantic, data, np.arange(12), augment, 3, 7, 5, distributed.Dist(),
+                                  rotations=r) for r in (1, 2, 4)}
+    # 4 rotations (the default, the seed's) reproduce the features computed before QUERY_ROTATIONS worked
+    for start in range(0, 12, 5):
+        block = slice(start, start + 5)
+        seed_dis, seed_sem = seed_query_features(distinctive, semantic, images[block].float() / 255, augment, 3, 7,
+                                                 start // 5)
+        assert torch.allclose(features[4][0][block], seed_dis, atol=1e-6)
+        assert torch.allclose(features[4][1][block], seed_sem, atol=1e-6)
+    for r in (1, 2):  # rotation r's views do not depend on how many rotations are used
+        assert features[r][0].shape == (12, r, 8)
+        assert torch.allclose(features[r][0], features[4][0][:, :r], atol=1e-5)
+        assert torch.allclose(features[r][1], features[4][1], atol=1e-5)
+    scores = {r: distinctive_scores(features[r][0][3:], features[r][0][:3]) for r in (1, 2, 4)}
+    assert (scores[1] - scores[4]).abs().max() > 0.05 and (scores[2] - scores[4]).abs().max() > 0.05
+    assert settings("QUERY_ROTATIONS=2").QUERY_ROTATIONS == 2
+    with pytest.raises(UserError, match="QUERY_ROTATIONS expects one of 1, 2, 3, 4"):
+        settings("QUERY_ROTATIONS=5")
+
+
+# ----------------------------------------------------------------------------- the selector CCAL
+
+def test_the_ccal_selector_is_registered_and_queries_what_ccal_query_queries():
+    strategy = get_strategy("ccal", provides=CCAL_EXTRAS, where="active_main.py")
+    assert strategy.name == "CCAL" and not strategy.fixed_size
+    with pytest.raises(UserError, match="strategy CCAL needs features, k, labels, positions, t, target"):
+        get_strategy("CCAL", provides=(), where="main_al.py")
+    generator = torch.Generator().manual_seed(0)
+    feature_idx = np.arange(0, 400, 2)
+    features = (torch.randn(200, 4, 16, generator=generator), torch.randn(200, 16, generator=generator))
+    labeled, labels = feature_idx[:12], np.array([0, 1, 2] * 4)
+    pool = np.setdiff1d(feature_idx, np.concatenate([labeled, feature_idx[100:150]]))
+    expected, _ = ccal_query(features, feature_idx, pool, labeled, labels, 3, 100.0, 0.9, 7)
+    extras = {"features": features, "positions": feature_rows(feature_idx, 400), "labels": labels, "k": 100.0,
+              "t": 0.9, "target": 7}
+    ctx = QueryContext(None, SimpleNamespace(num_classes=3), labeled, pool, 21, distributed.Dist(), extras=extras)
+    assert np.array_equal(strategy.select(ctx), expected) and len(expected) == 21
+    empty = QueryContext(None, SimpleNamespace(num_classes=3), labeled, pool[:0], 0, distributed.Dist(), extras=extras)
+    assert len(strategy.select(empty)) == 0
+
+
+# ----------------------------------------------------------------------------- settings of both scripts
+
+ENTRY = {"contrast_main.py": (contrast_main, ["--mode", "feature"], "--logdir", "TARGET", "active_main.py"),
+         "active_main.py": (active_main, [], "--out", "SAVE_STEP", "contrast_main.py")}
+
+
+def exit_code(main, argv, capsys):
+    """(exit code, stdout, stderr) of ``main(argv)`` under run_cli."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err.strip()
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY))
+def test_a_bad_set_is_one_line_exit_2_and_creates_no_folder(script, tmp_path, capsys, monkeypatch):
+    module, argv, folder_flag, other, owner = ENTRY[script]
+    monkeypatch.chdir(tmp_path)  # default folders (./model/..., results/) would appear here
+    argv = [*TINY, *argv, folder_flag, str(tmp_path / "run")]
+    for assignment, message in (("FOO=1", f"{script} has no setting FOO"), ("SEED=fast", "SEED expects an integer"),
+                                ("MISMATCH=[1,2]", "MISMATCH expects a number"),
+                                (f"{other}=5", f"{other} is a setting of {owner}, not of {script}")):
+        code, _, err = exit_code(module.main, [*argv, "--set", assignment], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and message in err, (assignment, err)
+        assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY))
+def test_list_settings_prints_every_key_and_exits_0(script, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    module, key = ENTRY[script][0], "TEMPERATURE" if script == "contrast_main.py" else "TARGET"
+    code, out, _ = exit_code(module.main, ["--list-settings", "--set", f"{key}=7"], capsys)
+    assert code == 0 and out.startswith(f"{script}: {len(tree(script).keys)} settings")
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines()[1:]}
+    assert set(lines) == set(tree(script).keys) and os.listdir(tmp_path) == []
+    for name, key_def in tree(script).keys.items():
+        assert f"# {key_def.help}" in lines[name]
+    assert "(--set " + key + ")" in lines[key] and lines[key].split("=")[1].split("#")[0].strip() in ("7", "7.0")
+    code, out, _ = exit_code(module.main, ["--help"], capsys)
+    assert code == 0 and "--list-settings" in out
+
+
+def test_epochs_and_the_seed_readme_spelling_epoch_both_set_the_epochs():
+    for flag in ("--epochs", "--epoch"):
+        _, cfg = contrast_main.parse_args(["--mode", "feature", flag, "700"])
+        assert cfg.EPOCHS == 700 and cfg.sources["EPOCHS"] == flag and cfg.WARMUP == 10  # the warm-up is not scaled
+        _, cfg = active_main.parse_args([flag, "7"])
+        assert cfg.CLASSIFIER_EPOCHS == 7 and cfg.sources["CLASSIFIER_EPOCHS"] == flag
+    with pytest.raises(UserError, match="--epochs and --epoch both set EPOCHS"):
+        contrast_main.parse_args(["--mode", "feature", "--epochs", "700", "--epoch", "700"])
+
+
+def readme_ccal_commands():
+    """The seed's commands of README.md's CCAL section: (script, its arguments)."""
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text[text.index("## CCAL: the seed's commands"):]
+    section = section[: section.index("\n## ", 1)]
+    commands = []
+    for line in section.splitlines():
+        words = shlex.split(line) if line.startswith("python") else []
+        for i, word in enumerate(words):
+            if word in ("contrast_main.py", "active_main.py"):
+                commands.append((word, words[i + 1:]))
+    return commands
+
+
+def test_the_seed_commands_of_the_readme_parse_to_the_seed_settings(capsys):
+    commands = readme_ccal_commands()
+    assert [script for script, _ in commands] == ["contrast_main.py", "contrast_main.py", "active_main.py"]
+    (_, semantic_argv), (_, distinctive_argv), (_, active_argv) = commands
+    args, semantic = contrast_main.parse_args(semantic_argv)
+    assert (semantic.MODE, semantic.SHIFT_TRANS_TYPE, semantic.EPOCHS, semantic.BATCH_SIZE, semantic.MISMATCH,
+            semantic.DATASET, semantic.MODEL, args.logdir) == ("senmatic", "none", 700, 32, 0.8, "cifar10", "resnet18",
+                                                               "./model/semantic")
+    _, distinctive = contrast_main.parse_args(distinctive_argv)
+    assert (distinctive.MODE, distinctive.SHIFT_TRANS_TYPE, distinctive.EPOCHS) == ("feature", "rotation", 700)
+    args, active = active_main.parse_args(active_argv)
+    assert (active.K, active.T, active.TARGET, active.QUERY_OOD_SAMPLES, active.QUERY_RESIZE_FACTOR, active.MISMATCH,
+            active.QUERY_ROTATIONS) == (100.0, 0.9, 1500, 10, 0.54, 0.8, 4)
+    assert args.print_score and args.load_feature_path == "./model/distinctive/last.model"
+    out = capsys.readouterr().out
+    assert "notice: --load_path is accepted and changes nothing" in out
+    assert "notice: --shift_trans_type is accepted and changes nothing" in out
+
+
+def test_seed_flags_map_onto_the_settings_and_bad_ones_stop_with_one_line():
+    _, cfg = contrast_main.parse_args(["--mode", "semantic"])  # our alias of the seed's senmatic
+    assert (cfg.MODE, cfg.SHIFT_TRANS_TYPE) == ("senmatic", "none") and cfg.sources["SHIFT_TRANS_TYPE"] == \
+        "--mode senmatic"
+    _, cfg = contrast_main.parse_args(["--mode", "distinctive", "--lr_scheduler", "step_decay", "--resize_fix",
+                                       "--one_class_idx", "3", "--target", "5"])
+    assert (cfg.MODE, cfg.SHIFT_TRANS_TYPE, cfg.LR_SCHEDULER, cfg.RESIZE_FIX) == ("feature", "rotation", "step_decay",
+                                                                                  True)
+    for argv, message in ((["--optimizer", "lars"], "--optimizer lars is not available (the seed raises too); use "
+                                                    "--optimizer sgd"),
+                          (["--model", "resnet18_imagenet"], "MODEL expects one of resnet18"),
+                          (["--mode", "simclr"], "MODE expects one of senmatic, feature"),
+                          (["--epochs", "10"], "lower --warmup (e.g. --warmup 0) or raise --epochs"),
+                          (["--resize_factor", "0"], "RESIZE_FACTOR (--resize_factor) must be in (0, 1]"),
+                          (["--temperature", "0"], "TEMPERATURE (--temperature) must be positive"),
+                          (["--mismatch", "1"], "--mismatch 1: MISMATCH must be in [0, 1)")):
+        with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+            contrast_main.parse_args(["--mode", "feature", *argv])
+    assert contrast_main.parse_args(["--mode", "feature", "--epochs", "11"])[1].WARMUP == 10
+    for argv, message in ((["--mode", "train"], "--mode: active_main.py only runs --mode eval"),
+                          (["--cycles", "7"], "raise --split"), (["--split", "0"], "SPLIT expects an integer >= 1")):
+        with pytest.raises(UserError, match=message):
+            active_main.parse_args(argv)
+    _, cfg = active_main.parse_args(["--mode", "eval", "--split", "3", "--cycles", "2", "--batch_size", "8"])
+    assert (cfg.SPLIT, cfg.CYCLES) == (3, 2) and "BATCH_SIZE" not in cfg
+
+
+def test_step_decay_drops_the_lr_after_half_and_three_quarters_of_the_epochs_past_the_warm_up():
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = warmup_schedule(optimizer, epochs=8, steps_per_epoch=2, warmup=2, multiplier=10, kind="step_decay")
+    lrs = []
+    for _ in range(2 * 10):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    expected = [0.1, 0.325, 0.55, 0.775] + [1.0] * 8 + [0.1] * 4 + [0.01] * 4  # drops at 2 + 4 and 2 + 6 epochs
+    assert lrs == pytest.approx(expected, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- IMAGE_SIZE on an image folder
+
+@pytest.mark.slow
+def test_image_size_sets_the_images_the_encoders_and_the_classifier_see(tmp_path):
+    for part, n in (("train", 12), ("test", 4)):
+        for c in ("a", "b", "c"):
+            write_images(tmp_path / "images" / part / c, n, (40, 30), seed=ord(c))
+    common = ["--dataset", f"folder:{tmp_path / 'images'}", "--known-classes", "0,1", "--initial-budget", "8",
+              "--mismatch", "0.4", "--set", "IMAGE_SIZE=24", "--set", "WIDTH=4", "--quiet"]
+    for mode, name in (("senmatic", "semantic"), ("feature", "distinctive")):
+        contrast_main.main([*common, "--mode", mode, "--batch_size", "8", "--epoch", "1", *NO_WARMUP, "--logdir",
+                            str(tmp_path / name)])
+        record = torch.load(tmp_path / name / "last.config", weights_only=True)
+        assert record["image_shape"] == [3, 24, 24] and record["settings"]["IMAGE_SIZE"] == 24
+    out = tmp_path / "run"
+    active_main.main([*common, "--target", "2", "--split", "1", "--epochs", "1", "--ood_samples", "1", "--set",
+                      "CLASSIFIER_SEEDS=1", "--load_feature_path", str(tmp_path / "distinctive" / "last.model"),
+                      "--load_senmatic_path", str(tmp_path / "semantic" / "last.model"), "--out", str(out)])
+    saved = json.load(open(out / "config.json"))
+    assert saved["run"]["image_shape"] == [3, 24, 24] and saved["settings"]["IMAGE_SIZE"] == 24
+    assert [r["n_queried"] for r in read_cycles(str(out))] == [4, 0]

@@ -5,11 +5,23 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import make_caltech, make_cifar, make_mnist, make_svhn, write_images
+from conftest import make_caltech, make_cifar, make_mnist, make_svhn, make_tinyimagenet, write_images
 
+from utils.core import data as data_module
 from utils.core.cli import UserError
-from utils.core.data import BatchTransform, IndexSampler, build_data, make_loader
+from utils.core.data import (
+    BatchTransform,
+    IndexSampler,
+    RawSplits,
+    TensorImages,
+    build_data,
+    list_datasets,
+    make_loader,
+    register_dataset,
+    registered_datasets,
+)
 from utils.core.distributed import Dist
+from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 
 
@@ -151,3 +163,106 @@ def test_loader_yields_uint8_batches_with_indices():
     batches = list(loader)
     assert [b[2].tolist() for b in batches] == [[5, 2], [9]]
     assert batches[0][0].dtype == torch.uint8 and batches[0][1].tolist() == data.train.targets[[5, 2]].tolist()
+
+
+# ----------------------------------------------------------------------------- the registry
+
+FAKE_LAYOUTS = {  # registered name -> writes a tiny fake copy of its standard on-disk layout under a root
+    "cifar10": lambda root: make_cifar(root, n_train=20, n_test=10),
+    "cifar100": lambda root: make_cifar(root, n_train=20, n_test=10, classes=100, hundred=True),
+    "svhn": lambda root: make_svhn(root, n_train=20, n_test=10),
+    "mnist": lambda root: make_mnist(root, n_train=20, n_test=10),
+    "caltech101": lambda root: make_caltech(root, classes=3, per_class=10),
+    "tinyimagenet": lambda root: make_tinyimagenet(root, classes=2, per_class=3, n_val=4),
+    "digits": lambda root: root,  # built in (scikit-learn): nothing on disk
+}
+
+
+def _check_images(data, split, size):
+    dataset = getattr(data, split)
+    indices = getattr(data, f"{split}_idx")
+    assert np.array_equal(indices, np.arange(len(dataset))) and len(dataset.targets) == len(dataset) > 0
+    targets = dataset.targets.numpy()
+    assert targets.min() >= 0 and targets.max() <= data.num_classes - 1
+    chosen = sorted({0, len(dataset) // 2, len(dataset) - 1})
+    images, labels, returned = dataset.__getitems__(chosen)
+    assert images.dtype == torch.uint8 and images.shape == (len(chosen), data.in_channels, size, size)
+    assert labels.tolist() == targets[chosen].tolist() and returned.tolist() == chosen
+    return images
+
+
+@pytest.mark.parametrize("name", sorted(registered_datasets()))
+def test_every_registered_dataset_loads_from_its_on_disk_layout(name, tmp_path):
+    if name not in FAKE_LAYOUTS:
+        pytest.fail(f"dataset {name!r} is registered but has no fake on-disk layout: add a function writing a tiny "
+                    "copy of its standard layout to FAKE_LAYOUTS in tests/test_data.py (makers live in "
+                    "tests/conftest.py)")
+    root = FAKE_LAYOUTS[name](str(tmp_path / "data"))
+    data = build_data(name, root=root)
+    assert data.name == name and data.num_classes >= 2
+    assert data.in_channels == len(data.eval_transform.mean.flatten()) == len(data.train_transform.std.flatten())
+    for split in ("train", "test"):
+        images = _check_images(data, split, data.image_size)
+        out = data.eval_transform(images)
+        assert out.is_floating_point() and out.shape == images.shape and torch.isfinite(out).all()
+    if registered_datasets()[name].image_files:
+        small = build_data(name, root=root, image_size=16)
+        assert small.image_size == 16 and small.num_classes == data.num_classes
+        for split in ("train", "test"):
+            _check_images(small, split, 16)
+    else:
+        with pytest.raises(UserError, match="IMAGE_SIZE applies to image files"):
+            build_data(name, root=root, image_size=16)
+
+
+def test_image_size_refusal_names_the_registered_image_file_datasets():
+    files = sorted(n for n, entry in registered_datasets().items() if entry.image_files)
+    with pytest.raises(UserError) as err:
+        build_data("digits", image_size=16)
+    assert f"(folder:, {', '.join(files)})" in str(err.value) and "--set IMAGE_SIZE=None" in str(err.value)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Registrations made in a test land in a copy of the registry, dropped afterwards."""
+    scratch = Registry("dataset")
+    scratch.update(data_module._DATASETS)
+    monkeypatch.setattr(data_module, "_DATASETS", scratch)
+
+
+def test_registering_a_name_twice_raises(scratch_registry):
+    def loader(root, download, image_size):
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_dataset("cifar10")(loader)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_dataset("MNIST", image_files=True)(loader)  # names ignore case
+    with pytest.raises(ValueError, match="folder:"):
+        register_dataset("folder:mine")
+    assert registered_datasets()["cifar10"].loader is not loader
+
+
+def test_a_registered_dataset_is_built_and_listed(scratch_registry, tmp_path):
+    calls = []
+
+    @register_dataset("Toy4", image_files=True)
+    def load_toy(root: str, download: bool, image_size: int | None) -> RawSplits:
+        calls.append((root, download, image_size))
+        size = image_size or 4
+        images = torch.arange(6 * size * size, dtype=torch.int64).remainder(256).to(torch.uint8).view(6, 1, size, size)
+        split = TensorImages(images, [0, 1, 2, 0, 1, 2])
+        return RawSplits(split, split, 1, size, (0.5,), (0.25,), 1, True)
+
+    assert "toy4" in list_datasets() and list_datasets()[-1] == "folder:PATH"
+    assert list_datasets()[:-1] == sorted(list_datasets()[:-1])
+    data = build_data("TOY4", root=str(tmp_path), download=True, max_train_samples=3, image_size=8)
+    assert calls == [(str(tmp_path), True, 8)]
+    assert data.name == "toy4" and data.num_classes == 3 and data.in_channels == 1 and data.image_size == 8
+    assert sorted(data.train_targets[data.train_idx].tolist()) == [0, 1, 2]
+    assert data.train_transform.crop_padding == 1 and data.train_transform.flip
+    assert data.eval_transform.crop_padding == 0 and not data.eval_transform.flip
+
+
+def test_a_dataset_registered_in_a_test_is_gone_afterwards():
+    assert "toy4" not in registered_datasets() and "toy4" not in list_datasets()

@@ -4,18 +4,28 @@ give known answers, and every one runs through main_al.py under both protocols."
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_context, tiny_data
 
 import main_al
 from models.gcn import FactorisedAdjacency
 from models.lenet import LeNet
-from utils.core.data import BatchTransform, ImageData, TensorImages
+from utils.core.data import BatchTransform, ImageData, TensorImages, augmented_batches
 from utils.core.distributed import Dist
 from utils.core.results import read_cycles
-from utils.samplers import get_strategy, train_gcn, waal_scores
-from utils.samplers.hooks import LossPredictionHook, VAALHook, WAALHook
+from utils.samplers import get_strategy, learned, train_gcn, waal_scores
+from utils.samplers.hooks import HookSettings, LossPredictionHook, VAALHook, WAALHook
 from utils.samplers.learned import asal_select, train_gan
 
-SETTINGS = {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "batch_size": 16, "workers": 0, "grad_clip": None}
+
+def hook_inputs(data, lr=0.05):
+    """(stream, settings) a protocol hands a training hook, for ``data`` on the CPU."""
+    settings = HookSettings(lr=lr, momentum=0.9, weight_decay=0.0, grad_clip=None, epoch_l=120,
+                            in_channels=data.in_channels, image_size=data.image_size, device=torch.device("cpu"))
+    return (lambda indices: augmented_batches(data, indices, 16, Dist())), settings
+
+
+class SmallVAAL(VAALHook):
+    VAE_WIDTH = 8
 
 
 def blobs_data(n=64):
@@ -31,7 +41,7 @@ def blobs_data(n=64):
 def test_vaal_trains_the_vae_and_its_discriminator_separates_labeled_from_unlabeled():
     torch.manual_seed(0)
     data = blobs_data()
-    hook = VAALHook(LeNet(2, 1, 28), data, np.arange(32), np.arange(32, 64), Dist(), {**SETTINGS, "vae_width": 8})
+    hook = SmallVAAL(LeNet(2, 1, 28), np.arange(32), np.arange(32, 64), *hook_inputs(data))
     before = [p.detach().clone() for p in hook.vae.parameters()]
     hook.step(None, 0)  # 2 VAE steps and 1 discriminator step on the hook's own batches
     assert all(not torch.equal(a, b) for a, b in zip(before, hook.vae.parameters()))  # the VAE is updated
@@ -53,7 +63,7 @@ def test_waal_critic_learns_to_score_unlabeled_features_higher():
     torch.manual_seed(0)
     data = blobs_data()
     model = LeNet(2, 1, 28)
-    hook = WAALHook(model, data, np.arange(32), np.arange(32, 64), Dist(), {**SETTINGS, "lr": 0.5})
+    hook = WAALHook(model, np.arange(32), np.arange(32, 64), *hook_inputs(data, lr=0.5))
     assert len(hook.train_indices(np.arange(10))) == 32  # the labeled set is cycled to the pool's size
     z_l, z_u = torch.randn(64, 50) + 2, torch.randn(64, 50) - 2
     for _ in range(300):
@@ -80,7 +90,7 @@ def test_loss_module_learns_to_rank_losses():
     class Stages(torch.nn.Module):
         stage_channels = (4,)
 
-    hook = LossPredictionHook(Stages(), blobs_data(), np.arange(4), np.arange(4, 8), Dist(), {**SETTINGS, "lr": 0.1})
+    hook = LossPredictionHook(Stages(), np.arange(4), np.arange(4, 8), *hook_inputs(blobs_data(), lr=0.1))
     for _ in range(300):
         x = torch.randn(32, 4)
         out = type("Out", (), {"stages": [x[:, :, None, None]], "logits": torch.stack([x[:, 0], -x[:, 0]], 1)})
@@ -110,12 +120,79 @@ def test_gcn_separates_labeled_from_unlabeled_nodes_and_its_graph_is_exact():
     assert torch.allclose(FactorisedAdjacency(features[:20]) @ y, dense @ y, atol=1e-4)
 
 
-def test_uncertain_gcn_queries_nodes_nearest_the_margin():
-    from tests.test_strategies import tiny_context
+def fixed_gcn(monkeypatch, probability=None, hidden=None, out=None):
+    """Replace ``train_gcn`` (as ``_gcn_nodes`` calls it) by one that returns the given per-node outputs (labeled
+    nodes first, then the candidates in order); records the arguments of every call."""
+    calls = []
 
-    ctx = tiny_context(np.arange(10, 30), 3)
-    chosen = get_strategy("UncertainGCN").select(ctx)
-    assert len(set(chosen.tolist())) == 3 and set(chosen.tolist()) <= set(range(10, 30))
+    def train(features, is_labeled, **options):
+        calls.append((features, is_labeled, options))
+        n = len(features)
+        return None, (torch.zeros(n) if probability is None else probability,
+                      torch.zeros(n, 2) if hidden is None else hidden, torch.zeros(n) if out is None else out)
+
+    monkeypatch.setattr(learned, "train_gcn", train)
+    return calls
+
+
+def test_uncertain_gcn_queries_the_unlabeled_nodes_nearest_the_margin(monkeypatch):
+    data = tiny_data(12)
+    candidates = np.array([1, 3, 4, 6, 7, 9, 10, 11])  # labeled: 0, 2, 5, 8 (the first 4 GCN nodes)
+    #                                   candidate position:  0     1    2     3     4      5    6    7
+    probability = torch.tensor([0.1, 0.1, 0.1, 0.1] + [0.9, 0.12, 0.5, 0.03, 0.095, 0.3, 0.2, 0.7])
+    calls = fixed_gcn(monkeypatch, probability)
+    ctx = tiny_context(candidates, 3, data=data)
+    # |p - 0.1| over the candidates: 0.8, 0.02, 0.4, 0.07, 0.005, 0.2, 0.1, 0.6; the labeled nodes (exactly at the
+    # margin) are never queried
+    assert learned.uncertain_gcn(ctx).tolist() == [4, 1, 3]
+    features, is_labeled, options = calls[0]
+    assert features.shape == (12, 8) and torch.allclose(features.norm(dim=1), torch.ones(12))
+    assert is_labeled.tolist() == [True] * 4 + [False] * 8 and options["epochs"] == 5  # ctx.extras["gcn"]
+    assert get_strategy("UncertainGCN").select(tiny_context(candidates, 3, data=data)).tolist() == [7, 3, 6]
+
+
+def test_uncertain_gcn_breaks_distance_ties_by_position(monkeypatch):
+    data = tiny_data(8)
+    candidates = np.arange(2, 8)  # labeled: 0, 1
+    # margin 0.25 (ctx.extras["gcn_margin"]); every distance is exact in float32
+    #                   candidate position:  0 (below) 1      2 (above) 3 (above) 4 (below) 5
+    probability = torch.tensor([0.25, 0.25] + [0.125, 0.875, 0.375, 0.3125, 0.1875, 0.625])
+    fixed_gcn(monkeypatch, probability)
+    ctx = tiny_context(candidates, 5, data=data)
+    ctx.extras["gcn_margin"] = 0.25
+    # distances 0.125, 0.625, 0.125, 0.0625, 0.0625, 0.375: each tied pair in position order, whichever side of the
+    # margin comes first (3 above before 4 below, 0 below before 2 above)
+    assert learned.uncertain_gcn(ctx).tolist() == [3, 4, 0, 2, 5]
+
+
+def test_uncertain_gcn_applies_the_rule_to_the_trained_gcn(monkeypatch):
+    outputs = []
+    real = learned.train_gcn
+
+    def spy(*args, **kwargs):
+        outputs.append(real(*args, **kwargs)[1])
+        return None, outputs[-1]
+
+    monkeypatch.setattr(learned, "train_gcn", spy)
+    candidates = np.arange(10, 30)
+    chosen = get_strategy("UncertainGCN").select(tiny_context(candidates, 3))
+    probability = outputs[0][0][40:]  # 40 labeled nodes first
+    expected = torch.argsort((probability - 0.1).abs(), stable=True)[:3]
+    assert chosen.tolist() == candidates[expected.numpy()].tolist()
+
+
+def test_core_gcn_takes_farthest_first_from_the_labeled_nodes_on_hidden_and_output_features(monkeypatch):
+    data = tiny_data(8)
+    candidates = np.array([0, 2, 3, 4, 6, 7])  # labeled: 1, 5 (the first 2 GCN nodes)
+    # node = (hidden_0, hidden_1, pre-sigmoid output); labeled nodes at (0, 0, 0) and (10, 1, 0)
+    nodes = torch.tensor([[0.0, 0, 0], [10, 1, 0],
+                          [1, 0, 0], [10, 0, 0], [0, 6, 0], [9, 0, 0], [0, 0, 5], [5, 5, 0]])
+    fixed_gcn(monkeypatch, hidden=nodes[:, :2], out=nodes[:, 2])
+    # squared distances to the labeled set: 1, 1, 36, 2, 25, 41 (position 1, farthest from the origin, sits next to
+    # the second labeled node). Picks: 5 (41); then 2 (26 from position 5); then 4 (25, its distance lies in the
+    # output column only); then 3 (2)
+    assert learned.core_gcn(tiny_context(candidates, 4, data=data)).tolist() == [5, 2, 4, 3]
+    assert get_strategy("CoreGCN").select(tiny_context(candidates, 4, data=data)).tolist() == [7, 3, 6, 4]
 
 
 def test_asal_gan_moves_towards_the_pool_distribution():
@@ -142,6 +219,7 @@ RETHINKING = ["--dataset", "digits", "--arch", "lenet", "--split", "0", "--al-bu
               "--cycles", "2", "--max-train-samples", "200", "--max-test-samples", "50", "--lr", "0.05", "--quiet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["LearningLoss", "VAAL", "WAAL", "UncertainGCN", "CoreGCN", "ASAL"])
 def test_each_runs_through_main_al_under_both_protocols(tmp_path, strategy):
     main_al.main([*DEEPAL, "--strategy", strategy, "--out", str(tmp_path / "deepal")])

@@ -6,17 +6,18 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, make_cifar, run_script
+from conftest import ROOT, make_cifar, run_script, write_images
 
 import AL_center
 import AL_center_temperature
+from config import tree
 from models.lfosa import BottleneckResNet
 from utils.core.cli import run_cli
 from utils.core.distributed import Dist
 from utils.core.openset import OpenSetPool, choose_known_classes, init_percent_pool, query_metrics
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, read_config, read_cycles
 from utils.methods.center_loss import CenterLoss, CenterLossTerm
-from utils.protocols.lfosa import LabelSets, RandomRotation, temperature_cross_entropy
+from utils.protocols.lfosa import LabelSets, RandomRotation, parse_args, run_name, temperature_cross_entropy
 from utils.samplers import av_scores, get_strategy, known_posteriors, max_activations, top_k
 
 DIGITS = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
@@ -165,7 +166,7 @@ def check_run(out, cycles, query):
     assert [r["cycle"] for r in rows] == list(range(cycles))
     assert all(r["n_queried"] == query and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1 for r in rows)
     assert all(b["n_labeled"] - a["n_labeled"] == a["n_queried_known"] for a, b in zip(rows, rows[1:]))
-    known = read_config(out)["settings"]["known_classes"]
+    known = read_config(out)["derived"]["known_classes"]
     checkpoint = torch.load(os.path.join(out, "checkpoints", "trial0.pt"), weights_only=True)
     labeled, invalid = checkpoint["labeled_idx"].numpy(), checkpoint["invalid_idx"].numpy()
     first = rows[0]["n_labeled"]
@@ -178,16 +179,18 @@ def check_run(out, cycles, query):
     return rows
 
 
+@pytest.mark.slow
 def test_lfosa_on_digits_leaves_complete_results(tmp_path):
     out = str(tmp_path / "run")
     AL_center_temperature.main([*DIGITS, "--max-query", "3", "--known-T", "0.5", "--unknown-T", "0.5",
                                 "--weight-cent", "0.1", "--out", out])
     rows = check_run(out, 3, 20)
     assert isinstance(rows[1]["precision"], float) and 0 <= rows[1]["precision"] <= 1
-    settings = read_config(out)["settings"]
-    assert settings["strategy_name"] == "AV_temperature" and settings["known_classes"] == [0, 1, 2, 3, 4]
+    derived = read_config(out)["derived"]
+    assert derived["strategy_name"] == "AV_temperature" and derived["known_classes"] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["uncertainty", "random", "AV_based", "AV_uncertainty", "Max_AV", "KMeans",
                                       "BALD"])
 def test_baselines_on_digits(tmp_path, strategy):
@@ -195,10 +198,11 @@ def test_baselines_on_digits(tmp_path, strategy):
     AL_center.main([*DIGITS, "--max-query", "2", "--max-epoch", "1", "--weight-cent", "0", "--query-strategy", strategy,
                     "--known-classes-random", "--out", out])
     check_run(out, 2, 20)
-    assert read_config(out)["settings"]["strategy_name"] == get_strategy(
+    assert read_config(out)["derived"]["strategy_name"] == get_strategy(
         {"uncertainty": "EntropySampling"}.get(strategy, strategy)).name
 
 
+@pytest.mark.slow
 def test_the_seed_commands_run_verbatim_on_cifar100_files(tmp_path, monkeypatch, capsys):
     root = make_cifar(str(tmp_path / "data"), n_train=1700, n_test=100, classes=100, hundred=True)
     monkeypatch.chdir(tmp_path)
@@ -219,6 +223,7 @@ def test_the_seed_commands_run_verbatim_on_cifar100_files(tmp_path, monkeypatch,
         assert "notice: --gpu 0 ignored" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     common = [*DIGITS, "--weight-cent", "0.5", "--trials", "2"]
@@ -232,6 +237,8 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
            [{k: v for k, v in r.items() if k not in drop} for r in read_cycles(resumed)]
 
 
+@pytest.mark.slow
+@pytest.mark.distributed
 def test_two_process_torchrun_writes_one_results_folder(tmp_path):
     out = str(tmp_path / "run")
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
@@ -249,14 +256,20 @@ def test_two_process_torchrun_writes_one_results_folder(tmp_path):
     (AL_center, ["--known-class", "10"], "between 1 and 9"),
     (AL_center, ["--init-percent", "0"], "--init-percent"),
     (AL_center, ["--query-batch", "700", "--max-query", "2"], "budget larger than the pool"),
-    (AL_center, ["--model", "resnet50"], "choose from resnet18, resnet34"),
+    (AL_center, ["--model", "resnet50"], "MODEL expects one of resnet18, resnet34"),
     (AL_center, ["--dataset", "cifar100"], "--download"),
-    (AL_center, ["--set", "WIDHT=8"], "no such setting"),
+    (AL_center, ["--set", "WIDHT=8"], "AL_center.py has no setting WIDHT"),
     (AL_center, ["--is-filter", "False"], "not supported"),
-    (AL_center, ["--max-query", "0"], "--max-query/--cycles must be a positive integer"),
-    (AL_center, ["--set", "WIDTH=wide"], "--set WIDTH expects a number (int)"),
+    (AL_center, ["--max-query", "0"], "--max-query 0: MAX_QUERY expects an integer >= 1"),
+    (AL_center, ["--set", "BOTTLENECK=wide"], "--set BOTTLENECK=wide: BOTTLENECK expects an integer"),  # WIDTH: set
+    (AL_center, ["--set", "WIDTH=16"], "--set WIDTH= and --set WIDTH both set WIDTH"),  # in DIGITS already
     (AL_center_temperature, ["--known-T", "0"], "must be positive"),
-    (AL_center_temperature, ["--batch-size", "many"], "invalid int value"),
+    (AL_center_temperature, ["--batch-size", "many"], "--batch-size many: BATCH_SIZE expects an integer"),
+    (AL_center, ["--plot"], "--plot: the seed's per-epoch 2-d feature scatter is not supported"),
+    (AL_center_temperature, ["--is-mini", "False"], "--is-mini: False is not supported"),
+    (AL_center, ["--max-epoch", "3", "--epochs", "3"], "--max-epoch and --epochs both set MAX_EPOCH"),
+    (AL_center, ["--init-percent", "101"], "INIT_PERCENT (--init-percent) must be in (0, 100]"),
+    (AL_center, ["--query-strategy", "VAAL"], "trains networks of its own"),
 ])
 def test_bad_input_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, script, argv, message):
     with pytest.raises(SystemExit) as exit_info:
@@ -265,3 +278,118 @@ def test_bad_input_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, 
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not os.listdir(tmp_path)
+
+
+def exits_with_one_line(capsys, main, argv):
+    """``main(argv)`` under run_cli: (exit code, the one line of stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return exit_info.value.code, err
+
+
+BAD_SETS = [("FOO=1", "has no setting FOO"), ("BOTTLENECK=wide", "BOTTLENECK expects an integer"),
+            ("ROTATION=[1,2]", "ROTATION expects a number"),
+            ("KNOWN_CLASSES_RANDOM=maybe", "KNOWN_CLASSES_RANDOM expects True or False"),
+            ("WEIGHT=1", "WEIGHT is a setting of main_TOD.py, not of")]  # a key of another script
+
+
+@pytest.mark.parametrize("script,assignment,message", [
+    *[(AL_center, a, m) for a, m in BAD_SETS], *[(AL_center_temperature, a, m) for a, m in BAD_SETS],
+    (AL_center, "KNOWN_T=1", "KNOWN_T is a setting of AL_center_temperature.py, not of AL_center.py"),
+    (AL_center_temperature, "KNOWN_T=warm", "KNOWN_T expects a number"),
+])
+def test_bad_set_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, script, assignment, message):
+    save_dir = tmp_path / "log_AL"
+    code, err = exits_with_one_line(capsys, script.main, [*DIGITS, "--data-root", str(tmp_path / "data"),
+                                                          "--save-dir", str(save_dir), "--set", assignment])
+    assert code == 2 and message in err, err
+    assert not save_dir.exists() and not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("script", ["AL_center.py", "AL_center_temperature.py"])
+def test_list_settings_lists_every_key_and_exits_0(tmp_path, capsys, monkeypatch, script):
+    monkeypatch.chdir(tmp_path)
+    main = {"AL_center.py": AL_center, "AL_center_temperature.py": AL_center_temperature}[script].main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--list-settings", "--set", "WIDTH=8"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in lines[1:]]
+    assert listed == list(tree(script).keys) and f"{len(listed)} settings" in lines[0]
+    assert any(line.startswith("WIDTH") and "= 8" in line for line in lines)
+    temperature_only = {"KNOWN_T", "UNKNOWN_T", "MODELB_T"}
+    assert (temperature_only & set(listed)) == (temperature_only if script == "AL_center_temperature.py" else set())
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("script", ["AL_center.py", "AL_center_temperature.py"])
+def test_epochs_scales_the_stepsize_and_max_epoch_does_not(script):
+    _, cfg = parse_args(["--epochs", "30"], script)
+    assert cfg.MAX_EPOCH == 30 and cfg.STEPSIZE == 6 and cfg.scaled["STEPSIZE"]["from"] == 20
+    _, cfg = parse_args(["--max-epoch", "30"], script)  # the seed's flag: the seed's StepLR(20) stays
+    assert cfg.MAX_EPOCH == 30 and cfg.STEPSIZE == 20 and not cfg.scaled
+    _, cfg = parse_args(["--epochs", "30", "--stepsize", "10"], script)  # an explicit step wins
+    assert cfg.STEPSIZE == 10 and not cfg.scaled
+    _, cfg = parse_args(["--cycles", "3"], script)
+    assert cfg.MAX_QUERY == 3
+
+
+def test_the_seed_flags_set_the_keys_and_run_control_stays_out_of_them():
+    seed_flags = ("-d cifar100 -j 2 --batch-size 64 --lr-model 0.1 --lr-cent 0.2 --weight-cent 0 --max-epoch 5 "
+                  "--max-query 4 --query-batch 100 --query-strategy uncertainty --stepsize 3 --gamma 0.1 "
+                  "--model resnet34 --eval-freq 2 --known-class 30 --known-classes-random --init-percent 8 --seed 3 "
+                  "--known-T 0.5 --unknown-T 0.5 --modelB-T 1 --gpu 0 --use-cpu --save-dir x --print-freq 10 "
+                  "--is-filter True --is-mini True")
+    args, cfg = parse_args(seed_flags.split(), "AL_center_temperature.py")
+    assert dict(cfg.as_dict(), MEAN=None, STD=None) == {
+        **{k: key.default for k, key in cfg.tree.items()}, "DATASET": "cifar100", "BATCH_SIZE": 64,
+        "LR_MODEL": 0.1, "LR_CENT": 0.2, "WEIGHT_CENT": 0.0, "MAX_EPOCH": 5, "MAX_QUERY": 4, "QUERY_BATCH": 100,
+        "QUERY_STRATEGY": "uncertainty", "STEPSIZE": 3, "GAMMA": 0.1, "MODEL": "resnet34", "EVAL_FREQ": 2,
+        "KNOWN_CLASS": 30, "KNOWN_CLASSES_RANDOM": True, "INIT_PERCENT": 8, "SEED": 3, "UNKNOWN_T": 0.5}
+    assert cfg.MEAN == [0.5071, 0.4867, 0.4408] and cfg.sources["MEAN"] == "the seed's cifar100 normalisation"
+    assert (args.workers, args.gpu, args.use_cpu, args.save_dir) == (2, "0", True, "x")
+    assert run_name(cfg, "cifar100") == ("temperature_resnet34_cifar100_known30_init8_batch100_seed3_uncertainty"
+                                         "_unknown_T0.5_known_T0.5_modelB_T1.0_randomknown")
+    _, svhn = parse_args(["--dataset", "svhn"], "AL_center.py")
+    assert svhn.MEAN is None and svhn.STD is None  # the dataset's own normalisation
+
+
+def make_tinyimagenet(root, classes, per_class, size):
+    """tiny-imagenet-200's layout: train/<wnid>/images/*, val/images/* with val/val_annotations.txt."""
+    folder = os.path.join(root, "tiny-imagenet-200")
+    lines = []
+    for c in range(classes):
+        write_images(os.path.join(folder, "train", f"n{c:08d}", "images"), per_class, (size, size), seed=c,
+                     ext="JPEG")
+        write_images(os.path.join(folder, "val", "images", f"c{c}"), 3, (size, size), seed=100 + c, ext="JPEG")
+        for name in sorted(os.listdir(os.path.join(folder, "val", "images", f"c{c}"))):
+            os.rename(os.path.join(folder, "val", "images", f"c{c}", name),
+                      os.path.join(folder, "val", "images", f"c{c}_{name}"))
+            lines.append(f"c{c}_{name}\tn{c:08d}\t0\t0\t{size}\t{size}\n")
+        os.rmdir(os.path.join(folder, "val", "images", f"c{c}"))
+    with open(os.path.join(folder, "val", "val_annotations.txt"), "w") as fh:
+        fh.writelines(lines)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", [AL_center, AL_center_temperature])
+@pytest.mark.parametrize("kind", ["folder", "tinyimagenet"])
+def test_image_size_decodes_image_files_under_both_scripts(tmp_path, script, kind):
+    if kind == "folder":  # PATH/train/<class>/*, PATH/test/<class>/*: K + 1 = 3 classes of 20x24 images
+        path = tmp_path / "images"
+        for c in range(3):
+            write_images(str(path / "train" / f"class{c}"), 10, (20, 24), seed=c)
+            write_images(str(path / "test" / f"class{c}"), 3, (20, 24), seed=10 + c)
+        dataset = ["--dataset", f"folder:{path}"]
+    else:
+        dataset = ["--dataset", "tinyimagenet", "--data-root", make_tinyimagenet(str(tmp_path / "data"), 3, 10, 24)]
+    out = str(tmp_path / "run")
+    script.main([*dataset, "--known-class", "2", "--init-percent", "50", "--query-batch", "4", "--max-query", "2",
+                 "--max-epoch", "1", "--quiet", "--set", "WIDTH=8", "--set", "IMAGE_SIZE=16", "--out", out])
+    config = read_config(out)
+    assert config["settings"]["IMAGE_SIZE"] == 16 and config["run"]["image_shape"] == [3, 16, 16]
+    rows = read_cycles(out)
+    assert [r["n_labeled"] for r in rows][0] == 10 and all(r["n_queried"] == 4 for r in rows)

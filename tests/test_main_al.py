@@ -1,6 +1,6 @@
 """main_al.py under the toolkit protocol (--protocol deepal): budgets, smoke runs, bad input."""
 
-import argparse
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,19 +9,23 @@ from conftest import make_cifar
 import main_al
 from utils.core.cli import UserError, run_cli
 from utils.core.results import read_config, read_cycles
+from utils.protocols.deepal import deepal_budget
 
 DIGITS = ["--protocol", "deepal", "--dataset", "digits", "--nStart", "10", "--nQuery", "5", "--nEnd", "20",
           "--n_epoch", "1", "--quiet"]
 
 
 def test_budgets_are_percents_of_the_pool_with_a_truncated_last_round():
-    args = argparse.Namespace(nStart=10, nQuery=5, nEnd=20)
-    assert main_al.deepal_budget(args, 1437) == (143, 71, 287, 3)  # 143 -> 214 -> 285 -> 287
-    assert main_al.deepal_budget(argparse.Namespace(nStart=10, nQuery=-1, nEnd=-1), 1000) == (100, 900, 1000, 1)
+    def budget(start, query, end, pool):
+        return deepal_budget(SimpleNamespace(N_START=start, N_QUERY=query, N_END=end), pool)
+
+    assert budget(10, 5, 20, 1437) == (143, 71, 287, 3)  # 143 -> 214 -> 285 -> 287
+    assert budget(10, -1, -1, 1000) == (100, 900, 1000, 1)
     with pytest.raises(UserError, match="nStart"):
-        main_al.deepal_budget(argparse.Namespace(nStart=0.01, nQuery=1, nEnd=20), 1000)
+        budget(0.01, 1, 20, 1000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,strategy", [("LeNet", "EntropySampling"), ("LeNet", "KCenterGreedy"),
                                             ("ResNet18", "BALDDropout"), ("LeNet", "BadgeSampling"),
                                             ("LeNet", "Ensembles"), ("LeNet", "ClusterMarginSampling")])
@@ -32,10 +36,11 @@ def test_deepal_runs_on_digits(tmp_path, model, strategy):
     assert [r["n_labeled"] for r in rows] == [143, 214, 285, 287]
     labeled = [np.load(f"{out}/labeled/trial0_cycle{c}.npy") for c in range(4)]
     assert [len(set(x.tolist())) for x in labeled] == [214, 285, 287, 287]  # no query after the last round
-    settings = read_config(out)["settings"]
-    assert settings["strategy_name"] == strategy and settings["seed"] == 1
+    config = read_config(out)
+    assert config["derived"]["strategy_name"] == strategy and config["settings"]["SEED"] == 1
 
 
+@pytest.mark.slow
 def test_the_toolkit_command_runs_verbatim_on_cifar10_files(tmp_path):
     root = make_cifar(str(tmp_path / "data"), n_train=100, n_test=20)
     out = str(tmp_path / "run")
@@ -43,9 +48,10 @@ def test_the_toolkit_command_runs_verbatim_on_cifar10_files(tmp_path):
                   "BadgeSampling", "--nStart", "10", "--nQuery", "1", "--nEnd", "20",
                   "--data_path", root, "--save_path", out, "--n_epoch", "1", "--quiet", "--cycles", "3"])
     assert [r["n_labeled"] for r in read_cycles(out)] == [10, 11, 12]
-    assert read_config(out)["settings"]["model_options"] == {"width": 16, "consistency_head": False}
+    assert read_config(out)["derived"]["model_options"] == {"width": 16, "consistency_head": False}
 
 
+@pytest.mark.slow
 def test_resume_continues_the_deepal_rounds(tmp_path):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
     common = [*DIGITS, "--model", "LeNet", "--strategy", "BadgeSampling"]
@@ -59,7 +65,7 @@ def test_resume_continues_the_deepal_rounds(tmp_path):
 
 @pytest.mark.parametrize("argv,message", [
     (["--strategy", "NoSuchStrategy"], "choose from ASAL, AV_based"),
-    (["--strategy", "EntropySampling", "--model", "VGG"], "choose from ResNet18"),
+    (["--strategy", "EntropySampling", "--model", "VGG"], "MODEL expects one of ResNet18"),
     (["--strategy", "EntropySampling", "--cycles", "9"], "needs more labels"),
     (["--strategy", "AV_temperature"], "needs unknown_class"),
 ])
@@ -71,6 +77,7 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", [
     ["--protocol", "deepal", "--model", "LeNet", "--strategy", "EntropySampling", "--nStart", "10", "--nQuery", "5",
      "--nEnd", "25", "--n_epoch", "1"],
@@ -100,8 +107,8 @@ def test_the_oracle_discards_unknown_answers_and_counts_them():
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)
     oracle = Oracle(pool, targets)
-    labels, columns = oracle.answer(np.array([2, 3, 5]), labeled_idx=np.array([0]))
-    assert labels.tolist() == [3] and oracle.discarded.tolist() == [2, 5]
+    labels, discarded, columns = oracle.answer(np.array([2, 3, 5]), labeled_idx=np.array([0]))
+    assert labels.tolist() == [3] and discarded.tolist() == [2, 5]
     assert columns == {"n_queried": 3, "n_queried_known": 1, "precision": round(1 / 3, 6), "recall": round(2 / 6, 6)}
-    assert oracle.unlabeled(np.arange(8), np.array([0, 3])).tolist() == [1, 4, 6, 7]
+    assert oracle.unlabeled(np.arange(8), np.array([0, 3]), discarded).tolist() == [1, 4, 6, 7]
     assert oracle.labelable(np.arange(8)).tolist() == [0, 1, 3, 4, 6, 7]

@@ -16,8 +16,9 @@ OPENSET_HEADER = ",".join(CYCLE_COLUMNS + OPENSET_COLUMNS) + "\n"
 def write_run(folder, label, seed, rows, header=OPENSET_HEADER):
     folder.mkdir(parents=True)
     (folder / "cycles.csv").write_text(header + "".join(",".join(map(str, r)) + "\n" for r in rows))
-    settings = {"script": "AL_center.py", "seed": seed, "out": str(folder), "query_strategy": label}
-    (folder / "config.json").write_text(json.dumps({"label": label, "settings": settings}))
+    settings = {"SEED": seed, "MAX_QUERY": 10 + seed, "QUERY_STRATEGY": label}  # MAX_QUERY may differ on resume
+    config = {"label": label, "script": "AL_center.py", "settings": settings, "resumable": ["MAX_QUERY", "TRIALS"]}
+    (folder / "config.json").write_text(json.dumps(config))
     return str(folder)
 
 

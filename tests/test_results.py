@@ -12,7 +12,11 @@ from utils.core.loop import Run
 from utils.core.results import CYCLE_COLUMNS, atomic_write, read_cycles
 from utils.core.train import seed_everything
 
-SETTINGS = {"script": "x.py", "START": 2, "seed": 0, "CYCLES": 3, "quiet": True}
+IDENTITY = {"script": "x.py", "START": 2, "SEED": 0}  # what a resumed run must share with the saved one
+
+
+def make_run(out, identity=IDENTITY, **kwargs):
+    return Run(out, {"settings": {**identity, "CYCLES": 3}}, identity, **kwargs)
 
 
 def finish(run, trial, cycle, labeled):
@@ -22,7 +26,7 @@ def finish(run, trial, cycle, labeled):
 
 def test_commit_writes_the_contract_files(tmp_path):
     out = str(tmp_path / "run")
-    run = Run(out, SETTINGS, label="demo", trials=1, cycles=2)
+    run = make_run(out, label="demo", trials=1, cycles=2)
     labeled = finish(run, 0, 0, np.array([3, 1]))
     labeled = finish(run, 0, 1, labeled)
     assert labeled.tolist() == [3, 1, 100, 101]
@@ -41,10 +45,10 @@ def test_commit_writes_the_contract_files(tmp_path):
 def test_resume_restores_the_last_checkpoint_and_rng(tmp_path):
     out = str(tmp_path / "run")
     seed_everything(5)
-    run = Run(out, SETTINGS)
+    run = make_run(out)
     finish(run, 0, 0, np.array([1, 2]))
     expected = torch.rand(3)  # what the uninterrupted run draws next
-    resumed = Run(out, {**SETTINGS, "CYCLES": 9, "quiet": False}, resume=True)  # more cycles is fine
+    resumed = make_run(out, resume=True, cycles=9)  # more cycles is fine
     assert resumed.first_cycle(0) == 1 and resumed.first_cycle(1) == 0
     checkpoint = resumed.restore(0)
     assert checkpoint["labeled_idx"].tolist() == [1, 2, 100] and torch.equal(checkpoint["weights"], torch.zeros(2))
@@ -54,36 +58,36 @@ def test_resume_restores_the_last_checkpoint_and_rng(tmp_path):
 
 def test_rows_of_an_uncommitted_cycle_are_dropped_on_resume(tmp_path):
     out = str(tmp_path / "run")
-    run = Run(out, SETTINGS)
+    run = make_run(out)
     finish(run, 0, 0, np.array([1, 2]))
     with open(os.path.join(out, "cycles.csv"), "a") as fh:  # killed after the csv, before state.json
         fh.write("0,1,3,99.0,1.0,1.0\n")
-    resumed = Run(out, SETTINGS, resume=True)
+    resumed = make_run(out, resume=True)
     finish(resumed, 0, 1, np.array([1, 2, 100]))
     assert [r["test_acc"] for r in read_cycles(out)] == [50.0, 51.0]
 
 
 def test_existing_runs_need_resume_and_the_same_settings(tmp_path):
     out = str(tmp_path / "run")
-    finish(Run(out, SETTINGS), 0, 0, np.array([1, 2]))
+    finish(make_run(out), 0, 0, np.array([1, 2]))
     with pytest.raises(UserError, match="--resume"):
-        Run(out, SETTINGS)
+        make_run(out)
     with pytest.raises(UserError, match="START"):
-        Run(out, {**SETTINGS, "START": 3}, resume=True)
+        make_run(out, {**IDENTITY, "START": 3}, resume=True)
 
 
 def test_corrupt_state_and_checkpoint_are_user_errors(tmp_path):
     out = str(tmp_path / "run")
-    finish(Run(out, SETTINGS), 0, 0, np.array([1, 2]))
+    finish(make_run(out), 0, 0, np.array([1, 2]))
     checkpoint = os.path.join(out, "checkpoints", "trial0.pt")
     with open(checkpoint, "wb") as fh:
         fh.write(b"garbage")
     with pytest.raises(UserError, match="corrupt"):
-        Run(out, SETTINGS, resume=True).restore(0)
+        make_run(out, resume=True).restore(0)
     with open(os.path.join(out, "state.json"), "w") as fh:
         fh.write('{"identity": {')
     with pytest.raises(UserError, match="corrupt"):
-        Run(out, SETTINGS, resume=True)
+        make_run(out, resume=True)
 
 
 def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):

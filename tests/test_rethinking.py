@@ -19,6 +19,8 @@ from utils.core.results import read_config, read_cycles
 from utils.core.splits import make_split, read_split, split_path, write_split
 from utils.methods.deepcluster import cluster_assignments, load_trunk, save_trunk, uniform_over_clusters
 from utils.methods.label_propagation import jlp_select, knn_graph, propagate, pseudo_labels
+from utils.protocols.pool import Trial
+from utils.protocols.rethinking import Rethinking, rethinking_lr
 
 
 def two_clusters(n=30, seed=0):
@@ -91,12 +93,21 @@ def test_split_files_are_balanced_reproducible_and_checked(tmp_path):
 
 
 def test_learning_rate_ramps_up_then_follows_the_cosine():
-    args = main_al.parse_args(["--al-method", "random"])
-    assert main_al.rethinking_lr(args, 0) == pytest.approx(0.2)
-    assert main_al.rethinking_lr(args, 105) == pytest.approx(0.1)
-    assert main_al.rethinking_lr(args, 200) == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 200 / 210)))
-    ramp = main_al.parse_args(["--al-method", "random", "--lr-rampup", "10", "--initial-lr", "0.1"])
-    assert main_al.rethinking_lr(ramp, 5) == pytest.approx(0.15 * 0.5 * (1 + math.cos(math.pi * 5 / 210)))
+    _, cfg = main_al.parse_args(["--al-method", "random"])
+    assert rethinking_lr(cfg, 0) == pytest.approx(0.2)
+    assert rethinking_lr(cfg, 105) == pytest.approx(0.1)
+    assert rethinking_lr(cfg, 200) == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 200 / 210)))
+    _, ramp = main_al.parse_args(["--al-method", "random", "--lr-rampup", "10", "--initial-lr", "0.1"])
+    assert rethinking_lr(ramp, 5) == pytest.approx(0.15 * 0.5 * (1 + math.cos(math.pi * 5 / 210)))
+
+
+def test_epochs_scale_the_cosine_horizon_unless_it_is_given():
+    _, short = main_al.parse_args(["--al-method", "random", "--epochs", "20"])
+    assert short.LR_RAMPDOWN_EPOCHS == 21 and short.LL_DETACH_EPOCH == 12  # 210 and 120 of 200 epochs
+    assert rethinking_lr(short, 20) == pytest.approx(0.2 * 0.5 * (1 + math.cos(math.pi * 20 / 21)))
+    assert short.scaled["LR_RAMPDOWN_EPOCHS"] == {"from": 210, "to": 21, "key": "EPOCHS", "base": 200, "epochs": 20}
+    _, kept = main_al.parse_args(["--al-method", "random", "--epochs", "20", "--lr-rampdown-epochs", "300"])
+    assert kept.LR_RAMPDOWN_EPOCHS == 300 and "LR_RAMPDOWN_EPOCHS" not in kept.scaled
 
 
 def test_ceal_adds_exactly_the_confident_unlabeled_samples():
@@ -107,17 +118,23 @@ def test_ceal_adds_exactly_the_confident_unlabeled_samples():
     images = torch.tensor([[255, 0], [130, 125], [255, 0], [0, 255]], dtype=torch.uint8).view(4, 1, 1, 2)
     data = ImageData("tiny", TensorImages(images, [0, 0, 0, 1]), None, 2, 1, 1, BatchTransform((0.0,), (1.0,)),
                      BatchTransform((0.0,), (1.0,)), np.arange(4), np.arange(0))
-    args = main_al.parse_args(["--al-method", "random"])
-    chosen, labels = main_al.ceal_pseudo_labels(Fixed(), data, np.array([1, 2, 3]), args, Dist(), cycle=0)
-    assert chosen.tolist() == [2, 3] and labels.tolist() == [0, 1]  # sample 1 is nearly 50/50
-    args.ceal_th = 0.00033 * 5  # the threshold falls by 0.00033 per cycle
-    assert len(main_al.ceal_pseudo_labels(Fixed(), data, np.array([2]), args, Dist(), cycle=5)[0]) == 0
+    def confident(flags, pool_idx, cycle):
+        args, cfg = main_al.parse_args(["--al-method", "random", "--add-ceal", "True", *flags])
+        protocol = Rethinking(cfg, args)
+        protocol.bind(data, Dist(), None)
+        state = Trial(np.array([0]))
+        protocol.after_query(None, 0, cycle, Fixed(), state, np.asarray(pool_idx), np.empty(0, dtype=np.int64))
+        return state.pseudo_idx.tolist(), state.pseudo_labels.tolist()
+
+    assert confident([], [1, 2, 3], 0) == ([2, 3], [0, 1])  # sample 1 is nearly 50/50
+    assert confident(["--ceal-th", str(0.00033 * 5)], [2], 5) == ([], [])  # the threshold falls 0.00033 per cycle
 
 
 SMALL = ["--dataset", "digits", "--arch", "lenet", "--split", "0", "--al-budget", "20", "--epochs", "2", "--cycles",
          "2", "--max-train-samples", "300", "--max-test-samples", "100", "--quiet"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [
     ["--al-method", "uncertainty_entropy"],
     ["--al-method", "coreset", "--add-lp", "True", "--b", "128", "--labeled-batch-size", "50"],
@@ -136,6 +153,7 @@ def test_every_flag_combination_runs_on_digits(tmp_path, flags):
     assert os.path.isfile(split_path(str(tmp_path / "data"), "digits", 20, 0))
 
 
+@pytest.mark.slow
 def test_pretrained_weights_are_loaded_and_missing_ones_explained(tmp_path, capsys):
     common = [*SMALL, "--al-method", "random", "--pretrained-dir", str(tmp_path / "pre"),
               "--data-root", str(tmp_path / "data")]
@@ -149,6 +167,7 @@ def test_pretrained_weights_are_loaded_and_missing_ones_explained(tmp_path, caps
     assert read_config(str(tmp_path / "c"))["label"].endswith("RandomSampling+PRE")
 
 
+@pytest.mark.slow
 def test_resume_reproduces_the_rethinking_run(tmp_path):
     common = [*SMALL, "--al-method", "uncertainty_entropy", "--add-ceal", "True", "--ceal-th", "0.9",
               "--data-root", str(tmp_path / "data")]
@@ -169,19 +188,20 @@ def test_make_splits_writes_one_file_per_split(tmp_path, capsys):
     assert [len(open(p).readlines()) for p in written] == [50, 50, 50]
 
 
+@pytest.mark.slow
 def test_the_seed_command_runs_verbatim_on_cifar10_files(tmp_path):
     root = make_cifar(str(tmp_path / "data"), n_train=300, n_test=20)
     out = str(tmp_path / "run")
     main_al.main(["--dataset", "cifar10", "--al-method", "uncertainty_entropy", "--split", "0", "--al-budget", "100",
                   "--data-root", root, "--out", out, "--epochs", "1", "--cycles", "1", "--quiet"])
     assert [r["n_labeled"] for r in read_cycles(out)] == [100]
-    assert read_config(out)["settings"]["arch"] == "cifar_cnn"
+    assert read_config(out)["settings"]["ARCH"] == "cifar_cnn"
 
 
 @pytest.mark.parametrize("flags,message", [
     (["--al-method", "random", "--add-lp", "True", "--add-ceal", "True"], "cannot be combined"),
     (["--al-method", "nothing"], "choose from"),
-    (["--al-method", "random", "--arch", "vgg"], "unknown --arch"),
+    (["--al-method", "random", "--arch", "vgg"], "ARCH expects one of cifar_cnn"),
     (["--al-method", "random", "--use_val_set", "True"], "not supported"),
     (["--al-method", "Ensembles"], "does not provide"),
     (["--al-method", "random", "--al-budget", "500"], "budget larger than the pool"),
@@ -193,3 +213,21 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, flags, message)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_tod_compares_with_the_previous_cycles_model_under_the_rethinking_protocol(tmp_path):
+    """TOD's scores are the discrepancy with the previous cycle's model (an untrained one at cycle 0):
+    with the current model in its place every score would be 0 and the query the lowest pool indices."""
+    from utils.core.data import build_data
+
+    out = str(tmp_path / "run")
+    main_al.main([*SMALL, "--al-method", "TOD", "--cycles", "3", "--data-root", str(tmp_path / "data"), "--out", out])
+    train_idx = build_data("digits", max_train_samples=300, seed=7).train_idx  # SMALL's pool (--seed 7)
+    labeled = [np.load(f"{out}/labeled/trial0_cycle{c}.npy") for c in range(3)]
+    before = labeled[0][:20]  # the split file
+    for cycle in range(3):
+        queried = labeled[cycle][len(before):]
+        lowest = np.setdiff1d(train_idx, before)[:20]
+        assert len(queried) == 20 and not np.array_equal(np.sort(queried), lowest), cycle
+        before = labeled[cycle]

@@ -1,8 +1,16 @@
-"""Command-line plumbing shared by every entry script: the common flags, one-line errors."""
+"""Command-line plumbing shared by every entry script: the common flags, the flags of the settings
+trees, --set/--list-settings, one-line errors."""
+
+from __future__ import annotations
 
 import argparse
-import ast
+import os
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from utils.core.config import Settings, Tree
 
 
 class UserError(Exception):
@@ -16,36 +24,111 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_common_args(parser, out_default=None):
-    """The flags every entry script shares (DESIGN.md, 'Common flags')."""
+def add_common_args(parser: argparse.ArgumentParser, out_default: str | None = None) -> argparse.ArgumentParser:
+    """The run-control flags every entry script shares (the common flags that are settings, such
+    as --epochs and --seed, are declared by the settings trees: see add_setting_flags)."""
     group = parser.add_argument_group("common")
     group.add_argument("--data-root", default="./data", help="dataset root (default ./data)")
     group.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    group.add_argument("--dataset", default=None, help="override the dataset: cifar10, cifar100, svhn, mnist, "
-                       "caltech101, tinyimagenet, digits or folder:PATH")
     group.add_argument("--out", default=out_default, help="results folder")
     group.add_argument("--resume", nargs="?", const=True, default=False, type=str2bool,
                        help="continue the run in --out from its last finished cycle")
-    group.add_argument("--seed", type=int, default=0, help="base random seed (trial t uses seed + t)")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    group.add_argument("--epochs", type=int, default=None, help="override the epochs per cycle")
-    group.add_argument("--cycles", type=int, default=None, help="override the number of AL cycles")
-    group.add_argument("--trials", type=int, default=None, help="override the number of trials")
-    group.add_argument("--max-train-samples", type=int, default=None,
-                       help="use a seeded class-balanced subset of the training set")
-    group.add_argument("--max-test-samples", type=int, default=None,
-                       help="use a seeded class-balanced subset of the test set")
     group.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set START=100 (repeatable)")
+                       help="change a setting, e.g. --set START=100 (repeatable; see --list-settings)")
+    group.add_argument("--list-settings", action="store_true",
+                       help="print every setting with its value and comment, and exit")
     # torch.distributed.launch passes --local_rank (old) or --local-rank (torch >= 2.0).
     group.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=None,
                        help=argparse.SUPPRESS)
     return parser
 
 
-def str2bool(text):
+SETTING = "setting:"  # argparse dest prefix of the flags that set a key
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, tree: Tree, title: str | None = None) -> None:
+    """One option per flag of every key of ``tree`` (synonyms written ``--arch|-a``); values stay
+    raw strings here and are typed by the settings resolution, so every source of a value is
+    checked the same way."""
+    group = parser.add_argument_group(title or f"{tree.script} settings")
+    for key, key_def in tree.keys.items():
+        for flag in key_def.flags:
+            names = flag.split("|")
+            default = key_def.default
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            kwargs = {"dest": SETTING + names[0], "default": argparse.SUPPRESS, "metavar": key,
+                      "help": f"{key_def.help} (setting {key}; default {shown})".replace("%", "%%")}
+            if key_def.switch:
+                kwargs.update(action="store_const", const="True")
+                del kwargs["metavar"]
+            else:
+                kwargs["nargs"] = key_def.nargs
+                if key_def.choices:
+                    kwargs["metavar"] = "{" + ",".join(dict.fromkeys(map(str, key_def.names().values()))) + "}"
+            group.add_argument(*names, **kwargs)
+
+
+def add_inert_flags(parser: argparse.ArgumentParser, flags: dict, **kwargs) -> None:
+    """Seed flags accepted for compatibility that change nothing here: ``flags`` maps each to why;
+    giving one prints a notice (see parse_command_line)."""
+    for flag, _why in flags.items():
+        parser.add_argument(*flag.split("|"), dest="inert:" + flag.split("|")[0], default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS, **kwargs)
+    parser.set_defaults(inert_reasons={**(parser.get_default("inert_reasons") or {}), **flags})
+
+
+def add_refused_flags(parser: argparse.ArgumentParser, flags: dict, **kwargs) -> None:
+    """Seed flags this implementation does not support: ``flags`` maps each to the error message."""
+    for flag in flags:
+        parser.add_argument(*flag.split("|"), dest="refused:" + flag.split("|")[0], default=argparse.SUPPRESS,
+                            help=argparse.SUPPRESS, **kwargs)
+    parser.set_defaults(refused_reasons={**(parser.get_default("refused_reasons") or {}), **flags})
+
+
+def parse_command_line(parser: argparse.ArgumentParser, tree: Tree, argv: list | None = None,
+                       refuse: Callable | None = None) -> tuple[argparse.Namespace, Settings]:
+    """Parse ``argv`` and resolve the settings (utils/core/config.py) before anything is read or
+    written; ``--list-settings`` prints them and exits 0. ``refuse(dest, value)`` decides whether a
+    refused flag's value is an error (default: any value). Returns (run-control args, settings)."""
+    from utils.core.config import resolve
+
+    args = parser.parse_args(argv)
+    given = vars(args)
+    for dest, value in list(given.items()):
+        if dest.startswith("refused:") and (refuse is None or refuse(dest[8:], value)):
+            raise UserError(f"{dest[8:]}: {args.refused_reasons[dest[8:]]}")
+    flags = {dest[len(SETTING):]: value for dest, value in given.items() if dest.startswith(SETTING)}
+    settings = resolve(tree, flags, args.overrides)
+    if args.list_settings:
+        print(settings.listing(tree.script))
+        raise SystemExit(0)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for dest in given:
+            if dest.startswith("inert:"):
+                print(f"notice: {dest[6:]} is accepted and changes nothing: {args.inert_reasons[dest[6:]]}",
+                      flush=True)
+    return args, settings
+
+
+def parse_script_args(script: str, description: str, argv: list | None = None, run_args: Callable | None = None,
+                      refuse: Callable | None = None) -> tuple[argparse.Namespace, Settings]:
+    """The command line of an entry script: the flags of its settings tree (config.tree(script)),
+    ``run_args(parser)``'s own run-control flags, the common flags; then parse_command_line."""
+    from config import tree
+
+    settings = tree(script)
+    parser = ArgumentParser(description=f"{description}; --list-settings shows every setting")
+    add_setting_flags(parser, settings)
+    if run_args is not None:
+        run_args(parser)
+    add_common_args(parser)
+    return parse_command_line(parser, settings, argv, refuse)
+
+
+def str2bool(text: str) -> bool:
     """'True'/'False' (yes/no, 1/0) as the seeds' boolean flags take them."""
     value = str(text).strip().lower()
     if value in ("true", "yes", "y", "1", "t"):
@@ -53,20 +136,6 @@ def str2bool(text):
     if value in ("false", "no", "n", "0", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
-
-
-def parse_overrides(pairs):
-    """``["START=100", "MILESTONES=[30]"]`` -> ``{"START": 100, "MILESTONES": [30]}``."""
-    values = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
-        try:
-            values[key.strip().upper()] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            values[key.strip().upper()] = text
-    return values
 
 
 def run_cli(main):

@@ -8,11 +8,18 @@ Normalisation and augmentation run afterwards on whole batches on the training d
 Names: cifar10, cifar100, svhn, mnist (torchvision formats under the data root), caltech101
 (``101_ObjectCategories``), tinyimagenet (``tiny-imagenet-200``), digits (scikit-learn, built
 in) and ``folder:PATH`` (``PATH/train/<class>/*`` and ``PATH/test/<class>/*``).
+
+Adding a dataset is one loader ``fn(root, download, image_size) -> RawSplits`` registered with
+``@register_dataset(name)`` in this module (``image_files=True`` when it is decoded from image
+files, so that IMAGE_SIZE applies); ``build_data`` and ``list_datasets`` then know it, and
+tests/test_data.py asks for a fake copy of its on-disk layout.
 """
 
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from types import MappingProxyType
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -20,11 +27,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.core.cli import UserError
+from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # fixed seed of the digits and Caltech-101 train/test splits
+CACHE_BYTES = 8 * 2**30  # decoded image files are kept in memory up to this size
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -45,18 +54,24 @@ class TensorImages(Dataset):
 
 
 class FileImages(Dataset):
-    """Images read from files on demand: RGB, resized to ``resize`` x ``resize``, then
-    centre-cropped to ``crop`` (both ``None`` = keep the file's size, which must then match)."""
+    """Images read from files: RGB, resized to ``resize`` x ``resize``, then centre-cropped to
+    ``crop`` (both ``None`` = keep the file's size, which must then match). Each image is decoded
+    once: the decoded images are kept in one uint8 tensor when it takes at most ``cache_bytes``
+    (the default budget suits every supported dataset at its default size)."""
 
-    def __init__(self, paths, targets, resize=None, crop=None):
+    def __init__(self, paths: list, targets, resize: int | None = None, crop: int | None = None,
+                 cache_bytes: int = CACHE_BYTES):
         self.paths = list(paths)
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
         self.resize, self.crop = resize, crop or resize
+        self.cache_bytes = cache_bytes
+        self.cache, self.decoded = None, torch.zeros(len(self.paths), dtype=torch.bool)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, i):
+    def load(self, i: int) -> torch.Tensor:
+        """Image ``i`` decoded from its file, ``[3, H, W]`` uint8."""
         from PIL import Image
 
         try:
@@ -76,8 +91,15 @@ class FileImages(Dataset):
 
     def __getitems__(self, indices):
         indices = torch.as_tensor(indices, dtype=torch.long)
-        images = torch.stack([self.load(int(i)) for i in indices])
-        return images, self.targets[indices], indices
+        if self.cache is None:
+            first = self.load(int(indices[0])) if len(indices) else None
+            if first is None or len(self.paths) * first.numel() > self.cache_bytes:
+                return torch.stack([self.load(int(i)) for i in indices]), self.targets[indices], indices
+            self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
+            self.cache[indices[0]], self.decoded[indices[0]] = first, True
+        for i in indices[~self.decoded[indices]].unique().tolist():
+            self.cache[i], self.decoded[i] = self.load(i), True
+        return self.cache[indices], self.targets[indices], indices
 
 
 # ----------------------------------------------------------------------------- transforms
@@ -93,7 +115,7 @@ class BatchTransform(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.crop_padding, self.flip, self.pad_mode, self.size = crop_padding, flip, pad_mode, size
 
-    def forward(self, images):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().div_(255)
         n, _, h, w = x.shape
         if self.crop_padding:
@@ -132,53 +154,104 @@ class ImageData:
     test_idx: np.ndarray = field(default=None)
 
     @property
-    def train_targets(self):
+    def train_targets(self) -> np.ndarray:
         return self.train.targets.numpy()
 
-    def resize_inputs(self, size):
+    def resize_inputs(self, size: int) -> "ImageData":
         """Feed the model ``size`` x ``size`` images (bilinear, after augmentation)."""
         self.train_transform.size = self.eval_transform.size = self.image_size = size
         return self
 
-    def to(self, device):
+    def to(self, device) -> "ImageData":
         self.train_transform.to(device)
         self.eval_transform.to(device)
         return self
 
 
 @dataclass
-class _Raw:
+class RawSplits:
+    """What a dataset loader returns: the ``train`` and ``test`` splits (datasets with ``targets``, a
+    long tensor of labels 0..C-1, and ``__getitems__`` giving uint8 ``[N, C, H, W]`` images, e.g.
+    :class:`TensorImages` or :class:`FileImages`), the images' ``channels`` and side ``image_size``,
+    the per-channel ``mean``/``std`` of their normalisation (on the 0..1 scale), and the training
+    augmentation: random crop after ``crop_padding`` pixels of padding (0: none), horizontal ``flip``."""
+
     train: Dataset
     test: Dataset
     channels: int
     image_size: int
-    mean: tuple
-    std: tuple
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     crop_padding: int = 0
     flip: bool = False
 
 
-def _missing(what, path):
+DatasetLoader = Callable[[str, bool, int | None], RawSplits]  # (root, download, image_size) -> RawSplits
+Loader = TypeVar("Loader", bound=DatasetLoader)
+
+
+class RegisteredDataset(NamedTuple):
+    """A registered dataset: its ``loader`` and whether it is decoded from ``image_files``
+    (then IMAGE_SIZE, the side the files are decoded to, applies)."""
+
+    loader: DatasetLoader
+    image_files: bool
+
+
+_DATASETS = Registry("dataset")  # name -> RegisteredDataset
+
+
+def register_dataset(name: str, *, image_files: bool = False) -> Callable[[Loader], Loader]:
+    """Register the decorated ``loader(root, download, image_size) -> RawSplits`` under ``name``
+    (lower-cased; build_data looks names up in any case). ``root`` is the data root, ``download``
+    allows fetching the files when missing (else stop with :func:`_missing`'s hint), ``image_size``
+    is None (the dataset's own size) or, only for ``image_files=True``, the side to decode image
+    files to. A name registered twice, or starting with ``folder:``, raises ValueError; the loader
+    is returned unchanged."""
+    key = name.lower()
+    if not key or key.startswith("folder:"):
+        raise ValueError(f"dataset name {name!r} is empty or takes the reserved prefix 'folder:'")
+
+    def decorate(loader: Loader) -> Loader:
+        _DATASETS.add(key, RegisteredDataset(loader, image_files))
+        return loader
+    return decorate
+
+
+def registered_datasets() -> Mapping[str, RegisteredDataset]:
+    """The registered datasets by name (a read-only view; ``folder:PATH`` is not among them)."""
+    return MappingProxyType(_DATASETS)
+
+
+def list_datasets() -> list[str]:
+    """The registered names (sorted), then ``folder:PATH``."""
+    return sorted(_DATASETS) + ["folder:PATH"]
+
+
+def _missing(what: str, path: str) -> UserError:
     return UserError(f"{what} not found: expected {path}; pass --download to fetch it"
                      " (needs a network), or --data-root DIR to point at it")
 
 
-def _download(name, root):
-    """Fetch a dataset with torchvision's downloader (needs a network)."""
+def _require(name: str, root: str, files: Sequence[str], download: bool, fetch: Callable[[], object]) -> None:
+    """Make sure ``files`` (relative to ``root``) exist: ``fetch()`` them first when some are missing
+    and ``download`` is set; stop with the download hint naming the first missing one."""
+    missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
+    if missing and download:
+        fetch()
+        missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise _missing(name, os.path.join(root, missing[0]))
+
+
+def _torchvision_datasets():
+    """torchvision.datasets, imported on first use (its downloaders need a network)."""
     import torchvision.datasets as tvd
 
-    if name == "cifar10":
-        tvd.CIFAR10(root, download=True)
-    elif name == "cifar100":
-        tvd.CIFAR100(root, download=True)
-    elif name == "svhn":
-        for split in ("train", "test"):
-            tvd.SVHN(os.path.join(root, "svhn"), split=split, download=True)
-    elif name == "mnist":
-        tvd.MNIST(root, download=True)
+    return tvd
 
 
-def _read_cifar(folder, files, label_key):
+def _read_cifar(folder: str, files: Sequence[str], label_key: bytes) -> TensorImages:
     import pickle
 
     images, labels = [], []
@@ -194,7 +267,7 @@ def _read_cifar(folder, files, label_key):
     return TensorImages(torch.from_numpy(np.concatenate(images)), labels)
 
 
-def _read_svhn(path):
+def _read_svhn(path: str) -> TensorImages:
     from scipy.io import loadmat
 
     try:
@@ -205,47 +278,57 @@ def _read_svhn(path):
     return TensorImages(images, mat["y"].reshape(-1).astype(np.int64) % 10)  # label 10 is the digit 0
 
 
-def _read_mnist(root, train):
-    import torchvision.datasets as tvd
-
-    split = tvd.MNIST(root, train=train)
+def _read_mnist(root: str, train: bool) -> TensorImages:
+    split = _torchvision_datasets().MNIST(root, train=train)
     return TensorImages(split.data[:, None].contiguous(), split.targets)
 
 
-_TORCHVISION_LAYOUT = {  # name -> (files that must exist under the data root, reader)
-    "cifar10": (["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"], lambda root: (
-        _read_cifar(os.path.join(root, "cifar-10-batches-py"), [f"data_batch_{i}" for i in range(1, 6)], b"labels"),
-        _read_cifar(os.path.join(root, "cifar-10-batches-py"), ["test_batch"], b"labels"))),
-    "cifar100": (["cifar-100-python/train", "cifar-100-python/test"], lambda root: (
-        _read_cifar(os.path.join(root, "cifar-100-python"), ["train"], b"fine_labels"),
-        _read_cifar(os.path.join(root, "cifar-100-python"), ["test"], b"fine_labels"))),
-    "svhn": (["svhn/train_32x32.mat", "svhn/test_32x32.mat"], lambda root: (
-        _read_svhn(os.path.join(root, "svhn", "train_32x32.mat")),
-        _read_svhn(os.path.join(root, "svhn", "test_32x32.mat")))),
-    "mnist": (["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"], lambda root: (
-        _read_mnist(root, True), _read_mnist(root, False))),
-}
-_DEFAULTS = {  # name -> channels, size, mean, std, crop padding, flip (TOD's choices for CIFAR and SVHN)
-    "cifar10": (3, 32, CIFAR_MEAN, CIFAR_STD, 4, True),
-    "cifar100": (3, 32, CIFAR_MEAN, CIFAR_STD, 4, True),
-    "svhn": (3, 32, (0.4310, 0.4302, 0.4463), (0.1965, 0.1984, 0.1992), 4, True),
-    "mnist": (1, 28, (0.1307,), (0.3081,), 2, False),
-}
+# TOD's choices for CIFAR and SVHN: random crop after 4 pixels of padding, horizontal flip
+
+@register_dataset("cifar10")
+def _load_cifar10(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """CIFAR-10 in torchvision's layout (``cifar-10-batches-py``): 32x32 RGB, 10 classes."""
+    _require("cifar10", root, ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"], download,
+             lambda: _torchvision_datasets().CIFAR10(root, download=True))
+    folder = os.path.join(root, "cifar-10-batches-py")
+    return RawSplits(_read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], b"labels"),
+                     _read_cifar(folder, ["test_batch"], b"labels"), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
-def _load_torchvision_format(name, root, download, image_size):
-    files, read = _TORCHVISION_LAYOUT[name]
-    missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
-    if missing and download:
-        _download(name, root)
-        missing = [f for f in files if not os.path.isfile(os.path.join(root, f))]
-    if missing:
-        raise _missing(name, os.path.join(root, missing[0]))
-    train, test = read(root)
-    return _Raw(train, test, *_DEFAULTS[name])
+@register_dataset("cifar100")
+def _load_cifar100(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """CIFAR-100 in torchvision's layout (``cifar-100-python``): 32x32 RGB, 100 fine classes."""
+    _require("cifar100", root, ["cifar-100-python/train", "cifar-100-python/test"], download,
+             lambda: _torchvision_datasets().CIFAR100(root, download=True))
+    folder = os.path.join(root, "cifar-100-python")
+    return RawSplits(_read_cifar(folder, ["train"], b"fine_labels"), _read_cifar(folder, ["test"], b"fine_labels"),
+                     3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
-def _load_digits(root, download, image_size):
+@register_dataset("svhn")
+def _load_svhn(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """SVHN in torchvision's layout (``svhn/{train,test}_32x32.mat``): 32x32 RGB digits 0-9."""
+    def fetch() -> None:
+        for split in ("train", "test"):
+            _torchvision_datasets().SVHN(os.path.join(root, "svhn"), split=split, download=True)
+
+    _require("svhn", root, ["svhn/train_32x32.mat", "svhn/test_32x32.mat"], download, fetch)
+    return RawSplits(_read_svhn(os.path.join(root, "svhn", "train_32x32.mat")),
+                     _read_svhn(os.path.join(root, "svhn", "test_32x32.mat")),
+                     3, 32, (0.4310, 0.4302, 0.4463), (0.1965, 0.1984, 0.1992), 4, True)
+
+
+@register_dataset("mnist")
+def _load_mnist(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """MNIST in torchvision's raw layout (``MNIST/raw/*-idx3-ubyte``): 28x28 grey, 10 classes."""
+    _require("mnist", root, ["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"], download,
+             lambda: _torchvision_datasets().MNIST(root, download=True))
+    return RawSplits(_read_mnist(root, True), _read_mnist(root, False), 1, 28, (0.1307,), (0.3081,), 2, False)
+
+
+@register_dataset("digits")
+def _load_digits(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """scikit-learn's 8x8 digits (built in, no files): a fixed stratified 80/20 split."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -255,23 +338,25 @@ def _load_digits(root, download, image_size):
                                    random_state=SPLIT_SEED)
     mean = float(images[train].float().mean() / 255)
     std = float(images[train].float().std() / 255)
-    return _Raw(TensorImages(images[train], digits.target[train]), TensorImages(images[test], digits.target[test]),
-                1, 8, (mean,), (std,), 1, False)
+    return RawSplits(TensorImages(images[train], digits.target[train]),
+                     TensorImages(images[test], digits.target[test]), 1, 8, (mean,), (std,), 1, False)
 
 
-def _image_files(folder):
+def _image_files(folder: str) -> list[str]:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
     names = sorted(os.listdir(folder))
     return [os.path.join(folder, n) for n in names if n.lower().endswith(IMG_EXTENSIONS)]
 
 
-def _load_caltech101(root, download, image_size):
+@register_dataset("caltech101", image_files=True)
+def _load_caltech101(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """Caltech-101 (``101_ObjectCategories``, also under ``caltech101/``) without its background
+    class, split 90/10 per class from a fixed seed; resized and centre-cropped to ``image_size``
+    (default 224)."""
     candidates = [os.path.join(root, "101_ObjectCategories"), os.path.join(root, "caltech101", "101_ObjectCategories")]
     if download and not any(map(os.path.isdir, candidates)):
-        import torchvision.datasets as tvd
-
-        tvd.Caltech101(root, download=True)
+        _torchvision_datasets().Caltech101(root, download=True)
     folder = next((c for c in candidates if os.path.isdir(c)), None)
     if folder is None:
         raise _missing("caltech101", candidates[0])
@@ -286,11 +371,16 @@ def _load_caltech101(root, download, image_size):
         for part, chosen in (("train", order[:cut]), ("test", order[cut:])):
             split[part][0].extend(files[i] for i in chosen)
             split[part][1].extend([label] * len(chosen))
-    return _Raw(FileImages(*split["train"], resize=256, crop=224), FileImages(*split["test"], resize=256, crop=224),
-                3, 224, (0.5020,) * 3, (1.0,) * 3, 0, True)
+    crop = image_size or 224  # TOD: resize to 256, centre-crop 224 (the same ratio for other sizes)
+    resize = round(crop * 256 / 224)
+    return RawSplits(FileImages(*split["train"], resize=resize, crop=crop),
+                     FileImages(*split["test"], resize=resize, crop=crop), 3, crop, (0.5020,) * 3, (1.0,) * 3, 0, True)
 
 
-def _load_tinyimagenet(root, download, image_size):
+@register_dataset("tinyimagenet", image_files=True)
+def _load_tinyimagenet(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """Tiny ImageNet (``tiny-imagenet-200``): train/<wnid>/images/*, and val/images/* labelled by
+    ``val/val_annotations.txt`` as the test split; 64x64 files, resized to ``image_size`` if given."""
     folder = os.path.join(root, "tiny-imagenet-200")
     if download and not os.path.isdir(folder):
         from torchvision.datasets.utils import download_and_extract_archive
@@ -312,11 +402,15 @@ def _load_tinyimagenet(root, download, image_size):
             name, wnid = line.split("\t")[:2]
             test_paths.append(os.path.join(folder, "val", "images", name))
             test_labels.append(label_of[wnid])
-    return _Raw(FileImages(train_paths, train_labels), FileImages(test_paths, test_labels), 3, 64,
-                (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), 8, True)
+    size = image_size or 64
+    resize = None if size == 64 else size  # the files are 64x64
+    return RawSplits(FileImages(train_paths, train_labels, resize), FileImages(test_paths, test_labels, resize), 3,
+                     size, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), max(1, size // 8), True)
 
 
-def _load_folder(path, image_size):
+def _load_folder(path: str, image_size: int | None) -> RawSplits:
+    """``folder:PATH``: ``PATH/{train,test}/<class>/<image files>``, resized to ``image_size`` (default 32)."""
+    image_size = image_size or 32
     splits = {}
     for part in ("train", "test"):
         folder = os.path.join(path, part)
@@ -337,34 +431,31 @@ def _load_folder(path, image_size):
         if not paths:
             raise UserError(f"folder dataset: no images under {os.path.join(path, part)}")
         data[part] = FileImages(paths, labels, resize=image_size)
-    return _Raw(data["train"], data["test"], 3, image_size, IMAGENET_MEAN, IMAGENET_STD, max(1, image_size // 8), True)
+    return RawSplits(data["train"], data["test"], 3, image_size, IMAGENET_MEAN, IMAGENET_STD,
+                     max(1, image_size // 8), True)
 
 
-LOADERS = {
-    **{name: partial(_load_torchvision_format, name) for name in _TORCHVISION_LAYOUT},
-    "caltech101": _load_caltech101,
-    "tinyimagenet": _load_tinyimagenet,
-    "digits": _load_digits,
-}
-
-
-def list_datasets():
-    return sorted(LOADERS) + ["folder:PATH"]
-
-
-def build_data(name, root="./data", download=False, max_train_samples=None, max_test_samples=None,
-               seed=0, image_size=32, mean=None, std=None, crop_padding=None, flip=None, pad_mode="constant",
-               resize=None):
-    """Load dataset ``name`` and wrap it in an :class:`ImageData`. ``mean``/``std``/
-    ``crop_padding``/``flip`` override the dataset's defaults (a paper's own choices);
-    ``resize`` resizes every batch (after augmentation) to what a model needs."""
+def build_data(name: str, root: str = "./data", download: bool = False, max_train_samples: int | None = None,
+               max_test_samples: int | None = None, seed: int = 0, image_size: int | None = None,
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+               crop_padding: int | None = None, flip: bool | None = None, pad_mode: str = "constant",
+               resize: int | None = None) -> ImageData:
+    """Load dataset ``name`` (a registered name in any case, or ``folder:PATH``) and wrap it in an
+    :class:`ImageData`. ``image_size``: the side image files are decoded to (None: the dataset's
+    own; refused for datasets not stored as image files); ``mean``/``std``/``crop_padding``/``flip``
+    override the dataset's defaults (a paper's own choices); ``resize`` resizes every batch (after
+    augmentation) to what a model needs."""
     if name.startswith("folder:"):
         raw = _load_folder(name[len("folder:"):], image_size)
-    elif name.lower() in LOADERS:
-        name = name.lower()
-        raw = LOADERS[name](root, download, image_size)
     else:
-        raise UserError(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+        entry, name = _DATASETS.find(name, list_datasets()), name.lower()
+        if image_size is not None and not entry.image_files:
+            files = ["folder:", *sorted(n for n, e in _DATASETS.items() if e.image_files)]
+            raise UserError(f"IMAGE_SIZE applies to image files ({', '.join(files)}); {name} is "
+                            "stored at its own size: --set IMAGE_SIZE=None")
+        raw = entry.loader(root, download, image_size)
+    if mean is not None and len(mean) != raw.channels or std is not None and len(std) != raw.channels:
+        raise UserError(f"MEAN and STD need {raw.channels} value(s) for {name}, one per channel")
     data = ImageData(
         name=name, train=raw.train, test=raw.test,
         num_classes=int(raw.train.targets.max()) + 1, in_channels=raw.channels, image_size=resize or raw.image_size,
@@ -437,7 +528,8 @@ def _collate(batch):
     return batch
 
 
-def make_loader(dataset, indices, batch_size, shuffle=False, seed=0, dist=None, workers=0, pad=True):
+def make_loader(dataset: Dataset, indices, batch_size: int, shuffle: bool = False, seed: int = 0, dist=None,
+                workers: int = 0, pad: bool = True) -> DataLoader:
     """A DataLoader over ``indices`` of ``dataset`` yielding ``(uint8 images, labels, indices)``;
     under torch.distributed each rank reads its shard."""
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
@@ -447,7 +539,7 @@ def make_loader(dataset, indices, batch_size, shuffle=False, seed=0, dist=None, 
                       collate_fn=_collate, pin_memory=pin, persistent_workers=False)
 
 
-def make_batch_loader(dataset, make_batches, dist=None, workers=0):
+def make_batch_loader(dataset: Dataset, make_batches: Callable[[int], list], dist=None, workers: int = 0) -> DataLoader:
     """A DataLoader over the batches ``make_batches(epoch)`` returns (see BatchListSampler)."""
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     pin = bool(dist and dist.device.type == "cuda")
@@ -455,7 +547,7 @@ def make_batch_loader(dataset, make_batches, dist=None, workers=0):
                       collate_fn=_collate, pin_memory=pin)
 
 
-def forever(loader):
+def forever(loader: DataLoader) -> Iterator:
     """Endless batches from ``loader``, a new epoch (new shuffle) each pass."""
     epoch = 0
     while True:
@@ -464,7 +556,19 @@ def forever(loader):
         epoch += 1
 
 
-def load_data(args, name, image_size=32, **transform_overrides):
-    """``build_data`` from the common command-line flags."""
-    return build_data(name, args.data_root, args.download, args.max_train_samples, args.max_test_samples,
-                      args.seed, image_size, **transform_overrides)
+def augmented_batches(data: ImageData, indices: np.ndarray, batch_size: int, dist=None,
+                      workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless augmented batches ``(x, y)`` of ``indices`` on the training device, reshuffled every
+    pass; the shuffle seed is drawn from numpy's global RNG when the first batch is asked for."""
+    seed = np.random.randint(2**31)
+    loader = make_loader(data.train, indices, batch_size, True, seed, dist, workers)
+    device = dist.device if dist else torch.device("cpu")
+    for images, targets, _ in forever(loader):
+        yield data.train_transform(images.to(device)), targets.to(device)
+
+
+def load_data(cfg: Mapping, args, **transform_overrides) -> ImageData:
+    """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES,
+    MAX_TEST_SAMPLES, SEED) and its --data-root and --download."""
+    return build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"],
+                      cfg["MAX_TEST_SAMPLES"], cfg["SEED"], cfg["IMAGE_SIZE"], **transform_overrides)

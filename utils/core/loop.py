@@ -2,7 +2,7 @@
 
 An entry script drives its own trial/cycle loop (the paper's algorithm) and calls
 
-    run = start_run(args, "main_X.py", settings, data, dist, ...)
+    run = start_run(args, cfg, data, dist, name_parts, label, cycles)
     for trial in range(trials):
         saved = run.restore(trial)             # None, or the checkpoint after the last finished cycle
         for cycle in range(run.first_cycle(trial), cycles):
@@ -19,20 +19,17 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 
 from utils.core.cli import UserError
+from utils.core.config import Settings
 from utils.core.distributed import barrier
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, read_cycles
 from utils.core.train import rng_state, set_rng_state
-
-# Settings that may change when a run is resumed: they do not change its results.
-# (--epochs and --set are folded into the config keys, which are compared.)
-RESUMABLE = {"out", "resume", "quiet", "workers", "device", "data_root", "download", "local_rank",
-             "cycles", "trials", "CYCLES", "TRIALS", "al_nb_cycles", "world_size", "overrides"}
 
 
 def _versions():
@@ -49,15 +46,18 @@ def _versions():
 
 
 class Run:
-    def __init__(self, out, settings, resume=False, dist=None, quiet=False, columns=CYCLE_COLUMNS, label="",
-                 trials=1, cycles=1):
+    """The results folder of one run. ``config`` is what config.json records (``settings``, the
+    resolved settings, among it); ``identity`` what a resumed run must share with the saved one."""
+
+    def __init__(self, out: str, config: dict, identity: dict, resume: bool = False, dist=None, quiet: bool = False,
+                 columns=CYCLE_COLUMNS, label: str = "", trials: int = 1, cycles: int = 1):
         self.folder = ResultsFolder(out)
         self.label, self.trials, self.cycles = label, trials, cycles
         self.dist = dist
         self.is_main = dist is None or dist.is_main
         self.columns = list(columns)
         self.quiet = quiet or not sys.stderr.isatty() or not self.is_main
-        self.identity = _jsonable({k: v for k, v in settings.items() if k not in RESUMABLE})
+        self.identity = _jsonable(identity)
         self.finished = {}  # trial -> last finished cycle
         self.rows = []
         self._tb = None
@@ -77,14 +77,13 @@ class Run:
             self.log(f"resuming {out} (finished {done})")
         barrier(dist)  # every rank has read the folder before rank 0 writes to it
         if self.is_main:
-            self.folder.write_config({"label": label, "settings": dict(sorted(settings.items())),
-                                     "versions": _versions()})
+            self.folder.write_config({"label": label, **config, "versions": _versions()})
             if not self.folder.has_state():
                 self.folder.write_rows([], self.columns)
                 self._write_state()
 
     # ------------------------------------------------------------------ resume
-    def restore(self, trial):
+    def restore(self, trial: int) -> dict | None:
         """The checkpoint of ``trial`` after its last finished cycle (RNG states restored), or
         None when the trial has not finished a cycle yet."""
         if trial not in self.finished:
@@ -96,11 +95,16 @@ class Run:
         set_rng_state(checkpoint["rng"])
         return checkpoint
 
-    def first_cycle(self, trial):
+    def first_cycle(self, trial: int) -> int:
         return self.finished.get(trial, -1) + 1
 
+    def cycles_left(self, trial: int) -> range:
+        """The cycles of ``trial`` still to run."""
+        return range(self.first_cycle(trial), self.cycles)
+
     # ------------------------------------------------------------------ commit
-    def commit(self, trial, cycle, labeled_idx, queried, test_acc, times, checkpoint, extra=None):
+    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray, test_acc: float,
+               times: dict, checkpoint: dict, extra: dict | None = None) -> np.ndarray:
         """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%),
         then ``queried`` was added; ``times`` holds train_seconds/query_seconds, ``extra`` any
         further cycles.csv columns, ``checkpoint`` everything needed to continue the trial.
@@ -127,11 +131,11 @@ class Run:
         self.folder.write_state({"identity": self.identity, "finished": self.finished})
 
     # ------------------------------------------------------------------ logging
-    def log(self, message):
+    def log(self, message: str) -> None:
         if self.is_main:
             print(message, flush=True)
 
-    def scalar(self, tag, value, step):
+    def scalar(self, tag: str, value: float, step: int) -> None:
         if not self.is_main:
             return
         if self._tb is None:
@@ -140,26 +144,26 @@ class Run:
             self._tb = SummaryWriter(self.folder.tb_dir)
         self._tb.add_scalar(tag, value, step)
 
-    def progress(self, iterable, desc, total=None):
+    def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
         if self.quiet:
             return iterable
         from tqdm import tqdm
 
         return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
-    def log_epoch(self, bar, tag, epoch, loss):
+    def log_epoch(self, bar, tag: str, epoch: int, loss: float) -> None:
         """The mean training loss of an epoch: to tensorboard and the progress bar."""
         self.scalar(f"{tag}/train_loss", loss, epoch)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
 
     @contextmanager
-    def timer(self, times, key):
+    def timer(self, times: dict, key: str):
         start = time.perf_counter()
         yield
         times[key] = round(time.perf_counter() - start, 3)
 
-    def close(self):
+    def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
@@ -169,18 +173,35 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def start_run(args, script, settings, data, dist, name_parts, label, trials, cycles, columns=CYCLE_COLUMNS):
-    """The results folder of an entry script (``--out``, or a fresh one under results/), with
-    every setting recorded; logs the run's first line."""
+def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cycles: int,
+              columns=CYCLE_COLUMNS, derived: dict | None = None) -> Run:
+    """The results folder of an entry script (``--out``, or a fresh one under results/). config.json
+    records the script, the resolved settings (and which --epochs scaled), ``derived`` values
+    (what the settings and the data determine, e.g. budgets in images) and how the run was
+    started; logs the run's first line and the scaled settings."""
     out = args.out or default_out(*name_parts, dist=dist)
-    settings = {"script": script, **vars(args), **settings, "dataset": data.name, "world_size": dist.world_size}
-    run = Run(out, settings, args.resume, dist, args.quiet, columns, label, trials, cycles)
+    script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
+    identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
+                **{f"derived.{k}": v for k, v in (derived or {}).items()}}
+    config = {"script": cfg.script, "settings": cfg.as_dict(), "scaled": cfg.scaled,
+              "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
+              "run": {"command": [script, *sys.argv[1:]], "out": out, "data_root": args.data_root,
+                      "device": str(dist.device), "world_size": dist.world_size, "workers": args.workers,
+                      "dataset": data.name, "image_shape": image_shape(data), "model_input_size": data.image_size}}
+    run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles)
     run.log(f"{label}: {len(data.train_idx)} train / {len(data.test_idx)} test images, {dist.world_size} "
             f"process(es) on {dist.device}; results in {out}")
+    for note in cfg.notes():
+        run.log(note)
     return run
 
 
-def default_out(*parts, dist=None):
+def image_shape(data) -> list:
+    """[C, H, W] of the stored training images (after decoding and IMAGE_SIZE)."""
+    return list(data.train.__getitems__([int(data.train_idx[0])])[0].shape[1:])
+
+
+def default_out(*parts, dist=None) -> str:
     """``results/<parts>_<UTC time>``; under a launcher rank 0's name is used by every rank."""
     from datetime import datetime, timezone
 
@@ -191,7 +212,7 @@ def default_out(*parts, dist=None):
     return broadcast_object(os.path.join("results", name.replace(os.sep, "-").replace(":", "-")), dist)
 
 
-def check_budget(start, query_size, cycles, pool_size, subset=None):
+def check_budget(start: int, query_size: int, cycles: int, pool_size: int, subset: int | None = None) -> None:
     """The run must fit in the pool: ``start + cycles * query_size`` labels (a query follows
     every cycle, the last one included, as TOD), each query drawn from ``subset`` candidates."""
     needed = start + cycles * query_size

@@ -131,33 +131,31 @@ def split_query(pool, targets, queried, labeled_known_before):
 
 class Oracle:
     """Answers queries. Closed set (``pool`` None): every queried image joins the labeled set.
-    Open set: the known ones join it, the unknown ones are ``discarded`` (they cost a label and
-    leave the pool, never trained on), and each answer comes with the open-set columns."""
+    Open set: the known ones join it, the unknown ones are discarded (they cost a label and leave
+    the pool, never trained on), and each answer comes with the open-set columns. Stateless: the
+    caller keeps the labeled and the discarded images."""
 
-    def __init__(self, pool=None, targets=None):
+    def __init__(self, pool: OpenSetPool | None = None, targets: np.ndarray | None = None):
         self.pool, self.targets = pool, targets
-        self.discarded = np.empty(0, dtype=np.int64)
 
     @property
-    def columns(self):
+    def columns(self) -> list:
         from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
         return CYCLE_COLUMNS + (OPENSET_COLUMNS if self.pool is not None else [])
 
-    def labelable(self, train_idx):
+    def labelable(self, train_idx: np.ndarray) -> np.ndarray:
         """The training images an initial labeled set may hold (the known ones)."""
         return train_idx if self.pool is None else train_idx[self.pool.is_known(self.targets, train_idx)]
 
-    def unlabeled(self, train_idx, labeled_idx):
-        return np.setdiff1d(train_idx, np.union1d(labeled_idx, self.discarded))
+    def unlabeled(self, train_idx: np.ndarray, labeled_idx: np.ndarray, discarded: np.ndarray) -> np.ndarray:
+        return np.setdiff1d(train_idx, np.union1d(labeled_idx, discarded))
 
-    def answer(self, queried, labeled_idx):
-        """(the images that join the labeled set, the extra cycles.csv columns)."""
+    def answer(self, queried: np.ndarray, labeled_idx: np.ndarray) -> tuple:
+        """(the images that join the labeled set, the discarded ones, the extra cycles.csv columns)."""
         if self.pool is None:
-            return queried, {}
-        known, unknown, metrics = split_query(self.pool, self.targets, queried, len(labeled_idx))
-        self.discarded = np.concatenate([self.discarded, unknown])
-        return known, metrics
+            return queried, np.empty(0, dtype=np.int64), {}
+        return split_query(self.pool, self.targets, queried, len(labeled_idx))
 
 
 def open_set(data, known_classes, random_choice=False, seed=0):

@@ -1,6 +1,7 @@
 """Training and inference helpers shared by the entry scripts."""
 
 import random
+from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
@@ -60,20 +61,26 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
 
-def fit(loader, epochs, step, run, desc, epoch_start=None, epoch_end=None, with_indices=False):
+def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callable | None = None,
+        epoch_end: Callable | None = None, with_indices: bool = False, with_position: bool = False) -> None:
     """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
-    (``step(images, targets, indices)`` with ``with_indices``) on every uint8 batch; ``step``
-    returns the batch loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around
-    each pass (modes, schedules); the mean loss goes to the progress bar and tensorboard."""
+    on every uint8 batch (``step(images, targets, indices)`` with ``with_indices``;
+    ``step(images, targets, indices, position)`` with ``with_position``, ``position`` = epoch +
+    batch / batches, the fractional epoch of per-iteration schedules); ``step`` returns the batch
+    loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes,
+    schedules); the mean loss goes to the progress bar and tensorboard."""
     bar = run.progress(range(epochs), desc)
     sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
     for epoch in bar:
         sampler.set_epoch(epoch)
         if epoch_start is not None:
             epoch_start(epoch)
-        total, batches = 0.0, 0
+        total, batches, steps = 0.0, 0, max(1, len(loader)) if with_position else 1
         for images, targets, indices in loader:
-            total += step(images, targets, indices) if with_indices else step(images, targets)
+            if with_position:
+                total += step(images, targets, indices, epoch + batches / steps)
+            else:
+                total += step(images, targets, indices) if with_indices else step(images, targets)
             batches += 1
         if epoch_end is not None:
             epoch_end(epoch)

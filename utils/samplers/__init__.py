@@ -3,6 +3,7 @@
 Importing this package registers every strategy; ``list_strategies()`` names them.
 """
 
+import utils.samplers.ccal  # noqa: F401 (CCAL's joint query: the selector CCAL)
 from utils.samplers import adversarial, batchbald, coreset, diversity, graph, learned, uncertainty  # noqa: F401
 from utils.samplers.adversarial import bim_norms, deepfool_norms
 from utils.samplers.basic import tod_scores

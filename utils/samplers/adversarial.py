@@ -22,12 +22,14 @@ f_k_hat directly), reduced on the fly to the running minimum over k. On 2 CPU co
 1.1-1.2x and ``torch.func.vmap(jacrev(...))`` 2-2.7x as long; it also needs O(B D) memory, not O(B C D).
 """
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from utils.core import distributed
 from utils.core.train import predict
-from utils.samplers.registry import register_scorer
+from utils.samplers.registry import QueryContext, register_scorer
 
 DEEPFOOL_MAX_ITER = 50
 DEEPFOOL_OVERSHOOT = 0.02  # the DeepFool paper's eta: the final perturbation is (1 + eta) r_hat
@@ -35,7 +37,7 @@ BIM_STEP = 0.05  # the toolkit's eps
 BIM_MAX_ITER = 100
 
 
-def _deepfool_step(logits, xi, label):
+def _deepfool_step(logits: torch.Tensor, xi: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One linearised step of DeepFool (Alg. 2, lines 5-9) for every row of ``xi``:
     w'_k = grad f_k - grad f_k_hat, f'_k = f_k - f_k_hat, l = argmin_{k != k_hat} |f'_k| / ||w'_k||,
     r = |f'_l| / ||w'_l||^2 w'_l. Returns ``(r [b, D], |f'_l| / ||w'_l|| [b])``; the distance is
@@ -63,7 +65,8 @@ def _deepfool_step(logits, xi, label):
     return scale[:, None] * best_w, best
 
 
-def deepfool_norms(model_fn, x, max_iter=DEEPFOOL_MAX_ITER, overshoot=DEEPFOOL_OVERSHOOT):
+def deepfool_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, max_iter: int = DEEPFOOL_MAX_ITER,
+                   overshoot: float = DEEPFOOL_OVERSHOOT) -> torch.Tensor:
     """L2 norm of the DeepFool perturbation (Moosavi-Dezfooli et al., Alg. 2) of every sample of
     ``x [B, ...]``; ``model_fn(x) -> logits [B, C]``. Returns ``[B]`` on ``x``'s device and dtype.
 
@@ -101,7 +104,7 @@ def deepfool_norms(model_fn, x, max_iter=DEEPFOOL_MAX_ITER, overshoot=DEEPFOOL_O
     return ((1 + overshoot) * r_tot.norm(dim=1)).masked_fill(dead, float("inf"))
 
 
-def _ce_direction(logits, label, rows):
+def _ce_direction(logits: torch.Tensor, label: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """grad_outputs that make the input gradient of ``logits`` equal grad_x CE(f(x), y) / (1 - p_y) on
     ``rows`` (zero elsewhere): with q the softmax over the classes other than y, grad_x CE = sum_k p_k grad f_k
     - grad f_y = (1 - p_y) (sum_{k != y} q_k grad f_k - grad f_y). Same sign, but no underflow of 1 - p_y
@@ -111,7 +114,8 @@ def _ce_direction(logits, label, rows):
     return (q - y.to(q.dtype)) * rows[:, None].to(q.dtype)
 
 
-def bim_norms(model_fn, x, step=BIM_STEP, max_iter=BIM_MAX_ITER):
+def bim_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, step: float = BIM_STEP,
+              max_iter: int = BIM_MAX_ITER) -> torch.Tensor:
     """L2 norm ||eta|| of the BIM perturbation of every sample of ``x [B, ...]`` (the toolkit's
     score is its square): from eta = 0, eta += step * sign(grad_x CE(f(x + eta), y_hat)) with y_hat
     the prediction at x, while the prediction is y_hat and fewer than ``max_iter`` steps were taken.
@@ -141,12 +145,13 @@ def bim_norms(model_fn, x, step=BIM_STEP, max_iter=BIM_MAX_ITER):
     return eta.flatten(1).norm(dim=1).masked_fill(dead, float("inf"))
 
 
-def _attack(ctx, norms_fn):
+def _attack(ctx: QueryContext,
+            norms_fn: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``norms_fn(model_fn, x)`` over the candidates, batch by batch on the plain view, in eval mode
     (restored afterwards); every rank attacks its shard and the results are gathered."""
     model = distributed.unwrap(ctx.model)
 
-    def logits(x):
+    def logits(x: torch.Tensor) -> torch.Tensor:
         return model(x).logits
 
     return predict(model, ctx.data, ctx.candidates, lambda norms, _y: norms, ctx.batch_size, ctx.dist,
@@ -154,12 +159,12 @@ def _attack(ctx, norms_fn):
 
 
 @register_scorer("AdversarialDeepFool", aliases=("deepfool", "dfal", "adversarial_deepfool"))
-def deepfool(ctx):
+def deepfool(ctx: QueryContext) -> torch.Tensor:
     """DFAL: the smallest DeepFool perturbation norm first."""
     return -_attack(ctx, deepfool_norms).float()
 
 
 @register_scorer("AdversarialBIM", aliases=("bim", "adversarial_bim"))
-def bim(ctx):
+def bim(ctx: QueryContext) -> torch.Tensor:
     """BIM: the smallest ||eta||^2 first."""
     return -_attack(ctx, bim_norms).float().pow(2)

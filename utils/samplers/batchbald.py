@@ -29,10 +29,11 @@ in log space (float64), so long batches do not underflow.
 """
 
 import math
+from typing import Literal
 
 import torch
 
-from utils.samplers.registry import register_selector
+from utils.samplers.registry import QueryContext, register_selector
 from utils.samplers.uncertainty import MC, bald_scores
 
 NUM_SAMPLES = 10_000  # sampled configurations y^ (batchbald_redux's examples); the toolkit's 1e7 is infeasible
@@ -41,7 +42,7 @@ MIN_CANDIDATES = 1_000
 CHUNK_ELEMENTS = 2**21  # rows x candidates x classes per block: 16 MB of float64
 
 
-def _xlogx_sum(probs, dim):
+def _xlogx_sum(probs: torch.Tensor, dim: int) -> torch.Tensor:
     """sum p log p along ``dim`` (0 log 0 = 0)."""
     return (probs * probs.clamp_min(torch.finfo(probs.dtype).tiny).log()).sum(dim)
 
@@ -49,12 +50,12 @@ def _xlogx_sum(probs, dim):
 class _JointState:
     """The batch chosen so far as weighted label configurations (see the module docstring)."""
 
-    def __init__(self, num_omegas, dtype, device):
+    def __init__(self, num_omegas: int, dtype: torch.dtype, device: torch.device) -> None:
         self.log_lik = torch.zeros(num_omegas, 1, dtype=dtype, device=device)  # log P(row j | omega_k), [K, rows]
         self.omega = None  # sampled regime: the omega index of every sample, [S]
         self._refresh(exact=True)
 
-    def _refresh(self, exact):
+    def _refresh(self, exact: bool) -> None:
         """Recompute the posterior R, the row weights and the batch entropy from ``log_lik``."""
         num_omegas = self.log_lik.shape[0]
         log_marginal = torch.logsumexp(self.log_lik, dim=0) - math.log(num_omegas)  # log p(row), [rows]
@@ -66,12 +67,12 @@ class _JointState:
             self.weights = torch.full_like(log_marginal, 1.0 / len(log_marginal))
             self.entropy = -log_marginal.mean()
 
-    def add_exact(self, log_probs):
+    def add_exact(self, log_probs: torch.Tensor) -> None:
         """Extend every configuration by every label of a new point (``log_probs`` [K, C])."""
         self.log_lik = (self.log_lik[:, :, None] + log_probs[:, None, :]).flatten(1)
         self._refresh(exact=True)
 
-    def start_sampling(self, log_probs_chosen, num_samples, generator):
+    def start_sampling(self, log_probs_chosen: torch.Tensor, num_samples: int, generator: torch.Generator) -> None:
         """Replace the configurations by ``num_samples`` draws from the joint of the chosen points
         (``log_probs_chosen`` [K, m, C]): omega uniform, then every label given that omega."""
         num_omegas, chosen, classes = log_probs_chosen.shape
@@ -81,7 +82,7 @@ class _JointState:
         for i in range(chosen):  # a loop over the (few, <= log_C num_samples) points chosen exactly
             self.add_sampled(log_probs_chosen[:, i], generator, refresh=i + 1 == chosen)
 
-    def add_sampled(self, log_probs, generator, refresh=True):
+    def add_sampled(self, log_probs: torch.Tensor, generator: torch.Generator, refresh: bool = True) -> None:
         """Draw the new point's label for every sample from p(y | omega_s) and update P(y^_s | omega_k)."""
         probs = log_probs.exp().to(generator.device)[self.omega]  # [S, C]
         labels = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(log_probs.device)
@@ -89,7 +90,7 @@ class _JointState:
         if refresh:
             self._refresh(exact=False)
 
-    def joint_entropies(self, probs):
+    def joint_entropies(self, probs: torch.Tensor) -> torch.Tensor:
         """H(y_1..y_{n-1}, y) for every candidate, ``probs`` [K, B, C] -> [B] (chunked over B)."""
         num_omegas, num_candidates, classes = probs.shape
         rows = len(self.weights)
@@ -103,8 +104,9 @@ class _JointState:
         return result + self.entropy
 
 
-def batchbald_select(mc_probs, query_size, num_samples=NUM_SAMPLES, generator=None, max_candidates="auto",
-                     return_scores=False):
+def batchbald_select(mc_probs: torch.Tensor, query_size: int, num_samples: int = NUM_SAMPLES,
+                     generator: torch.Generator | None = None, max_candidates: int | Literal["auto"] | None = "auto",
+                     return_scores: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Greedy BatchBALD (Kirsch et al., 2019, Algorithm 1) over ``mc_probs`` [K, N, C], the softmax outputs
     of K consistent MC-dropout passes (pass k = one network omega_k for all N points).
 
@@ -163,7 +165,7 @@ def batchbald_select(mc_probs, query_size, num_samples=NUM_SAMPLES, generator=No
 
 
 @register_selector("BatchBALD", aliases=("batch_bald",), needs=MC)
-def batchbald_positions(ctx):
+def batchbald_positions(ctx: QueryContext) -> torch.Tensor:
     """Greedy BatchBALD on ``ctx.mc_probs()`` (K = ``ctx.mc_samples`` consistent MC-dropout passes)."""
     generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31)))
     return batchbald_select(ctx.mc_probs().to(ctx.dist.device), ctx.query_size, generator=generator)

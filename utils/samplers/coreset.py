@@ -14,7 +14,7 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from utils.samplers.diversity import kcenter_greedy, min_sq_distances
-from utils.samplers.registry import register_selector
+from utils.samplers.registry import QueryContext, register_selector
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class RobustKCenterResult:
     seconds: float
 
 
-def robust_radius(sq_dist, outliers):
+def robust_radius(sq_dist: torch.Tensor, outliers: int) -> float:
     """sqrt of the (outliers + 1)-th largest squared distance: the covering radius once the ``outliers`` farthest
     points are given up (0 when every point may be an outlier)."""
     if outliers >= len(sq_dist):
@@ -57,7 +57,8 @@ def robust_radius(sq_dist, outliers):
     return math.sqrt(float(torch.topk(sq_dist, outliers + 1).values[-1]))
 
 
-def near_pairs(points, max_sq, max_pairs):
+def near_pairs(points: torch.Tensor, max_sq: float,
+               max_pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Pairs (i, j), j < i, of rows of ``points`` at squared distance <= ``max_sq``, found in row blocks (float64,
     at most ``PAIR_CHUNK`` distances at a time; never the full square matrix). Rows are taken in order and the scan
     stops before the first row that would take the count above ``max_pairs``: returns numpy ``rows, cols, sq`` and
@@ -87,7 +88,8 @@ def near_pairs(points, max_sq, max_pairs):
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(sqs), k
 
 
-def feasible(delta, pair_rows, pair_cols, pair_sq, node_lab_sq, new_centres, outliers, time_limit):
+def feasible(delta: float, pair_rows: np.ndarray, pair_cols: np.ndarray, pair_sq: np.ndarray, node_lab_sq: np.ndarray,
+             new_centres: int, outliers: int, time_limit: float) -> tuple[str, np.ndarray | None]:
     """Feasible(b, s0, δ, Ξ) of Alg. 2 over the k MIP nodes: is there a set of ``new_centres`` nodes such that at
     most ``outliers`` nodes are farther than ``delta`` from labeled ∪ new centres?
 
@@ -131,8 +133,10 @@ def feasible(delta, pair_rows, pair_cols, pair_sq, node_lab_sq, new_centres, out
     return "unknown", None
 
 
-def robust_kcenter_solve(pool_emb, labeled_emb, query_size, outlier_fraction=1e-4, outliers=None, time_limit=60.0,
-                         max_nodes=5000, max_pairs=2_000_000, max_steps=10, tolerance=1e-4):
+def robust_kcenter_solve(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size: int,
+                         outlier_fraction: float = 1e-4, outliers: int | None = None, time_limit: float = 60.0,
+                         max_nodes: int = 5000, max_pairs: int = 2_000_000, max_steps: int = 10,
+                         tolerance: float = 1e-4) -> RobustKCenterResult:
     """Robust k-center (Sener & Savarese, Sec. 4.2, Alg. 2) on top of the greedy solution (Alg. 1).
 
     1. Greedy k-center gives s_g and δ = δ_2-OPT, its covering radius over the pool; OPT is in [δ/2, δ].
@@ -171,7 +175,7 @@ def robust_kcenter_solve(pool_emb, labeled_emb, query_size, outlier_fraction=1e-
     state = {"nodes": 0, "solves": 0, "timed_out": False}
     deadline = time.perf_counter() + time_limit  # the MIP phase's budget; greedy is not counted
 
-    def finish(positions, path, radius, exact=True):
+    def finish(positions: torch.Tensor, path: str, radius: float, exact: bool = True) -> RobustKCenterResult:
         result = RobustKCenterResult(torch.as_tensor(positions, dtype=torch.long), path, radius, greedy_radius, delta,
                                      budget, state["nodes"], exact, state["solves"], state["timed_out"],
                                      time.perf_counter() - start)
@@ -233,8 +237,9 @@ def robust_kcenter_solve(pool_emb, labeled_emb, query_size, outlier_fraction=1e-
     return finish(best, "mip", radius, exact=outside_sq <= radius**2)
 
 
-def robust_kcenter(pool_emb, labeled_emb, query_size, outlier_fraction=1e-4, outliers=None, time_limit=60.0,
-                   max_nodes=5000, max_pairs=2_000_000, max_steps=10):
+def robust_kcenter(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size: int,
+                   outlier_fraction: float = 1e-4, outliers: int | None = None, time_limit: float = 60.0,
+                   max_nodes: int = 5000, max_pairs: int = 2_000_000, max_steps: int = 10) -> torch.Tensor:
     """CoreSet's robust k-center (Sener & Savarese, Alg. 2): ``query_size`` positions into ``pool_emb`` [N, D],
     given the labeled embeddings [L, D]. See ``robust_kcenter_solve`` for the algorithm, the size bounds and the
     fall-back to greedy k-center; this returns only the positions (LongTensor[query_size])."""
@@ -243,7 +248,7 @@ def robust_kcenter(pool_emb, labeled_emb, query_size, outlier_fraction=1e-4, out
 
 
 @register_selector("CoreSet", aliases=("core_set",))  # "coreset" is the name itself (case is ignored)
-def coreset_positions(ctx):
+def coreset_positions(ctx: QueryContext) -> torch.Tensor:
     """Robust k-center on the penultimate embeddings of the candidates and the labeled set, with the defaults of
     ``robust_kcenter_solve`` (Ξ = 1e-4 · n, 60 s for the MIP phase, at most 5000 MIP nodes). The last
     ``RobustKCenterResult`` (path taken, radii, time) is kept in ``coreset_positions.last_solution``."""

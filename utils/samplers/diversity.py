@@ -3,13 +3,13 @@
 import numpy as np
 import torch
 
-from utils.samplers.registry import register_selector
+from utils.samplers.registry import QueryContext, register_selector
 from utils.samplers.uncertainty import margin_scores
 
 CHUNK_ELEMENTS = 2**24  # distance-matrix blocks stay below 64 MB of float32
 
 
-def min_sq_distances(points, centers):
+def min_sq_distances(points: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
     """min_j ||points_i - centers_j||^2 for every point, computed in blocks (never N x L)."""
     result = torch.full((len(points),), float("inf"), dtype=torch.float32, device=points.device)
     if len(centers) == 0:
@@ -27,7 +27,7 @@ def min_sq_distances(points, centers):
     return result.clamp_min_(0)
 
 
-def kcenter_greedy(pool_emb, labeled_emb, query_size):
+def kcenter_greedy(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size: int) -> torch.Tensor:
     """Furthest-first traversal (Sener & Savarese, Alg. 1): repeatedly take the pool point
     farthest from the labeled set and the points taken so far. Returns ``query_size`` indices
     into ``pool_emb`` in pick order; O(N D) memory, one N x D mat-vec per pick."""
@@ -48,13 +48,14 @@ def kcenter_greedy(pool_emb, labeled_emb, query_size):
 
 
 @register_selector("KCenterGreedy", aliases=("kcenter", "k_center_greedy"))
-def kcenter_positions(ctx):
+def kcenter_positions(ctx: QueryContext) -> torch.Tensor:
     """Greedy k-center on the penultimate embeddings of the candidates and the labeled set."""
     device = ctx.dist.device
     return kcenter_greedy(ctx.features().to(device), ctx.labeled_features().to(device), ctx.query_size)
 
 
-def badge_select(probs, emb, query_size, generator=None):
+def badge_select(probs: torch.Tensor, emb: torch.Tensor, query_size: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """BADGE (Ash et al., ICLR'20, Alg. 1): k-means++ seeding over the gradient embeddings
     g_i = (p_i - onehot(argmax p_i)) (x) h_i, the last-layer gradient of the loss at the predicted
     label. g is never formed: ||g_i - g_j||^2 = |a_i|^2 |h_i|^2 + |a_j|^2 |h_j|^2 - 2 (a_i.a_j)(h_i.h_j)
@@ -85,7 +86,7 @@ def badge_select(probs, emb, query_size, generator=None):
     return chosen
 
 
-def _draw(weights, generator):
+def _draw(weights: torch.Tensor, generator: torch.Generator | None) -> int:
     """One index drawn with probability proportional to ``weights`` (inverse CDF: a cumulative sum
     and a binary search, cheaper than torch.multinomial on large vectors). Zero weights are never
     drawn."""
@@ -95,13 +96,13 @@ def _draw(weights, generator):
 
 
 @register_selector("BadgeSampling", aliases=("badge",))
-def badge_positions(ctx):
+def badge_positions(ctx: QueryContext) -> torch.Tensor:
     device = ctx.dist.device
     generator = torch.Generator(device=device).manual_seed(int(ctx.rng.integers(2**31)))
     return badge_select(ctx.probs().to(device), ctx.features().to(device), ctx.query_size, generator)
 
 
-def nearest_unique(points, centres):
+def nearest_unique(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """For each centre, the index of the nearest point, every point used at most once (centres
     whose nearest points are taken get their next nearest free point)."""
     import faiss
@@ -121,7 +122,7 @@ def nearest_unique(points, centres):
     return chosen
 
 
-def kmeans_select(emb, query_size, seed=0, iterations=20):
+def kmeans_select(emb: torch.Tensor, query_size: int, seed: int = 0, iterations: int = 20) -> torch.Tensor:
     """k-means with k = query size on the embeddings (faiss, k-means++-free random init,
     ``iterations`` Lloyd steps), then the point nearest to each centre."""
     import faiss
@@ -136,11 +137,11 @@ def kmeans_select(emb, query_size, seed=0, iterations=20):
 
 
 @register_selector("KMeansSampling", aliases=("kmeans", "k_means"))
-def kmeans_positions(ctx):
+def kmeans_positions(ctx: QueryContext) -> torch.Tensor:
     return kmeans_select(ctx.features(), ctx.query_size, seed=int(ctx.rng.integers(2**31)))
 
 
-def hac_labels(emb, n_clusters=20, max_points=5000, seed=0):
+def hac_labels(emb: torch.Tensor, n_clusters: int = 20, max_points: int = 5000, seed: int = 0) -> torch.Tensor:
     """Average-linkage agglomerative clustering (Euclidean) of the embeddings. Above
     ``max_points`` points the tree is built on a seeded random sample and every other point
     takes the cluster of its nearest sampled point, so memory stays O(max_points^2)."""
@@ -161,7 +162,8 @@ def hac_labels(emb, n_clusters=20, max_points=5000, seed=0):
     return torch.from_numpy(sample_labels[nearest[:, 0]].astype(np.int64))
 
 
-def cluster_margin_select(margins, labels, query_size, margin_multiple=10):
+def cluster_margin_select(margins: torch.Tensor, labels: torch.Tensor, query_size: int,
+                          margin_multiple: int = 10) -> torch.Tensor:
     """Cluster-Margin (Citovsky et al., NeurIPS'21, Alg. 1): take the ``margin_multiple * k``
     lowest-margin points, group them by cluster, and pick round-robin over the clusters from the
     smallest to the largest, each time the lowest-margin point left in the cluster (as the
@@ -180,7 +182,7 @@ def cluster_margin_select(margins, labels, query_size, margin_multiple=10):
 
 
 @register_selector("ClusterMarginSampling", aliases=("cluster_margin", "clustermargin"), needs=("state",))
-def cluster_margin_positions(ctx):
+def cluster_margin_positions(ctx: QueryContext) -> torch.Tensor:
     """HAC labels of every training sample are computed at the first query of a trial (with
     that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later queries."""
     state = ctx.extras["state"]

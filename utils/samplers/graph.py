@@ -4,11 +4,11 @@ import numpy as np
 import torch
 
 from utils.methods.label_propagation import jlp_select, knn_graph
-from utils.samplers.registry import register_selector
+from utils.samplers.registry import QueryContext, register_selector
 
 
 @register_selector("jLP", aliases=("joint_label_propagation",))
-def jlp_positions(ctx):
+def jlp_positions(ctx: QueryContext) -> np.ndarray:
     """kNN graph over the labeled and candidate embeddings, then jLP's sequential diffusion from
     the labeled set: the candidates least reached are queried."""
     labeled = ctx.labeled_features()

@@ -8,62 +8,75 @@ A protocol's training step calls, for every batch x (with labels y) of the task 
 
 with ``hook.set_lr(lr)`` whenever the task learning rate changes; the task model trains on
 ``hook.train_indices(labeled_idx)``; after the round ``hook.extras()`` go to the query.
-A hook is built fresh every round, as the networks of these methods are.
+A hook is built fresh every round, as the networks of these methods are. Hooks see tensors, not
+datasets: the protocol hands them ``stream(indices)``, endless augmented batches (x, y) on the
+training device, and the image geometry in :class:`HookSettings`.
 """
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from models import LossNet
+from models import build_model
 from models.vaal import VAE, LatentDiscriminator
 from models.waal import Critic
-from utils.core.data import forever, make_loader
 from utils.methods.losses import ranking_loss
+
+Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True)
+class HookSettings:
+    """What a hook needs from the protocol: the task optimiser's settings (its own optimisers
+    follow them), gradient clipping (None: off), the learning-loss detach epoch, and the geometry
+    and device of the task model's inputs."""
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    grad_clip: float | None
+    epoch_l: int
+    in_channels: int
+    image_size: int
+    device: torch.device
 
 
 class TrainingHook:
     PROVIDES = ()  # the QueryContext extras this hook fills
 
-    def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
-        """``settings``: lr, momentum, weight_decay, batch_size, workers, grad_clip (or None),
-        epoch_l (learning loss), and the method's own values."""
-        self.model, self.data, self.dist, self.settings = model, data, dist, settings
+    def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
+                 settings: HookSettings):
+        self.model, self.stream, self.settings = model, stream, settings
         self.labeled_idx, self.pool_idx = np.asarray(labeled_idx), np.asarray(pool_idx)
         self.optimizers = []
         self.scheduled = []  # optimizers whose learning rate follows the task model's
 
-    def stream(self, indices):
-        """Endless augmented batches of ``indices`` (the method's own draws)."""
-        seed = np.random.randint(2**31)
-        loader = make_loader(self.data.train, indices, self.settings["batch_size"], True, seed, self.dist,
-                             self.settings.get("workers", 0))
-        for images, targets, _ in forever(loader):
-            yield self.data.train_transform(images.to(self.dist.device)), targets.to(self.dist.device)
-
-    def sgd(self, module):
+    def sgd(self, module: nn.Module) -> torch.optim.Optimizer:
         s = self.settings
-        return torch.optim.SGD(module.parameters(), lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+        return torch.optim.SGD(module.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
 
-    def train_indices(self, labeled_idx):
+    def train_indices(self, labeled_idx: np.ndarray) -> np.ndarray:
         return labeled_idx
 
-    def extra_loss(self, net, out, x, y, epoch):
+    def extra_loss(self, net, out, x, y, epoch: int):
         return 0.0
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
 
-    def step(self, out, epoch):
+    def step(self, out, epoch: int) -> None:
         pass
 
-    def set_lr(self, lr):
+    def set_lr(self, lr: float) -> None:
         for optimizer in self.scheduled:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def extras(self):
+    def extras(self) -> dict:
         return {}
 
 
@@ -74,20 +87,20 @@ class LossPredictionHook(TrainingHook):
 
     PROVIDES = ("loss_module",)
 
-    def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
-        super().__init__(model, data, labeled_idx, pool_idx, dist, settings)
-        self.module = LossNet(model.stage_channels).to(dist.device)
+    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+        super().__init__(model, labeled_idx, pool_idx, stream, settings)
+        self.module = build_model("lossnet", None, stage_channels=model.stage_channels).to(settings.device)
         self.optimizers = self.scheduled = [self.sgd(self.module)]
 
     def extra_loss(self, net, out, x, y, epoch):
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
-        stages = out.stages if epoch <= self.settings.get("epoch_l", 120) else [s.detach() for s in out.stages]
+        stages = out.stages if epoch <= self.settings.epoch_l else [s.detach() for s in out.stages]
         self.module.train()
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
     def step(self, out, epoch):
-        if self.settings.get("grad_clip"):
-            nn.utils.clip_grad_value_(self.module.parameters(), self.settings["grad_clip"])
+        if self.settings.grad_clip:
+            nn.utils.clip_grad_value_(self.module.parameters(), self.settings.grad_clip)
         self.optimizers[0].step()
 
     def extras(self):
@@ -101,14 +114,14 @@ class VAALHook(TrainingHook):
     discriminator objective: BCE(D(mu_L), 1) + BCE(D(mu_U), 0). beta = lambda = 1."""
 
     PROVIDES = ("vae", "discriminator")
-    VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR = 2, 1.0, 1.0, 5e-4
+    VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR, VAE_WIDTH = 2, 1.0, 1.0, 5e-4, 128
 
-    def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
-        super().__init__(model, data, labeled_idx, pool_idx, dist, settings)
-        self.size = vae_input_size(data.image_size)
-        z_dim = settings.get("z_dim", self.size)
-        self.vae = VAE(data.in_channels, self.size, z_dim, settings.get("vae_width", 128)).to(dist.device)
-        self.discriminator = LatentDiscriminator(z_dim).to(dist.device)
+    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+        super().__init__(model, labeled_idx, pool_idx, stream, settings)
+        self.size = vae_input_size(settings.image_size)
+        z_dim = self.size  # z = the VAE's input side (32 for CIFAR, as VAAL)
+        self.vae = VAE(settings.in_channels, self.size, z_dim, self.VAE_WIDTH).to(settings.device)
+        self.discriminator = LatentDiscriminator(z_dim).to(settings.device)
         self.optimizers = [torch.optim.Adam(self.vae.parameters(), lr=self.LR),
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
         self.labeled, self.unlabeled = self.stream(self.labeled_idx), self.stream(self.pool_idx)
@@ -161,9 +174,9 @@ class WAALHook(TrainingHook):
     PROVIDES = ("critic",)
     ALPHA = 2e-3
 
-    def __init__(self, model, data, labeled_idx, pool_idx, dist, settings):
-        super().__init__(model, data, labeled_idx, pool_idx, dist, settings)
-        self.critic = Critic(model.feature_dim).to(dist.device)
+    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+        super().__init__(model, labeled_idx, pool_idx, stream, settings)
+        self.critic = Critic(model.feature_dim).to(settings.device)
         self.optimizers = self.scheduled = [self.sgd(self.critic)]
         self.gamma = len(self.labeled_idx) / max(1, len(self.pool_idx))
         self.unlabeled = self.stream(self.pool_idx)

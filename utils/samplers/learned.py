@@ -9,14 +9,14 @@ from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
-from utils.samplers.registry import register_scorer, register_selector
+from utils.samplers.registry import QueryContext, register_scorer, register_selector
 from utils.samplers.uncertainty import entropy_scores
 
 GCN_SUBSET = 10_000  # unlabeled nodes per query (SeqGCN's SUBSET), drawn at random
 
 
 @register_scorer("VAAL", needs=("vae", "discriminator"), training=VAALHook)
-def vaal(ctx):
+def vaal(ctx: QueryContext) -> torch.Tensor:
     """The lowest discriminator 'labeled' probability D(mu(x)) first (Sinha et al., Sec. 3.2)."""
     vae, discriminator = ctx.extras["vae"], ctx.extras["discriminator"]
     discriminator.eval()
@@ -25,7 +25,7 @@ def vaal(ctx):
     return -probability
 
 
-def waal_scores(probs, critic_values, selection_weight=10.0):
+def waal_scores(probs: torch.Tensor, critic_values: torch.Tensor, selection_weight: float = 10.0) -> torch.Tensor:
     """WAAL's query score (negated: higher = queried first): s = u - 10 d with u the mean of the
     L2 and L1 uncertainty upper bounds, 1/2 ||log p||_2 + 1/2 sum_c -log p_c, and d the critic's
     output; the smallest s is queried (as the authors' and the toolkit's code)."""
@@ -35,7 +35,7 @@ def waal_scores(probs, critic_values, selection_weight=10.0):
 
 
 @register_scorer("WAAL", needs=("critic",), training=WAALHook)
-def waal(ctx):
+def waal(ctx: QueryContext) -> torch.Tensor:
     critic = ctx.extras["critic"].eval()
 
     def both(out, _y):
@@ -45,7 +45,9 @@ def waal(ctx):
     return waal_scores(joined[:, :-1], joined[:, -1])
 
 
-def train_gcn(features, is_labeled, hidden=128, dropout=0.3, weight=1.2, epochs=200, seed=0):
+def train_gcn(features: torch.Tensor, is_labeled: torch.Tensor, hidden: int = 128, dropout: float = 0.3,
+              weight: float = 1.2, epochs: int = 200,
+              seed: int = 0) -> tuple[GCN, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """SeqGCN (Caramalau et al., CVPR'21, Sec. 3.2): a GCN over the graph of all nodes (cosine
     affinities, column-normalised, self-loops), trained to tell labeled from unlabeled nodes with
     -mean_L log s - lambda mean_U log(1 - s) (Eq. 4), 200 epochs of Adam 1e-3, weight decay 5e-4.
@@ -67,7 +69,7 @@ def train_gcn(features, is_labeled, hidden=128, dropout=0.3, weight=1.2, epochs=
         return model, model(features, adjacency)
 
 
-def _gcn_nodes(ctx):
+def _gcn_nodes(ctx: QueryContext) -> tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     labeled = ctx.labeled_features()
     features = nn.functional.normalize(torch.cat([labeled, ctx.features()]).to(ctx.dist.device), dim=1)
     is_labeled = torch.zeros(len(features), dtype=torch.bool)
@@ -77,7 +79,7 @@ def _gcn_nodes(ctx):
 
 
 @register_selector("UncertainGCN", aliases=("uncertain_gcn",), pool_subset=GCN_SUBSET)
-def uncertain_gcn(ctx):
+def uncertain_gcn(ctx: QueryContext) -> torch.Tensor:
     """The unlabeled nodes whose 'labeled' probability is closest to s_margin (0.1)."""
     n_labeled, (probability, _, _) = _gcn_nodes(ctx)
     distance = (probability[n_labeled:] - ctx.extras.get("gcn_margin", 0.1)).abs().cpu()
@@ -85,7 +87,7 @@ def uncertain_gcn(ctx):
 
 
 @register_selector("CoreGCN", aliases=("core_gcn",), pool_subset=GCN_SUBSET)
-def core_gcn(ctx):
+def core_gcn(ctx: QueryContext) -> torch.Tensor:
     """Greedy k-center on the GCN's features (hidden layer and pre-sigmoid output) from the labeled nodes."""
     n_labeled, (_, hidden, out) = _gcn_nodes(ctx)
     nodes = torch.cat([hidden, out[:, None]], dim=1)
@@ -95,7 +97,8 @@ def core_gcn(ctx):
 ASAL_DEFAULTS = {"steps": 2000, "batch_size": 64, "latent": 100, "lr": 2e-4, "width": 64, "generated_per_query": 10}
 
 
-def train_gan(images, steps, batch_size, latent, lr, generator, width=64):
+def train_gan(images: torch.Tensor, steps: int, batch_size: int, latent: int, lr: float, generator: torch.Generator,
+              width: int = 64) -> Generator:
     """A DCGAN on ``images`` (in [-1, 1]) with the non-saturating loss, Adam(lr, betas 0.5/0.999)."""
     channels, side = images.shape[1], images.shape[-1]
     gen = Generator(channels, side, latent, width).to(images.device)
@@ -120,7 +123,7 @@ def train_gan(images, steps, batch_size, latent, lr, generator, width=64):
 
 
 @register_selector("ASAL", aliases=("adversarial_sampling",), pool_subset=GCN_SUBSET)
-def asal(ctx):
+def asal(ctx: QueryContext) -> torch.Tensor:
     """ASAL (Mayer & Timofte, WACV'20): a GAN trained on the candidates generates
     ``generated_per_query`` x query-size images; the query-size ones with the highest entropy
     under the classifier are kept, and for each the nearest not yet taken real candidate in the
@@ -144,7 +147,8 @@ def asal(ctx):
                        ctx.query_size)
 
 
-def asal_select(generated_probs, generated_features, pool_features, query_size):
+def asal_select(generated_probs: torch.Tensor, generated_features: torch.Tensor, pool_features: torch.Tensor,
+                query_size: int) -> torch.Tensor:
     """ASAL's retrieval: the ``query_size`` generated samples with the highest entropy, and for
     each (most uncertain first) the nearest pool sample not yet taken. Returns pool positions."""
     uncertain = torch.argsort(entropy_scores(generated_probs), descending=True, stable=True)[:query_size]

@@ -14,23 +14,24 @@ queried over all classes together (no per-class quota).
 """
 
 import warnings
+from collections.abc import Container
 
 import numpy as np
 import torch
 
-from utils.samplers.registry import register_scorer
+from utils.samplers.registry import QueryContext, register_scorer
 from utils.samplers.uncertainty import entropy_scores
 
 GMM_OPTIONS = {"max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}  # the seed's GaussianMixture settings
 
 
-def max_activations(logits):
+def max_activations(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(MAV, predicted class) per row of raw ``logits`` [N, C] (no softmax, no temperature)."""
     values, predicted = logits.float().max(dim=1)
     return values, predicted
 
 
-def known_posteriors(values, groups, seed=0, skip=()):
+def known_posteriors(values: np.ndarray, groups: np.ndarray, seed: int = 0, skip: Container[int] = ()) -> torch.Tensor:
     """Per group g (a predicted class), a 2-component GaussianMixture on ``values`` of the group;
     a sample's score is the posterior of the component with the larger mean. Groups in ``skip``
     and groups of fewer than 2 samples score 0. Vectorised per group; seeded."""
@@ -53,7 +54,8 @@ def known_posteriors(values, groups, seed=0, skip=()):
     return torch.from_numpy(scores)
 
 
-def av_scores(logits, seed=0, unknown_class=None, times_entropy=False):
+def av_scores(logits: torch.Tensor, seed: int = 0, unknown_class: int | None = None,
+              times_entropy: bool = False) -> torch.Tensor:
     """The GMM posterior of ``known_posteriors`` on the MAV (``times_entropy``: on MAV x the
     softmax entropy) grouped by the predicted class; rows predicted as ``unknown_class`` score 0."""
     values, predicted = max_activations(logits)
@@ -63,31 +65,31 @@ def av_scores(logits, seed=0, unknown_class=None, times_entropy=False):
     return known_posteriors(values.numpy(), predicted.numpy(), seed, skip)
 
 
-def _logits(ctx):
+def _logits(ctx: QueryContext) -> torch.Tensor:
     return ctx.predict(lambda out, _y: out.logits.float())
 
 
-def _seed(ctx):
+def _seed(ctx: QueryContext) -> int:
     return int(ctx.rng.integers(2**31))
 
 
 @register_scorer("Max_AV", aliases=("certainty",))
-def max_av(ctx):
+def max_av(ctx: QueryContext) -> torch.Tensor:
     """The largest raw logit first."""
     return max_activations(_logits(ctx))[0]
 
 
 @register_scorer("AV_based")
-def av_based(ctx):
+def av_based(ctx: QueryContext) -> torch.Tensor:
     return av_scores(_logits(ctx), _seed(ctx))
 
 
 @register_scorer("AV_uncertainty")
-def av_uncertainty(ctx):
+def av_uncertainty(ctx: QueryContext) -> torch.Tensor:
     return av_scores(_logits(ctx), _seed(ctx), times_entropy=True)
 
 
 @register_scorer("AV_temperature", aliases=("LfOSA",), needs=("unknown_class",))
-def av_temperature(ctx):
+def av_temperature(ctx: QueryContext) -> torch.Tensor:
     """LfOSA: ``ctx.extras['unknown_class']`` is the detector's output for queried unknowns."""
     return av_scores(_logits(ctx), _seed(ctx), unknown_class=ctx.extras["unknown_class"])

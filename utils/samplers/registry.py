@@ -13,6 +13,7 @@ import torch
 
 from utils.core import distributed
 from utils.core.cli import UserError
+from utils.core.registry import Registry
 from utils.core.train import mc_dropout_probs, predict
 
 
@@ -91,17 +92,27 @@ class Strategy:
     needs: tuple = ()  # keys ctx.extras must hold
     training: Callable | None = None  # a utils.samplers.hooks.TrainingHook class the protocol runs per round
     pool_subset: int | None = None  # the query looks at a random subset of this many unlabeled samples
+    fixed_size: bool = True  # False: a selector that may return fewer than query_size (CCAL's per-class quota)
 
-    def candidates(self, pool_idx):
+    def provides(self) -> set:
+        """The extras this strategy's own training hook fills."""
+        return set(self.training.PROVIDES) if self.training else set()
+
+    def missing(self, provides) -> list:
+        """The ``needs`` neither ``provides`` (what a script gives) nor the training hook cover."""
+        return sorted(set(self.needs) - set(provides) - self.provides())
+
+    def candidates(self, pool_idx: np.ndarray) -> np.ndarray:
         """The pool, or a random subset of ``pool_subset`` of it (sorted), drawn from numpy's global RNG."""
         pool_idx = np.asarray(pool_idx)
         if self.pool_subset and len(pool_idx) > self.pool_subset:
             return np.sort(pool_idx[np.random.permutation(len(pool_idx))[: self.pool_subset]])
         return pool_idx
 
-    def select(self, ctx, lowest=False):
-        """``query_size`` distinct candidate indices (dataset indices); rank 0 decides.
-        ``lowest`` takes the lowest scores instead (scorers only)."""
+    def select(self, ctx: QueryContext, lowest: bool = False) -> np.ndarray:
+        """``query_size`` distinct candidate indices (dataset indices; at most ``query_size`` for a
+        selector without ``fixed_size``); rank 0 decides. ``lowest`` takes the lowest scores
+        instead (scorers only)."""
         missing = [k for k in self.needs if k not in ctx.extras]
         if missing:
             raise UserError(f"strategy {self.name} needs {', '.join(missing)}, which this script does not provide")
@@ -115,33 +126,33 @@ class Strategy:
         else:
             positions = self.positions(ctx)
         chosen = ctx.candidates[np.asarray(positions, dtype=np.int64)]
-        if len(np.unique(chosen)) != ctx.query_size:
+        if len(np.unique(chosen)) != len(chosen) or len(chosen) > ctx.query_size or (
+                self.fixed_size and len(chosen) != ctx.query_size):
             raise RuntimeError(f"strategy {self.name} returned {len(np.unique(chosen))} distinct indices, "
                                f"expected {ctx.query_size}")
         return distributed.broadcast_indices(chosen, ctx.dist)
 
 
-def top_k(scores, k, largest=True):
+def top_k(scores: torch.Tensor, k: int, largest: bool = True) -> np.ndarray:
     """Positions of the ``k`` largest (smallest) scores; ties keep the lower position first."""
     scores = torch.as_tensor(scores)
     order = torch.argsort(scores, descending=largest, stable=True)
     return order[:k].numpy()
 
 
-_REGISTRY = {}
-_NAMES = {}
+_REGISTRY = {}  # name -> Strategy
+_NAMES = Registry("strategy")  # every name and alias, lower-cased -> name
 
 
 def _register(strategy):
     for key in (strategy.name, *strategy.aliases):
-        if key.lower() in _NAMES:
-            raise ValueError(f"strategy name {key!r} registered twice")
-        _NAMES[key.lower()] = strategy.name
+        _NAMES.add(key, strategy.name)
     _REGISTRY[strategy.name] = strategy
     return strategy
 
 
-def register_scorer(name, aliases=(), needs=(), training=None, pool_subset=None):
+def register_scorer(name: str, aliases: tuple = (), needs: tuple = (), training: Callable | None = None,
+                    pool_subset: int | None = None) -> Callable:
     """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``."""
     def decorate(fn):
         _register(Strategy(name, scores=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
@@ -150,21 +161,33 @@ def register_scorer(name, aliases=(), needs=(), training=None, pool_subset=None)
     return decorate
 
 
-def register_selector(name, aliases=(), needs=(), training=None, pool_subset=None):
+def register_selector(name: str, aliases: tuple = (), needs: tuple = (), training: Callable | None = None,
+                      pool_subset: int | None = None, fixed_size: bool = True) -> Callable:
     """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases``."""
     def decorate(fn):
         _register(Strategy(name, positions=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
-                           pool_subset=pool_subset))
+                           pool_subset=pool_subset, fixed_size=fixed_size))
         return fn
     return decorate
 
 
-def get_strategy(name):
-    key = str(name).lower()
-    if key not in _NAMES:
-        raise UserError(f"unknown strategy {name!r}; choose from {', '.join(list_strategies())}")
-    return _REGISTRY[_NAMES[key]]
+def get_strategy(name: str, provides=None, where: str = "this script", hint: str = "",
+                 runs_hooks: bool = True) -> Strategy:
+    """The strategy registered as ``name`` (any case, or an alias). With ``provides`` (the extras a
+    script gives its strategies), a strategy needing more stops with one line naming what is
+    missing (``hint`` appended), before anything runs; a script that does not run training hooks
+    (``runs_hooks=False``) refuses the strategies that train networks of their own."""
+    strategy = _REGISTRY[_NAMES.find(name, list_strategies())]
+    if provides is not None:
+        if strategy.training is not None and not runs_hooks:
+            raise UserError(f"strategy {strategy.name} trains networks of its own with the classifier, which "
+                            f"{where} does not run; use main_al.py")
+        missing = strategy.missing(provides)
+        if missing:
+            raise UserError(f"strategy {strategy.name} needs {', '.join(missing)}, which {where} does not provide"
+                            + hint)
+    return strategy
 
 
-def list_strategies():
+def list_strategies() -> list:
     return sorted(_REGISTRY)

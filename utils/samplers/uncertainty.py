@@ -8,29 +8,29 @@ Ensembles (Beluch et al., CVPR'18): entropy of the members' mean prediction.
 
 import torch
 
-from utils.samplers.registry import register_scorer
+from utils.samplers.registry import QueryContext, register_scorer
 
 EPS = 1e-12
 MC = ("mc_dropout",)  # the script must build the model with dropout (ctx.mc_probs)
 
 
-def least_confidence_scores(probs):
+def least_confidence_scores(probs: torch.Tensor) -> torch.Tensor:
     """1 - max_c p_c."""
     return 1.0 - probs.max(dim=1).values
 
 
-def margin_scores(probs):
+def margin_scores(probs: torch.Tensor) -> torch.Tensor:
     """-(p_(1) - p_(2)): the smaller the gap between the two most likely classes, the higher."""
     top2 = probs.topk(2, dim=1).values
     return top2[:, 1] - top2[:, 0]
 
 
-def entropy_scores(probs):
+def entropy_scores(probs: torch.Tensor) -> torch.Tensor:
     """H(p) = -sum_c p_c log p_c, in nats (0 log 0 = 0)."""
     return -(probs * probs.clamp_min(EPS).log()).sum(dim=1)
 
 
-def bald_scores(mc_probs):
+def bald_scores(mc_probs: torch.Tensor) -> torch.Tensor:
     """Mutual information I(y; omega | x) = H(mean_k p_k) - mean_k H(p_k) over K samples
     ``mc_probs[K, N, C]``, in nats."""
     expected_entropy = entropy_scores(mc_probs.flatten(0, 1)).view(mc_probs.shape[:2]).mean(dim=0)
@@ -38,42 +38,42 @@ def bald_scores(mc_probs):
 
 
 @register_scorer("LeastConfidence", aliases=("least_confidence", "lc", "conf"))
-def least_confidence(ctx):
+def least_confidence(ctx: QueryContext) -> torch.Tensor:
     return least_confidence_scores(ctx.probs())
 
 
 @register_scorer("MarginSampling", aliases=("margin", "marg"))
-def margin(ctx):
+def margin(ctx: QueryContext) -> torch.Tensor:
     return margin_scores(ctx.probs())
 
 
 @register_scorer("EntropySampling", aliases=("entropy", "uncertainty_entropy"))
-def entropy(ctx):
+def entropy(ctx: QueryContext) -> torch.Tensor:
     return entropy_scores(ctx.probs())
 
 
 @register_scorer("LeastConfidenceDropout", aliases=("least_confidence_dropout",), needs=MC)
-def least_confidence_dropout(ctx):
+def least_confidence_dropout(ctx: QueryContext) -> torch.Tensor:
     return least_confidence_scores(ctx.mc_probs().mean(dim=0))
 
 
 @register_scorer("MarginSamplingDropout", aliases=("margin_dropout",), needs=MC)
-def margin_dropout(ctx):
+def margin_dropout(ctx: QueryContext) -> torch.Tensor:
     return margin_scores(ctx.mc_probs().mean(dim=0))
 
 
 @register_scorer("EntropySamplingDropout", aliases=("entropy_dropout",), needs=MC)
-def entropy_dropout(ctx):
+def entropy_dropout(ctx: QueryContext) -> torch.Tensor:
     return entropy_scores(ctx.mc_probs().mean(dim=0))
 
 
 @register_scorer("BALDDropout", aliases=("bald",), needs=MC)
-def bald(ctx):
+def bald(ctx: QueryContext) -> torch.Tensor:
     return bald_scores(ctx.mc_probs())
 
 
 @register_scorer("Ensembles", aliases=("ensemble", "ensembles_entropy"), needs=("ensemble",))
-def ensemble_entropy(ctx):
+def ensemble_entropy(ctx: QueryContext) -> torch.Tensor:
     """Entropy of the mean softmax of the M members in ``ctx.extras['ensemble']``."""
     members = ctx.extras["ensemble"]
     probs = torch.stack([ctx.predict(lambda out, _y: torch.softmax(out.logits.float(), 1), model=m) for m in members])

@@ -1,0 +1,322 @@
+"""Settings trees: every setting of a script, with its default, type and comment (as pycls's config).
+
+A script's tree is a dict ``KEY -> Key`` declared under ``config/``. :func:`resolve` builds the
+settings of a run in one pass, later sources winning:
+
+    the tree's defaults -> a profile (a dataset config file, or a paper's per-dataset values)
+                        -> the script's own flags (the seeds' flags and the common ones)
+                        -> ``--set KEY=VALUE``
+
+Every value, from any source, is checked against its key's type and choices; ``--epochs N``
+scales the keys declared as epoch counts of the schedule (``per_epochs``) unless they were set
+explicitly; a tree's ``check`` validates the keys together; the result is a frozen
+:class:`Settings`. Bad input raises :class:`~utils.core.cli.UserError` (one line, exit 2).
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from utils.core.cli import UserError
+
+TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
+TRUE, FALSE = ("true", "yes", "y", "1", "t"), ("false", "no", "n", "0", "f")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting. ``type`` is inferred from ``default`` when not given (one of TYPES);
+    ``choices`` are matched case-insensitively and stored as spelled here (a dict maps aliases to
+    names); ``flags`` are the command-line options that set it; ``switch`` makes its flags take no
+    value (store True); ``optional`` admits None; ``resumable`` keys may change on --resume;
+    ``per_epochs`` names the key of the epochs this one counts in (scaled with --epochs);
+    ``minimum`` bounds numbers (and every element of a list) from below."""
+
+    default: Any
+    help: str
+    type: str | None = None
+    choices: tuple | Mapping | None = None
+    flags: tuple = ()
+    switch: bool = False
+    optional: bool = False
+    resumable: bool = False
+    per_epochs: str | None = None
+    minimum: float | None = None
+    nargs: str | None = None
+
+    def __post_init__(self):
+        if self.type is None:
+            object.__setattr__(self, "type", infer_type(self.default))
+        if self.type not in TYPES:
+            raise ValueError(f"unknown setting type {self.type!r}")
+        if self.default is None:
+            object.__setattr__(self, "optional", True)
+
+    # ------------------------------------------------------------------ values
+    def names(self) -> dict:
+        """Lower-case spelling -> canonical choice."""
+        if isinstance(self.choices, Mapping):
+            return {str(k).lower(): v for k, v in self.choices.items()}
+        return {str(c).lower(): c for c in self.choices or ()}
+
+    def expects(self) -> str:
+        if self.choices:
+            text = "one of " + ", ".join(dict.fromkeys(str(v) for v in self.names().values()))
+        else:
+            text = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
+                    "list[int]": "a list of integers, e.g. [1,2] or 1,2",
+                    "list[float]": "a list of numbers, e.g. [0.5,0.5] or 0.5,0.5",
+                    "list[str]": "a list of names, e.g. a,b"}[self.type]
+        if self.minimum is not None:
+            text += f" >= {self.minimum:g}"
+        return text + (" or None" if self.optional else "")
+
+    def parse(self, text: Any) -> Any:
+        """A command-line value (a string, or a list of strings for ``nargs``) as this key's type.
+        Raises ValueError."""
+        if isinstance(text, list):
+            if not self.type.startswith("list"):
+                raise ValueError("one value expected")
+            return self.validate([self._parse_one(t, self.type[5:-1]) for t in text])
+        text = str(text).strip()
+        if self.optional and text.lower() in ("none", "null", ""):
+            return None
+        if self.type.startswith("list"):
+            inner = self.type[5:-1]
+            body = text[1:-1] if text.startswith(("[", "(")) and text.endswith(("]", ")")) else text
+            items = [t.strip().strip("'\"") for t in body.split(",") if t.strip()]
+            return self.validate([self._parse_one(t, inner) for t in items])
+        return self.validate(self._parse_one(text, self.type))
+
+    def _parse_one(self, text: str, kind: str) -> Any:
+        if kind == "int":
+            value = ast.literal_eval(text) if text.lstrip("+-").isdigit() else None
+            if not isinstance(value, int):
+                raise ValueError
+            return value
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() in TRUE:
+                return True
+            if text.lower() in FALSE:
+                return False
+            raise ValueError
+        return text
+
+    def validate(self, value: Any) -> Any:
+        """``value`` (from Python: a default, a config file, a profile) checked and normalised
+        (ints accepted as floats, tuples as lists, choices to their canonical spelling).
+        Raises ValueError."""
+        if value is None:
+            if not self.optional:
+                raise ValueError
+            return None
+        if self.type.startswith("list"):
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [self._check_scalar(v, self.type[5:-1]) for v in value]
+        return self._check_scalar(value, self.type)
+
+    def _check_scalar(self, value: Any, kind: str) -> Any:
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError
+        elif kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError
+            value = float(value)
+        elif not isinstance(value, str):
+            raise ValueError
+        if self.choices:
+            names = self.names()
+            if str(value).lower() not in names:
+                raise ValueError
+            value = names[str(value).lower()]
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError
+        return value
+
+
+def infer_type(default: Any) -> str:
+    if isinstance(default, bool):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float):
+        return "float"
+    if isinstance(default, str):
+        return "str"
+    if isinstance(default, (list, tuple)) and default:
+        return f"list[{infer_type(default[0])}]"
+    raise ValueError(f"cannot infer a setting type from {default!r}; pass type=")
+
+
+class Settings(Mapping):
+    """The resolved settings of ``script``, read-only: ``cfg.EPOCH`` or ``cfg["EPOCH"]``.
+    ``sources[KEY]`` says where each value came from; ``scaled`` lists the keys --epochs scaled."""
+
+    def __init__(self, script: str, values: dict, tree: Mapping[str, Key], sources: dict, scaled: dict):
+        object.__setattr__(self, "script", script)
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "tree", tree)
+        object.__setattr__(self, "sources", dict(sources))
+        object.__setattr__(self, "scaled", dict(scaled))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"no setting {name}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("settings are frozen; change them with --set KEY=VALUE")
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def as_dict(self) -> dict:
+        return dict(self._values)
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share with the saved one (all but the resumable keys)."""
+        return {k: v for k, v in self._values.items() if not self.tree[k].resumable}
+
+    def notes(self) -> list[str]:
+        """One line per scaled key, for the log."""
+        return [f"--epochs {info['epochs']}: {key} {info['from']} -> {info['to']} (scaled from {info['key']} "
+                f"{info['base']}; --set {key}=... to choose)" for key, info in self.scaled.items()]
+
+    def listing(self, title: str) -> str:
+        """Every key with its resolved value, where the value came from, its comment and flags."""
+        width = max(len(k) for k in self._values)
+        values = {k: _show(v) for k, v in self._values.items()}
+        value_width = min(24, max(len(v) for v in values.values()))
+        lines = [f"{title}: {len(self._values)} settings (change with --set KEY=VALUE)"]
+        for key, key_def in self.tree.items():
+            flags = f" [{', '.join(key_def.flags)}]" if key_def.flags else ""
+            source = self.sources[key]
+            origin = "" if source == "default" else f" ({source})"
+            lines.append(f"{key:<{width}} = {values[key]:<{value_width}}  # {key_def.help}{flags}{origin}")
+        return "\n".join(lines)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+@dataclass
+class Tree:
+    """A script's settings: its keys, an optional ``profile(values) -> {KEY: value, ...}`` applied
+    after the defaults (``values``: the settings resolved without it, e.g. to read DATASET), an
+    optional ``check(settings)`` raising UserError on keys that do not fit together, and the key
+    that ``--epochs`` sets (``epochs_key``)."""
+
+    script: str
+    keys: dict
+    profile: Callable[[dict], tuple[str, Mapping]] | None = None
+    check: Callable[[Settings], None] | None = None
+    epochs_key: str | None = None
+    others: dict = field(default_factory=dict)  # KEY -> the script it belongs to, for error messages
+
+    def flag_keys(self) -> dict:
+        """flag -> KEY."""
+        return {flag.split("|")[0]: key for key, k in self.keys.items() for flag in k.flags}
+
+
+def parse_assignments(pairs: Iterable[str]) -> list[tuple[str, str]]:
+    """``["START=100", "lr=0.1"]`` -> ``[("START", "100"), ("LR", "0.1")]`` (keys upper-cased)."""
+    parsed = []
+    for pair in pairs:
+        key, sep, text = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        parsed.append((key.strip().upper(), text))
+    return parsed
+
+
+def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) -> Settings:
+    """The settings of a run: ``flags`` maps each command-line flag that was given (e.g.
+    ``"--n_epoch"``) to its raw value; ``assignments`` are the ``--set KEY=VALUE`` strings."""
+    keys = tree.keys
+    pending = {}  # KEY -> (source, raw value, parse from text?)
+    flag_keys = tree.flag_keys()
+    for flag, raw in flags.items():
+        key = flag_keys[flag]
+        if key in pending:
+            raise UserError(f"{pending[key][0]} and {flag} both set {key}; give one of them")
+        pending[key] = (flag, raw)
+    for key, text in parse_assignments(assignments):
+        if key not in keys:
+            owner = tree.others.get(key)
+            where = f"{key} is a setting of {owner}, not of {tree.script}" if owner else \
+                f"{tree.script} has no setting {key}"
+            raise UserError(f"--set {key}: {where}; settings: {', '.join(keys)} (see --list-settings)")
+        if key in pending:
+            raise UserError(f"{pending[key][0]} and --set {key} both set {key}; give one of them")
+        pending[key] = (f"--set {key}=", text)
+
+    explicit = {}
+    for key, (source, raw) in pending.items():
+        try:
+            explicit[key] = keys[key].parse(raw)
+        except (ValueError, SyntaxError):
+            shown = " ".join(raw) if isinstance(raw, list) else raw
+            given = f"{source}{shown}" if source.endswith("=") else f"{source} {shown}"
+            raise UserError(f"{given}: {key} expects {keys[key].expects()}") from None
+
+    values = {k: keys[k].default for k in keys}
+    sources = dict.fromkeys(keys, "default")
+    if tree.profile is not None:
+        name, profile = tree.profile({**values, **explicit})
+        for key, value in profile.items():
+            if key not in keys:
+                continue  # a value of a sibling script (e.g. TOD's WEIGHT in main_LL4AL.py)
+            try:
+                values[key] = keys[key].validate(value)
+            except ValueError:
+                raise UserError(f"{name}: {key} = {value!r}, but {key} expects {keys[key].expects()}") from None
+            sources[key] = name
+
+    scaled = {}
+    epochs_flag = "--epochs"
+    if tree.epochs_key and pending.get(tree.epochs_key, ("",))[0] == epochs_flag:
+        base, epochs = values[tree.epochs_key], explicit[tree.epochs_key]
+        for key, key_def in keys.items():
+            if key_def.per_epochs == tree.epochs_key and key not in explicit and values[key] is not None \
+                    and epochs != base:
+                before = values[key]
+                values[key] = scale(before, epochs / base)
+                sources[key] = f"scaled by --epochs {epochs}"
+                scaled[key] = {"from": before, "to": values[key], "key": tree.epochs_key, "base": base,
+                               "epochs": epochs}
+    for key, value in explicit.items():
+        values[key] = value
+        sources[key] = pending[key][0].rstrip("=")
+    settings = Settings(tree.script, values, keys, sources, scaled)
+    if tree.check is not None:
+        tree.check(settings)
+    return settings
+
+
+def scale(value: Any, factor: float) -> Any:
+    """An epoch count (or a list of them) times ``factor``, rounded; a positive count stays >= 1."""
+    if isinstance(value, list):
+        return [scale(v, factor) for v in value]
+    scaled = round(value * factor)
+    return max(1, scaled) if value > 0 else scaled

@@ -1,0 +1,166 @@
+"""The 20-strategy toolkit's protocol (cure-lab deep-active-learning; spec 003, sections 1-4) for
+main_al.py: percent budgets, one initial network per trial retrained (a copy) every round, SGD with
+milestones and clamped gradients, per-dataset batches and normalisation (config/deepal.py)."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+
+import numpy as np
+import torch
+from torch import nn
+
+from config.deepal import MODELS
+from models import build_model
+from utils.core import distributed
+from utils.core.cli import UserError, add_inert_flags
+from utils.core.data import load_data, make_loader
+from utils.core.results import atomic_write
+from utils.core.splits import random_subset
+from utils.core.train import fit
+from utils.protocols.pool import PoolProtocol, Trial
+
+
+def deepal_budget(cfg, pool_size: int) -> tuple[int, int, int, int]:
+    """(initial labels, labels per query, total labels, rounds) from the percent settings."""
+    start = int(cfg.N_START * pool_size / 100)
+    end = pool_size if cfg.N_END == -1 else int(cfg.N_END * pool_size / 100)
+    query = end - start if cfg.N_QUERY == -1 else int(cfg.N_QUERY * pool_size / 100)
+    if start < 1:
+        raise UserError(f"--nStart {cfg.N_START} labels no sample of the {pool_size}-sample pool; raise --nStart")
+    if end > pool_size or end < start:
+        raise UserError(f"--nEnd {cfg.N_END} must lie between --nStart and 100 (or be -1)")
+    if end > start and query < 1:
+        raise UserError(f"--nQuery {cfg.N_QUERY} queries no sample of the {pool_size}-sample pool; raise --nQuery")
+    rounds = math.ceil((end - start) / query) if end > start else 0
+    return start, query, end, rounds
+
+
+class DeepAL(PoolProtocol):
+    """``--protocol deepal``."""
+
+    NAME = "deepal"
+    PROVIDES = frozenset({"state", "ensemble", "previous_model", "mc_dropout"})
+
+    @staticmethod
+    def add_run_args(parser) -> None:
+        """The toolkit's flags that are not settings."""
+        parser.add_argument("--data_path", dest="data_root", default=argparse.SUPPRESS,
+                            help="the toolkit's name for --data-root")
+        parser.add_argument("--save_path", dest="out", default=argparse.SUPPRESS, help="the toolkit's name for --out")
+        add_inert_flags(parser, {"--nEmb": "the toolkit defines it and never reads it"})
+
+    refuse = None
+
+    def strategy_name(self) -> str:
+        if not self.cfg.STRATEGY:
+            raise UserError("--strategy is required (see the README's strategy table, e.g. --strategy EntropySampling)")
+        return self.cfg.STRATEGY
+
+    def load_data(self):
+        cfg = self.cfg
+        return load_data(cfg, self.args, mean=cfg.MEAN, std=cfg.STD, crop_padding=cfg.CROP_PADDING, flip=cfg.FLIP)
+
+    def fit_inputs(self) -> None:
+        """The toolkit's network for the data: LeNet needs images of at least LENET_MIN_SIZE; the
+        MC-dropout strategies get dropout before a ResNet's classifier."""
+        cfg, data = self.cfg, self.data
+        self.model_name, options = MODELS[cfg.MODEL]
+        if self.model_name == "lenet" and data.image_size < cfg.LENET_MIN_SIZE:
+            data.resize_inputs(cfg.LENET_MIN_SIZE)
+        if self.model_name == "lenet":
+            options = {**options, "image_size": data.image_size}
+        elif "mc_dropout" in self.strategy.needs:
+            options = {**options, "dropout": cfg.MC_DROPOUT, "consistency_head": False}
+        else:
+            options = {**options, "consistency_head": False}
+        self.model_options = options
+        self.members = cfg.N_ENSEMBLES if "ensemble" in self.strategy.needs else 1
+
+    def plan(self, pool_size: int) -> int:
+        """The number of cycles (rounds + 1 trainings, or CYCLES); checks the budget."""
+        self.start, self.query, self.end, self.rounds = deepal_budget(self.cfg, pool_size)
+        cycles = self.rounds + 1 if self.cfg.CYCLES is None else self.cfg.CYCLES
+        if cycles > self.rounds + 1:
+            raise UserError(f"--cycles {cycles} needs more labels than --nEnd {self.cfg.N_END} allows "
+                            f"({self.rounds + 1} rounds)")
+        return cycles
+
+    def derived(self) -> dict:
+        return {"model_name": self.model_name, "model_options": self.model_options, "n_start": self.start,
+                "n_query": self.query, "n_end": self.end, "rounds": self.rounds, "strategy_name": self.strategy.name,
+                "members": self.members}
+
+    def names(self) -> tuple[tuple, str]:
+        """(results-folder name parts, the run's label)."""
+        parts = ("deepal", self.data.name, self.cfg.MODEL, self.strategy.name)
+        return parts, " ".join(parts[1:])
+
+    def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
+        """f_0 (and the other ensemble members' own initial weights), then L_0 at random."""
+        initial = [build_model(self.model_name, self.data.num_classes, self.data.in_channels,
+                               **self.model_options).to(self.dist.device) for _ in range(self.members)]
+        return Trial(random_subset(labelable, self.start), initial_models=initial)
+
+    def models(self, state: Trial, cycle: int) -> list:
+        """Every round trains copies of the trial's initial networks."""
+        return [copy.deepcopy(m) for m in state.initial_models]
+
+    def train(self, model, state: Trial, pool_idx: np.ndarray, hook, run, desc: str) -> None:
+        """N_EPOCH epochs of cross-entropy on L, as the toolkit's Strategy.train; ``hook`` adds a
+        strategy's own training (utils/samplers/hooks.py)."""
+        cfg, data, dist = self.cfg, self.data, self.dist
+        net = distributed.wrap(model, dist)
+        optimizer_class = torch.optim.SGD if cfg.OPTIMIZER == "SGD" else torch.optim.Adam
+        extra = {"momentum": cfg.MOMENTUM} if cfg.OPTIMIZER == "SGD" else {}
+        optimizer = optimizer_class(net.parameters(), lr=cfg.LR, weight_decay=cfg.WEIGHT_DECAY, **extra)
+        indices = hook.train_indices(state.labeled_idx) if hook else state.labeled_idx
+        loader = make_loader(data.train, indices, cfg.BATCH_SIZE, True, np.random.randint(2**31), dist,
+                             self.args.workers)
+
+        def start_epoch(epoch):
+            net.train()
+            lr = cfg.LR * math.prod(g for m, g in zip(cfg.SCHEDULE, cfg.GAMMAS) if epoch >= m)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if hook:
+                hook.set_lr(lr)
+
+        def step(images, targets, _indices, position):
+            x, y = data.train_transform(images.to(dist.device)), targets.to(dist.device)
+            out = net(x)
+            loss = nn.functional.cross_entropy(out.logits, y)
+            if hook:
+                loss = loss + hook.extra_loss(net, out, x, y, int(position))
+                hook.zero_grad()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_value_(net.parameters(), cfg.GRAD_CLIP)
+            optimizer.step()
+            if hook:
+                hook.step(out, int(position))
+            return loss.item()
+
+        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True)
+
+    def hook_settings(self):
+        return super().hook_settings(self.cfg.GRAD_CLIP)
+
+    def query_size(self, cycle: int, state: Trial) -> int:
+        """nQuery% of the pool per round; the last round takes what is left; none after it."""
+        if cycle >= self.rounds:
+            return 0
+        return min(self.query, self.end - len(state.labeled_idx) - len(state.discarded))
+
+    def query_extras(self, models: list) -> dict:
+        cfg = self.cfg
+        return {"ensemble": models, "gcn": {"hidden": cfg.HIDDEN_UNITS, "dropout": cfg.DROPOUT_RATE,
+                                            "weight": cfg.LAMBDA_LOSS}, "gcn_margin": cfg.S_MARGIN}
+
+    def after_query(self, run, trial, cycle, model, state, pool_idx, queried) -> None:
+        if self.cfg.SAVE_MODEL and self.dist.is_main:
+            atomic_write(os.path.join(run.folder.path, "models", f"trial{trial}_cycle{cycle}.pt"),
+                         lambda fh: torch.save(model.state_dict(), fh))

@@ -1,0 +1,99 @@
+"""What main_al.py's one trial/cycle loop asks of a protocol, and the state of a trial.
+
+A protocol (utils/protocols/deepal.py, rethinking.py) is built from the frozen settings and the
+run-control args and answers, in the loop's order: which strategy; the data; the budget; a trial's
+initial state; the networks of a cycle; one cycle's training; the query size; the extras its
+strategies get; what happens after a query. Everything a trial carries from cycle to cycle lives in
+a :class:`Trial`, which is also what its checkpoint holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from utils.core.data import augmented_batches
+from utils.samplers.hooks import HookSettings
+
+EMPTY = np.empty(0, dtype=np.int64)
+
+
+@dataclass
+class Trial:
+    """One trial's state: the labeled set, the queried images of unknown classes (open set: they
+    left the pool), what a strategy keeps across queries (ClusterMargin's clusters), the previous
+    cycle's trained weights (TOD's previous model, --finetuning), CEAL's confident pool images
+    with their predicted labels for the next cycle, and (deepal) the trial's initial networks."""
+
+    labeled_idx: np.ndarray
+    discarded: np.ndarray = field(default_factory=lambda: EMPTY)
+    strategy_state: dict = field(default_factory=dict)
+    previous: dict | None = None
+    pseudo_idx: np.ndarray = field(default_factory=lambda: EMPTY)
+    pseudo_labels: np.ndarray = field(default_factory=lambda: EMPTY)
+    initial_models: list = field(default_factory=list)
+
+    def checkpoint(self, keep_previous: bool) -> dict:
+        """What the trial needs to continue (run.commit adds the labeled set and the RNG states)."""
+        saved = {"strategy_state": self.strategy_state, "discarded": torch.as_tensor(self.discarded),
+                 "pseudo_idx": torch.as_tensor(self.pseudo_idx), "pseudo_labels": torch.as_tensor(self.pseudo_labels)}
+        if keep_previous and self.previous is not None:
+            saved["previous_model"] = self.previous
+        return saved
+
+    def restore(self, saved: dict) -> None:
+        """Continue from a checkpoint written by :meth:`checkpoint` (and run.commit)."""
+        self.labeled_idx = saved["labeled_idx"].numpy()
+        self.discarded = saved["discarded"].numpy()
+        self.strategy_state = saved["strategy_state"]
+        self.previous = saved.get("previous_model")
+        self.pseudo_idx, self.pseudo_labels = saved["pseudo_idx"].numpy(), saved["pseudo_labels"].numpy()
+
+
+class PoolProtocol:
+    """The pieces both protocols share: settings, args, and once bound, the data, the device and
+    the strategy; the batch stream and settings of strategy training hooks."""
+
+    PROVIDES: frozenset = frozenset()  # the QueryContext extras the protocol gives every strategy
+
+    def __init__(self, cfg, args):
+        self.cfg, self.args = cfg, args
+        self.data = self.dist = self.strategy = None
+
+    def bind(self, data, dist, strategy) -> None:
+        self.data, self.dist, self.strategy = data, dist, strategy
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.BATCH_SIZE
+
+    def stream(self, indices: np.ndarray):
+        """Endless augmented batches of ``indices`` for a strategy's own networks."""
+        return augmented_batches(self.data, indices, self.batch_size, self.dist, self.args.workers)
+
+    def hook_settings(self, grad_clip: float | None) -> HookSettings:
+        cfg = self.cfg
+        return HookSettings(lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY, grad_clip=grad_clip,
+                            epoch_l=cfg.LL_DETACH_EPOCH, in_channels=self.data.in_channels,
+                            image_size=self.data.image_size, device=self.dist.device)
+
+    def side_task(self) -> bool:
+        """Run a task instead of active learning (e.g. --make-splits); True if one ran."""
+        return False
+
+    def pretrain(self, run) -> None:
+        """Whatever runs once before the trials (nothing by default)."""
+
+    def keeps_previous(self) -> bool:
+        """Whether checkpoints keep the previous cycle's weights."""
+        return "previous_model" in self.strategy.needs
+
+    def query_extras(self, models: list) -> dict:
+        """Protocol-specific QueryContext extras."""
+        return {}
+
+    def after_query(self, run, trial: int, cycle: int, model, state: Trial, pool_idx: np.ndarray,
+                    queried: np.ndarray) -> None:
+        """Whatever follows a query before the cycle commits (nothing by default)."""
