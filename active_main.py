@@ -42,7 +42,7 @@ from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.core.train import evaluate, fit, seed_everything
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
-from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts, query_features
+from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts
 
 
 def parse_args(argv=None):
@@ -134,7 +134,7 @@ def main(argv=None):
             with run.timer(times, "query_seconds"):
                 if cycle < cfg.SPLIT:
                     if features is None:  # the encoders are fixed: every image's features once per trial
-                        features = query_features(distinctive, semantic, data, feature_idx, augment,
+                        features = ccal.query_features(distinctive, semantic, data, feature_idx, augment,
                                                   cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
                                                   args.workers, rotations=cfg.QUERY_ROTATIONS)
                     unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))

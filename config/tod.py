@@ -33,7 +33,8 @@ def dataset_config(name: str) -> dict:
 
 def _keys(sampling: tuple, auxiliary: tuple, auxiliary_help: str) -> dict:
     return {
-        "CONFIG": Key("cifar10", "the dataset config whose values apply (config/<name>.py)", flags=("--config",)),
+        "CONFIG": Key("cifar10", "the dataset config whose values apply (config/<name>.py)",
+                      choices=tuple(list_configs()), flags=("--config",)),
         "SAMPLING": Key(sampling[0], "query strategy", choices=sampling, flags=("--sampling",)),
         "AUXILIARY": Key(auxiliary[0], auxiliary_help, choices=auxiliary, flags=("--auxiliary",)),
         **common_keys("cifar10", seed=0, trials=3),

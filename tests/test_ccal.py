@@ -26,7 +26,7 @@ from utils.core.openset import CCAL_KNOWN, mismatch_pool
 from utils.core.results import read_cycles
 from utils.methods.contrastive import SimCLRAugment, hflip, nt_xent, rotate, training_views, warmup_schedule
 from utils.protocols import ccal
-from utils.protocols.ccal import ccal_pool, contrast_set, even_batches, make_augment
+from utils.protocols.ccal import ccal_pool, contrast_set, even_batches, make_augment, query_features
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.ccal import (
     CCAL_EXTRAS,
@@ -34,7 +34,6 @@ from utils.samplers.ccal import (
     distinctive_scores,
     feature_rows,
     joint_selection,
-    query_features,
     semantic_scores,
 )
 

@@ -135,7 +135,7 @@ def bad(argv, capsys):
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert "choose from caltech101, cifar10" in bad(["--config", "cifar11", "--out", out], capsys)
+    assert "CONFIG expects one of caltech101, cifar10" in bad(["--config", "cifar11", "--out", out], capsys)
     assert "--download" in bad(["--config", "cifar10", "--data-root", str(tmp_path / "none"), "--out", out], capsys)
     assert "budget larger than the pool" in bad(["--config", "digits", "--set", "START=1400", "--out", out], capsys)
     assert "KEY=VALUE" in bad(["--config", "digits", "--set", "START", "--out", out], capsys)

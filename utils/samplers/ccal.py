@@ -1,7 +1,7 @@
 """CCAL's joint query (Du et al., ICCV'21; spec 002 A.6), registered as the selector ``CCAL``.
 
-* :func:`query_features`: the query-time features of the two fixed encoders (computed once per
-  trial by active_main.py and handed to the selector in ``ctx.extras``);
+* the query-time features of the two fixed encoders come from ``ctx.extras`` (computed once per
+  trial by active_main.py with utils.protocols.ccal.query_features);
 * pure functions from features to scores to the queried positions, chunked over the pool (no
   pool x pool matrix): :func:`semantic_scores`, :func:`distinctive_scores`,
   :func:`joint_selection`, :func:`joint_query`, and :func:`ccal_query` on dataset indices;
@@ -13,56 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.core import distributed
-from utils.core.data import make_batch_loader
-from utils.methods.contrastive import hflip, rotate
 from utils.samplers.registry import QueryContext, register_selector
-
-SEED_ROTATIONS = 4  # the seed's query always uses the 4 rotations (A.6)
 
 # what active_main.py gives the selector (QueryContext.extras)
 CCAL_EXTRAS = ("features", "positions", "labels", "k", "t", "target")
-
-
-@torch.no_grad()
-def query_features(distinctive, semantic, data, indices, augment, copies, seed, batch_size, dist, workers=0,
-                   rotations=SEED_ROTATIONS):
-    """The seed's get_features: for every image, ``copies`` views (a random flip, the rotations
-    0..``rotations``-1, then ``augment`` with the fixed query crop scale), fed to both encoders.
-    Returns the distinctive projections averaged over the copies per rotation, [N, rotations, D],
-    and the semantic projection of rotation 0, [N, D] (the only one the semantic score uses).
-    Views are seeded per copy and per block of ``batch_size`` images, so the features do not
-    depend on the number of processes; each view's augmentation is drawn as for all 4 rotations
-    (a rotation's views do not depend on ``rotations``); every rank scores its blocks and all
-    ranks get every feature."""
-    if not 1 <= rotations <= SEED_ROTATIONS:
-        raise ValueError(f"rotations must be in 1..{SEED_ROTATIONS}, got {rotations}")
-    indices = np.asarray(indices)
-    blocks = [indices[s:s + batch_size].tolist() for s in range(0, len(indices), batch_size)]
-    loader = make_batch_loader(data.train, lambda _epoch: blocks, dist, workers)
-    dim = distinctive.simclr_layer[-1].out_features
-    dis_parts, sem_parts = [torch.zeros(0, rotations, dim)], [torch.zeros(0, semantic.simclr_layer[-1].out_features)]
-    for i, (images, _targets, _idx) in enumerate(loader):
-        block = dist.rank + i * dist.world_size
-        x = images.to(dist.device).float().div_(255)
-        dis_sum, sem_sum = 0.0, 0.0
-        for copy_id in range(copies):
-            generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, copy_id, block])
-                                                          .generate_state(1)[0]))
-            rows, _ = rotate(hflip(x, generator), rotations)
-            params = augment.sample(SEED_ROTATIONS * len(x), generator, dist.device)
-            rows = augment(rows, {key: value[: len(rows)] for key, value in params.items()})
-            dis_sum = dis_sum + distinctive(rows).simclr.view(rotations, len(x), -1).transpose(0, 1)
-            sem_sum = sem_sum + semantic(rows[: len(x)]).simclr
-        dis_parts.append((dis_sum / copies).float().cpu())
-        sem_parts.append((sem_sum / copies).float().cpu())
-    order = np.concatenate([np.arange(len(blocks))[r::dist.world_size] for r in range(dist.world_size)])
-    positions = torch.as_tensor(np.concatenate([np.arange(b * batch_size, b * batch_size + len(blocks[b]))
-                                                for b in order]))
-    dis, sem = torch.empty(len(indices), rotations, dim), torch.empty(len(indices), sem_parts[0].shape[1])
-    dis[positions] = distributed.gather_rows(torch.cat(dis_parts), dist)
-    sem[positions] = distributed.gather_rows(torch.cat(sem_parts), dist)
-    return dis, sem
 
 
 def feature_rows(feature_idx: np.ndarray, num_images: int) -> np.ndarray:
