@@ -83,7 +83,7 @@ def main(argv=None):
             times = {}
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
-            untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None
+            untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
             with run.timer(times, "train_seconds"):
                 hook = strategy.training(models[0], state.labeled_idx, pool_idx, protocol.stream,
                                          protocol.hook_settings()) if strategy.training else None
@@ -98,10 +98,8 @@ def main(argv=None):
                 if query_size:
                     extras = {"state": state.strategy_state, "mc_dropout": True, "asal": {"steps": cfg.ASAL_STEPS},
                               **protocol.query_extras(models), **(hook.extras() if hook else {})}
-                    if needs_previous:  # the previous cycle's model; at cycle 0 an untrained one
-                        extras["previous_model"] = untrained or copy.deepcopy(model)
-                        if untrained is None:
-                            extras["previous_model"].load_state_dict(state.previous)
+                    if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
+                        extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
                                        cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
                     queried = strategy.select(ctx)

@@ -9,6 +9,7 @@ a :class:`Trial`, which is also what its checkpoint holds.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,12 @@ class Trial:
         if keep_previous and self.previous is not None:
             saved["previous_model"] = self.previous
         return saved
+
+    def previous_model(self, like: torch.nn.Module) -> torch.nn.Module:
+        """A copy of ``like`` holding the previous cycle's weights."""
+        previous = copy.deepcopy(like)
+        previous.load_state_dict(self.previous)
+        return previous
 
     def restore(self, saved: dict) -> None:
         """Continue from a checkpoint written by :meth:`checkpoint` (and run.commit)."""

@@ -61,7 +61,7 @@ class TrainingHook:
     def train_indices(self, labeled_idx: np.ndarray) -> np.ndarray:
         return labeled_idx
 
-    def extra_loss(self, net, out, x, y, epoch: int):
+    def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor | float:
         return 0.0
 
     def zero_grad(self) -> None:
@@ -87,23 +87,24 @@ class LossPredictionHook(TrainingHook):
 
     PROVIDES = ("loss_module",)
 
-    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+    def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
+                 settings: HookSettings):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.module = build_model("lossnet", None, stage_channels=model.stage_channels).to(settings.device)
         self.optimizers = self.scheduled = [self.sgd(self.module)]
 
-    def extra_loss(self, net, out, x, y, epoch):
+    def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
         stages = out.stages if epoch <= self.settings.epoch_l else [s.detach() for s in out.stages]
         self.module.train()
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
-    def step(self, out, epoch):
+    def step(self, out, epoch: int) -> None:
         if self.settings.grad_clip:
             nn.utils.clip_grad_value_(self.module.parameters(), self.settings.grad_clip)
         self.optimizers[0].step()
 
-    def extras(self):
+    def extras(self) -> dict:
         return {"loss_module": self.module}
 
 
@@ -116,7 +117,8 @@ class VAALHook(TrainingHook):
     PROVIDES = ("vae", "discriminator")
     VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR, VAE_WIDTH = 2, 1.0, 1.0, 5e-4, 128
 
-    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+    def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
+                 settings: HookSettings):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.size = vae_input_size(settings.image_size)
         z_dim = self.size  # z = the VAE's input side (32 for CIFAR, as VAAL)
@@ -126,18 +128,18 @@ class VAALHook(TrainingHook):
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
         self.labeled, self.unlabeled = self.stream(self.labeled_idx), self.stream(self.pool_idx)
 
-    def vae_loss(self, x):
+    def vae_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon, _, mu, logvar = self.vae(x)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         return nn.functional.mse_loss(recon, x) + self.BETA * kl, mu
 
-    def step(self, out, epoch):
+    def step(self, out, epoch: int) -> None:
         for _ in range(self.VAE_STEPS):
             x_l, x_u = resize(next(self.labeled)[0], self.size), resize(next(self.unlabeled)[0], self.size)
             self.vae_step(x_l, x_u)
         self.discriminator_step(x_l, x_u)
 
-    def vae_step(self, x_l, x_u):
+    def vae_step(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
         self.vae.train()
         bce = nn.functional.binary_cross_entropy
         loss_l, mu_l = self.vae_loss(x_l)
@@ -149,7 +151,7 @@ class VAALHook(TrainingHook):
         loss.backward()
         self.optimizers[0].step()
 
-    def discriminator_step(self, x_l, x_u):
+    def discriminator_step(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
         self.discriminator.train()
         with torch.no_grad():
             mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
@@ -160,7 +162,7 @@ class VAALHook(TrainingHook):
         loss.backward()
         self.optimizers[1].step()
 
-    def extras(self):
+    def extras(self) -> dict:
         return {"vae": self.vae, "discriminator": self.discriminator, "vae_size": self.size}
 
 
@@ -174,7 +176,8 @@ class WAALHook(TrainingHook):
     PROVIDES = ("critic",)
     ALPHA = 2e-3
 
-    def __init__(self, model, labeled_idx, pool_idx, stream, settings):
+    def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
+                 settings: HookSettings):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.critic = Critic(model.feature_dim).to(settings.device)
         self.optimizers = self.scheduled = [self.sgd(self.critic)]
@@ -182,17 +185,17 @@ class WAALHook(TrainingHook):
         self.unlabeled = self.stream(self.pool_idx)
         self.features = None
 
-    def train_indices(self, labeled_idx):
+    def train_indices(self, labeled_idx: np.ndarray) -> np.ndarray:
         order = np.random.permutation(labeled_idx)
         return np.resize(order, max(len(labeled_idx), len(self.pool_idx)))
 
-    def extra_loss(self, net, out, x, y, epoch):
+    def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         z_u = net(next(self.unlabeled)[0]).features
         self.features = (out.features.detach(), z_u.detach())
         self.critic.train()
         return self.ALPHA * (self.critic(z_u).mean() - self.gamma * self.critic(out.features).mean())
 
-    def step(self, out, epoch):
+    def step(self, out, epoch: int) -> None:
         z_l, z_u = self.features
         loss = -self.ALPHA * (self.critic(z_u).mean() - self.gamma * self.critic(z_l).mean())
         loss = loss - 2 * self.ALPHA * self.gradient_penalty(z_l, z_u)
@@ -200,22 +203,22 @@ class WAALHook(TrainingHook):
         loss.backward()
         self.optimizers[0].step()
 
-    def gradient_penalty(self, z_l, z_u):
+    def gradient_penalty(self, z_l: torch.Tensor, z_u: torch.Tensor) -> torch.Tensor:
         n = min(len(z_l), len(z_u))
         mix = torch.rand(n, 1, device=z_l.device)
         points = torch.cat([z_u[:n] + mix * (z_l[:n] - z_u[:n]), z_u, z_l]).requires_grad_()
         grad = torch.autograd.grad(self.critic(points).sum(), points, create_graph=True)[0]
         return (grad.norm(dim=1) - 1).pow(2).mean()
 
-    def extras(self):
+    def extras(self) -> dict:
         return {"critic": self.critic}
 
 
-def vae_input_size(side):
+def vae_input_size(side: int) -> int:
     """The VAE's input side: the image side rounded up to a multiple of 16 (32 for digits, CIFAR)."""
     return max(32, -(-side // 16) * 16)
 
 
-def resize(x, size):
+def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return x if x.shape[-1] == size else nn.functional.interpolate(x, size=(size, size), mode="bilinear",
                                                                    align_corners=False)

@@ -5,7 +5,7 @@ the query is the top ``query_size``) or a *selector* (``ctx -> positions in cand
 Both are registered under a name plus aliases (the seeds' spellings); lookup ignores case.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +41,8 @@ class QueryContext:
     mc_samples: int = 10
     _cache: dict = field(default_factory=dict, repr=False)
 
-    def predict(self, fn, indices=None, model=None, forward=None):
+    def predict(self, fn: Callable, indices: np.ndarray | None = None, model: torch.nn.Module | None = None,
+                forward: Callable | None = None) -> torch.Tensor:
         """``fn(model_output, targets)`` over ``indices`` (default: the candidates); ``forward(x)``
         replaces ``model(x)`` (see utils.core.train.predict)."""
         indices = self.candidates if indices is None else indices
@@ -61,21 +62,21 @@ class QueryContext:
         classes = self.data.num_classes
         return joined[:, :classes], joined[:, classes:]
 
-    def probs(self):
+    def probs(self) -> torch.Tensor:
         """Softmax outputs of the candidates, ``[N, C]`` (eval mode)."""
         return self._probs_and_features()[0]
 
-    def features(self):
+    def features(self) -> torch.Tensor:
         """Penultimate embeddings of the candidates, ``[N, D]``."""
         return self._probs_and_features()[1]
 
-    def labeled_features(self):
+    def labeled_features(self) -> torch.Tensor:
         """Penultimate embeddings of the labeled set, ``[L, D]``."""
         if len(self.labeled_idx) == 0:
             return self.features()[:0]
         return self._cached("labeled", lambda: self.predict(lambda out, _y: out.features.float(), self.labeled_idx))
 
-    def mc_probs(self):
+    def mc_probs(self) -> torch.Tensor:
         """``[K, N, C]`` softmax outputs of K MC-dropout passes over the candidates (dropout on,
         BatchNorm in eval mode, one mask per pass shared by all candidates)."""
         return self._cached("mc", lambda: mc_dropout_probs(
@@ -171,7 +172,7 @@ def register_selector(name: str, aliases: tuple = (), needs: tuple = (), trainin
     return decorate
 
 
-def get_strategy(name: str, provides=None, where: str = "this script", hint: str = "",
+def get_strategy(name: str, provides: Iterable | None = None, where: str = "this script", hint: str = "",
                  runs_hooks: bool = True) -> Strategy:
     """The strategy registered as ``name`` (any case, or an alias). With ``provides`` (the extras a
     script gives its strategies), a strategy needing more stops with one line naming what is
