@@ -81,7 +81,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
         optimizer.step()
         return loss.item()
 
-    fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, epoch_start=lambda _e: net.train())
+    fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, epoch_start=lambda _e: net.train(), optimizer=optimizer)
     return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers)
 
 

@@ -62,7 +62,8 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
         return loss.item()
 
     # only the backbone's LR follows the schedule; the module's stays at LR, as LL4AL in TOD's code
-    fit(labeled, cfg.EPOCH, train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step())
+    fit(labeled, cfg.EPOCH, train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step(),
+        optimizer=optimizer)
 
 
 def main(argv=None):

@@ -74,7 +74,7 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
         return loss.item()
 
     fit(labeled, cfg.EPOCH, train_step, run, desc, epoch_start=lambda _e: net.train(),
-        epoch_end=lambda _e: scheduler.step())
+        epoch_end=lambda _e: scheduler.step(), optimizer=optimizer)
     return step
 
 

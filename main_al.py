@@ -30,13 +30,17 @@
 """
 
 import copy
+import os
+import sys
 
 import numpy as np
 
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, parse_script_args, run_cli
-from utils.core.loop import start_run
+from utils.core.cli import ArgumentParser, UserError, parse_script_args, run_cli
+from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
+from utils.core.results import ResultsFolder
+from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
 from utils.core.train import evaluate, seed_everything
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
@@ -51,16 +55,48 @@ def parse_args(argv=None):
     first = ArgumentParser(add_help=False)
     first.add_argument("--protocol", type=str.lower, choices=PROTOCOLS, default="rethinking")
     protocol = PROTOCOLS[first.parse_known_args(argv)[0].protocol]
+
+    def run_args(parser):
+        protocol.add_run_args(parser)
+        group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
+        group.add_argument("--jobs", type=int, default=1, help="strategies run at once, as separate processes")
+        group.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N slices of the strategies")
+
     return parse_script_args(f"main_al.py --protocol {protocol.NAME}", "Pool-based deep active learning (main_al.py; "
-                             "--protocol deepal --help lists the toolkit's flags)", argv, protocol.add_run_args,
-                             protocol.refuse)
+                             "--protocol deepal --help lists the toolkit's flags)", argv, run_args, protocol.refuse)
+
+
+def sweep(argv, args, cfg, protocol, names):
+    """One run per strategy into <--out>/<Strategy>/ (utils/core/sweep.py): same settings and
+    seeds, so the strategies of a trial share its initial labeled set and network."""
+    strategies = protocol.sweep_strategies(names)
+    if args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give at least 1")
+    out = args.out or default_out("sweep", cfg.PROTOCOL, cfg.DATASET)
+    drop = {protocol.STRATEGY_FLAG: True, "--out": True, "--save_path": True, "--jobs": True, "--shard": True,
+            "--resume": False, "--set": (protocol.STRATEGY_KEY,)}
+    jobs = []
+    for name in Shard.parse(args.shard).take(strategies):
+        folder = os.path.join(out, name)
+        if finished(folder, cfg.TRIALS, cfg[protocol.CYCLES_KEY]):
+            print(f"sweep: {name} has finished ({folder}); skipped", flush=True)
+            continue
+        resume = ["--resume"] if ResultsFolder(folder).has_state() else []
+        jobs.append(Job(name, folder, child_argv(argv, drop, [protocol.STRATEGY_FLAG, name, "--out", folder, *resume])))
+    run_jobs(jobs, args.jobs, os.path.abspath(__file__), main, lambda line: print(line, flush=True))
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse_args(argv)
     protocol = PROTOCOLS[cfg.PROTOCOL](cfg, args)
     if protocol.side_task():  # --make-splits
         return
+    names = strategy_list(cfg[protocol.STRATEGY_KEY])
+    if names is not None:
+        return sweep(argv, args, cfg, protocol, names)
+    if args.jobs != 1 or args.shard:
+        raise UserError("--jobs and --shard apply to sweeps: give several strategies (A,B,C or all)")
     strategy = get_strategy(protocol.strategy_name(), protocol.PROVIDES, f"the {cfg.PROTOCOL} protocol")
     dist = distributed.setup(args.device, args.local_rank)
     data, oracle = open_set(protocol.load_data(), cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)

@@ -101,3 +101,33 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(path, broken)
     assert open(path).read() == "old" and os.listdir(tmp_path) == ["file.txt"]
+
+
+def test_tensorboard_gets_the_settings_the_accuracy_curve_per_trial_and_the_seconds(tmp_path, monkeypatch):
+    import tensorboardX
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, folder):
+            calls.append(("folder", folder))
+
+        def add_text(self, tag, text, step):
+            calls.append(("text", tag, text))
+
+        def add_scalar(self, tag, value, step):
+            calls.append(("scalar", tag, value, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tensorboardX, "SummaryWriter", Recorder)
+    run = make_run(str(tmp_path / "run"))
+    run.log_epoch(None, "trial0/cycle0", 0, 1.5, lr=0.1)
+    finish(run, 0, 0, np.array([1, 2]))
+    texts = [c for c in calls if c[0] == "text"]
+    assert len(texts) == 1 and texts[0][1] == "settings" and "| START | 2 |" in texts[0][2]
+    scalars = {c[1]: (c[2], c[3]) for c in calls if c[0] == "scalar"}
+    assert scalars["trial0/cycle0/lr"] == (0.1, 0) and scalars["trial0/cycle0/train_loss"] == (1.5, 0)
+    assert scalars["trial0/test_acc"] == (50.0, 2)  # step: the labeled-set size
+    assert scalars["trial0/train_seconds"] == (1.0, 0) and scalars["trial0/query_seconds"] == (0.5, 0)

@@ -96,6 +96,7 @@ def parse_command_line(parser: argparse.ArgumentParser, tree: Tree, argv: list |
     from utils.core.config import resolve
 
     args = parser.parse_args(argv)
+    args.command = list(sys.argv[1:] if argv is None else argv)  # as given, for config.json
     given = vars(args)
     for dest, value in list(given.items()):
         if dest.startswith("refused:") and (refuse is None or refuse(dest[8:], value)):

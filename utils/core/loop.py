@@ -58,6 +58,7 @@ class Run:
         self.columns = list(columns)
         self.quiet = quiet or not sys.stderr.isatty() or not self.is_main
         self.identity = _jsonable(identity)
+        self.config = config
         self.finished = {}  # trial -> last finished cycle
         self.rows = []
         self._tb = None
@@ -124,11 +125,15 @@ class Run:
         self.folder.save_checkpoint(trial, checkpoint)
         self.folder.write_rows(self.rows, self.columns)
         self._write_state()
-        self.scalar(f"trial{trial}/test_acc", row["test_acc"], row["n_labeled"])
+        self.scalar(f"trial{trial}/test_acc", row["test_acc"], row["n_labeled"])  # step: labeled-set size
+        for key in ("train_seconds", "query_seconds"):
+            if key in times:
+                self.scalar(f"trial{trial}/{key}", times[key], cycle)
         return labeled_idx
 
     def _write_state(self):
-        self.folder.write_state({"identity": self.identity, "finished": self.finished})
+        self.folder.write_state({"identity": self.identity, "finished": self.finished,
+                                 "plan": {"trials": self.trials, "cycles": self.cycles}})
 
     # ------------------------------------------------------------------ logging
     def log(self, message: str) -> None:
@@ -142,6 +147,9 @@ class Run:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(self.folder.tb_dir)
+            settings = self.config.get("settings", {})
+            self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
+                f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
         self._tb.add_scalar(tag, value, step)
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
@@ -151,9 +159,12 @@ class Run:
 
         return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
-    def log_epoch(self, bar, tag: str, epoch: int, loss: float) -> None:
-        """The mean training loss of an epoch: to tensorboard and the progress bar."""
+    def log_epoch(self, bar, tag: str, epoch: int, loss: float, lr: float | None = None) -> None:
+        """The mean training loss of an epoch (and its learning rate): to tensorboard and the
+        progress bar."""
         self.scalar(f"{tag}/train_loss", loss, epoch)
+        if lr is not None:
+            self.scalar(f"{tag}/lr", lr, epoch)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=f"{loss:.3f}")
 
@@ -185,9 +196,10 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
                 **{f"derived.{k}": v for k, v in (derived or {}).items()}}
     config = {"script": cfg.script, "settings": cfg.as_dict(), "scaled": cfg.scaled,
               "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
-              "run": {"command": [script, *sys.argv[1:]], "out": out, "data_root": args.data_root,
-                      "device": str(dist.device), "world_size": dist.world_size, "workers": args.workers,
-                      "dataset": data.name, "image_shape": image_shape(data), "model_input_size": data.image_size}}
+              "run": {"command": [script, *getattr(args, "command", sys.argv[1:])], "out": out,
+                      "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
+                      "workers": args.workers, "dataset": data.name, "image_shape": image_shape(data),
+                      "model_input_size": data.image_size}}
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles)
     run.log(f"{label}: {len(data.train_idx)} train / {len(data.test_idx)} test images, {dist.world_size} "
             f"process(es) on {dist.device}; results in {out}")

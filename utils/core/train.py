@@ -62,13 +62,15 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None)
 
 
 def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callable | None = None,
-        epoch_end: Callable | None = None, with_indices: bool = False, with_position: bool = False) -> None:
+        epoch_end: Callable | None = None, with_indices: bool = False, with_position: bool = False,
+        optimizer: torch.optim.Optimizer | None = None) -> None:
     """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
     on every uint8 batch (``step(images, targets, indices)`` with ``with_indices``;
     ``step(images, targets, indices, position)`` with ``with_position``, ``position`` = epoch +
     batch / batches, the fractional epoch of per-iteration schedules); ``step`` returns the batch
     loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes,
-    schedules); the mean loss goes to the progress bar and tensorboard."""
+    schedules); the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to
+    the progress bar and tensorboard."""
     bar = run.progress(range(epochs), desc)
     sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
     for epoch in bar:
@@ -82,9 +84,10 @@ def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callab
             else:
                 total += step(images, targets, indices) if with_indices else step(images, targets)
             batches += 1
+        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
         if epoch_end is not None:
             epoch_end(epoch)
-        run.log_epoch(bar, desc, epoch, total / max(batches, 1))
+        run.log_epoch(bar, desc, epoch, total / max(batches, 1), lr)
 
 
 def evaluate(model, data, batch_size, dist, workers=0):

@@ -43,6 +43,7 @@ class DeepAL(PoolProtocol):
     """``--protocol deepal``."""
 
     NAME = "deepal"
+    STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "STRATEGY", "--strategy", "CYCLES"
     PROVIDES = frozenset({"state", "ensemble", "previous_model", "mc_dropout"})
 
     @staticmethod
@@ -100,7 +101,9 @@ class DeepAL(PoolProtocol):
         return parts, " ".join(parts[1:])
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
-        """f_0 (and the other ensemble members' own initial weights), then L_0 at random."""
+        """f_0 (and the other ensemble members' own initial weights, after it), then L_0 at random
+        (numpy's RNG, which the networks do not touch): f_0 and L_0 are the same for every strategy
+        of a trial (a paired sweep)."""
         initial = [build_model(self.model_name, self.data.num_classes, self.data.in_channels,
                                **self.model_options).to(self.dist.device) for _ in range(self.members)]
         return Trial(random_subset(labelable, self.start), initial_models=initial)
@@ -144,7 +147,7 @@ class DeepAL(PoolProtocol):
                 hook.step(out, int(position))
             return loss.item()
 
-        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True)
+        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True, optimizer=optimizer)
 
     def hook_settings(self):
         return super().hook_settings(self.cfg.GRAD_CLIP)

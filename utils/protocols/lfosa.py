@@ -274,7 +274,8 @@ class Experiment:
                     optimizer.step()
                     center.step()
                     total += loss.item()
-                self.run.log_epoch(bar, f"{desc}/{member.name}", epoch, total / max(len(loader), 1))
+                self.run.log_epoch(bar, f"{desc}/{member.name}", epoch, total / max(len(loader), 1),
+                                   optimizer.param_groups[0]["lr"])
             for scheduler in schedulers:
                 scheduler.step()
             if (epoch + 1) % cfg.EVAL_FREQ == 0 and epoch + 1 < cfg.MAX_EPOCH:

@@ -86,6 +86,19 @@ class PoolProtocol:
                             epoch_l=cfg.LL_DETACH_EPOCH, in_channels=self.data.in_channels,
                             image_size=self.data.image_size, device=self.dist.device)
 
+    def sweep_strategies(self, names: list) -> list:
+        """The registry names of a sweep's strategies (``all``: every strategy this protocol can
+        run), each checked as a single run would check it."""
+        from utils.samplers import get_strategy, list_strategies
+
+        if [n.lower() for n in names] == ["all"]:
+            return [s for s in list_strategies() if not get_strategy(s).missing(self.PROVIDES)]
+        return [get_strategy(self.registry_name(n), self.PROVIDES, f"the {self.NAME} protocol").name for n in names]
+
+    def registry_name(self, name: str) -> str:
+        """A strategy as the protocol's flag names it, as the registry names it."""
+        return name
+
     def side_task(self) -> bool:
         """Run a task instead of active learning (e.g. --make-splits); True if one ran."""
         return False

@@ -59,6 +59,7 @@ class Rethinking(PoolProtocol):
     """``--protocol rethinking``."""
 
     NAME = "rethinking"
+    STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "AL_METHOD", "--al-method", "AL_NB_CYCLES"
     PROVIDES = frozenset({"state", "previous_model", "mc_dropout"})
 
     @staticmethod
@@ -88,7 +89,10 @@ class Rethinking(PoolProtocol):
         if not self.cfg.AL_METHOD:
             raise UserError("--al-method is required: random, uncertainty_entropy, coreset, jlp, or a registered "
                             "strategy")
-        return METHODS.get(self.cfg.AL_METHOD, self.cfg.AL_METHOD)  # the seed's names as it writes them
+        return self.registry_name(self.cfg.AL_METHOD)
+
+    def registry_name(self, name: str) -> str:
+        return METHODS.get(name, name)  # the seed's names as it writes them
 
     def load_data(self):
         """The dataset with the seed's normalisation, translation by TRANSLATE px of 32 (reflect) and
@@ -310,4 +314,4 @@ class CycleTraining:
     def fit(self, run, desc: str) -> None:
         loader = make_batch_loader(self.data.train, self.batches, self.dist, self.p.args.workers)
         fit(loader, self.cfg.EPOCHS, self.step, run, desc, lambda _e: self.net.train(), self.end_epoch,
-            with_position=True)
+            with_position=True, optimizer=self.optimizer)

@@ -1,0 +1,146 @@
+"""Paired sweeps: one command, several strategies, one results folder per strategy under ``--out``.
+
+``main_al.py --strategy A,B,C --out runs/cmp`` (or ``--strategy all``; ``--al-method`` under the
+rethinking protocol) runs the same command once per strategy into ``runs/cmp/<Strategy>/``. Every
+run uses the same settings and seeds, so trial t of every strategy starts from the same labeled set
+and the same initial network (the protocols draw both from the trial's seed before any strategy
+acts). ``--jobs N`` runs N strategies at once as separate processes (the CPU threads divided among
+them; with GPUs, one device per process in turn); ``--shard I/N`` runs the I-th of N slices of the
+strategies, so the slices of a cluster job array write disjoint folders of the same ``--out``. A
+strategy whose folder has finished its plan is skipped; an unfinished one is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from utils.core.cli import UserError
+from utils.core.config import FALSE, TRUE
+from utils.core.results import ResultsFolder
+
+BOOLEANS = set(TRUE) | set(FALSE)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """The ``index``-th (1-based) of ``count`` slices of a sweep."""
+
+    index: int = 1
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> Shard:
+        if text is None:
+            return cls()
+        index, sep, count = str(text).partition("/")
+        if not sep or not index.isdigit() or not count.isdigit() or not 1 <= int(index) <= int(count):
+            raise UserError(f"--shard {text}: expected I/N with 1 <= I <= N, e.g. --shard 1/4")
+        return cls(int(index), int(count))
+
+    def take(self, names: list) -> list:
+        return names[self.index - 1::self.count]
+
+
+def strategy_list(text: str | None) -> list[str] | None:
+    """The names of a sweep (``A,B,C``), or None for a single strategy."""
+    if text is None or ("," not in text and text.lower() != "all"):
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(set(n.lower() for n in names)) != len(names):
+        raise UserError(f"the strategy list {text!r} names a strategy twice")
+    return names
+
+
+def finished(folder: str, trials: int, cycles: int | None) -> bool:
+    """Whether the run in ``folder`` has finished ``trials`` trials of ``cycles`` cycles (None:
+    the plan it recorded)."""
+    results = ResultsFolder(folder)
+    if not results.has_state():
+        return False
+    state = results.read_state()
+    plan = state.get("plan", {})
+    planned = plan.get("cycles")
+    if plan.get("trials") != trials or (cycles is not None and planned != cycles) or planned is None:
+        return False
+    return all(state["finished"].get(str(t), -1) == planned - 1 for t in range(trials))
+
+
+def child_argv(argv: list[str], drop: dict, add: list[str]) -> list[str]:
+    """``argv`` without the options in ``drop`` (option -> takes a value) and the ``--set KEY=``
+    assignments of the keys ``drop["--set"]`` names, then ``add``."""
+    keys = {k.upper() for k in drop.get("--set", ())}
+    out, i = [], 0
+    while i < len(argv):
+        token = argv[i]
+        option = token.split("=", 1)[0]
+        if option in drop and option != "--set":
+            i += 1 if "=" in token or not drop[option] else 2
+            if option == "--resume" and "=" not in token and i < len(argv) and argv[i].lower() in BOOLEANS:
+                i += 1  # --resume's optional value
+            continue
+        if option == "--set":
+            value = token.split("=", 1)[1] if "=" in token else (argv[i + 1] if i + 1 < len(argv) else "")
+            step = 1 if "=" in token else 2
+            if value.split("=", 1)[0].strip().upper() in keys:
+                i += step
+                continue
+        out.append(token)
+        i += 1
+    return out + add
+
+
+@dataclass
+class Job:
+    name: str
+    folder: str
+    argv: list
+
+
+def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[list], None], log: Callable) -> None:
+    """Run every job: in this process one after the other (``workers`` 1), or as up to ``workers``
+    processes of ``script`` at once, each with an equal share of the CPU threads (and, with CUDA,
+    one device per process in turn); their output goes to ``<folder>.log``. Raises UserError
+    naming the failed strategies."""
+    if workers <= 1:
+        for job in jobs:
+            log(f"sweep: {job.name} -> {job.folder}")
+            run_here(job.argv)
+        return
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    devices = torch.cuda.device_count()
+    pending, running, failed = list(jobs), [], []
+    slot = 0
+    while pending or running:
+        while pending and len(running) < workers:
+            job = pending.pop(0)
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            if devices:
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % devices)
+            slot += 1
+            os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
+            log_file = open(job.folder + ".log", "a")
+            process = subprocess.Popen([sys.executable, script, *job.argv], env=env, stdout=log_file,
+                                       stderr=subprocess.STDOUT)
+            running.append((job, process, log_file, time.time()))
+            log(f"sweep: {job.name} started (log {job.folder}.log)")
+        time.sleep(0.2)
+        for entry in list(running):
+            job, process, log_file, start = entry
+            if process.poll() is None:
+                continue
+            running.remove(entry)
+            log_file.close()
+            if process.returncode:
+                failed.append(job.name)
+                log(f"sweep: {job.name} failed (exit {process.returncode}); see {job.folder}.log")
+            else:
+                log(f"sweep: {job.name} finished in {time.time() - start:.0f} s")
+    if failed:
+        raise UserError(f"sweep: {len(failed)} strategy run(s) failed: {', '.join(failed)}; see their .log files")
