@@ -78,7 +78,7 @@ def sweep(argv, args, cfg, protocol, names):
     jobs = []
     for name in Shard.parse(args.shard).take(strategies):
         folder = os.path.join(out, name)
-        if finished(folder, cfg.TRIALS, cfg[protocol.CYCLES_KEY]):
+        if finished(folder, cfg.TRIALS, cfg[protocol.CYCLES_KEY], {**cfg.identity(), protocol.STRATEGY_KEY: name}):
             print(f"sweep: {name} has finished ({folder}); skipped", flush=True)
             continue
         resume = ["--resume"] if ResultsFolder(folder).has_state() else []

@@ -18,14 +18,11 @@ from utils.samplers.learned import asal_select, train_gan
 
 
 def hook_inputs(data, lr=0.05):
-    """(stream, settings) a protocol hands a training hook, for ``data`` on the CPU."""
+    """(stream, settings) a protocol hands a training hook, for ``data`` on the CPU (a narrow VAE)."""
     settings = HookSettings(lr=lr, momentum=0.9, weight_decay=0.0, grad_clip=None, epoch_l=120,
-                            in_channels=data.in_channels, image_size=data.image_size, device=torch.device("cpu"))
+                            in_channels=data.in_channels, image_size=data.image_size, device=torch.device("cpu"),
+                            vae_width=8)
     return (lambda indices: augmented_batches(data, indices, 16, Dist())), settings
-
-
-class SmallVAAL(VAALHook):
-    VAE_WIDTH = 8
 
 
 def blobs_data(n=64):
@@ -41,7 +38,7 @@ def blobs_data(n=64):
 def test_vaal_trains_the_vae_and_its_discriminator_separates_labeled_from_unlabeled():
     torch.manual_seed(0)
     data = blobs_data()
-    hook = SmallVAAL(LeNet(2, 1, 28), np.arange(32), np.arange(32, 64), *hook_inputs(data))
+    hook = VAALHook(LeNet(2, 1, 28), np.arange(32), np.arange(32, 64), *hook_inputs(data))
     before = [p.detach().clone() for p in hook.vae.parameters()]
     hook.step(None, 0)  # 2 VAE steps and 1 discriminator step on the hook's own batches
     assert all(not torch.equal(a, b) for a, b in zip(before, hook.vae.parameters()))  # the VAE is updated

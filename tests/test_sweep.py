@@ -131,6 +131,8 @@ def test_shards_and_parallel_jobs_equal_one_sequential_sweep_and_finished_runs_a
     assert os.path.getmtime(tmp_path / "one" / "KCenterGreedy" / "state.json") == before
     assert finished(str(tmp_path / "one" / "KCenterGreedy"), 1, 2) and not finished(
         str(tmp_path / "one" / "KCenterGreedy"), 1, 3)
+    with pytest.raises(UserError, match="different settings"):  # a changed sweep does not skip, it stops
+        main_al.main([*grid, "--lr", "0.05", "--out", str(tmp_path / "one")])
     main_al.main([*grid[:-1], "3", "--out", str(tmp_path / "one")])  # one more cycle: every run resumes
     assert all(len(os.listdir(tmp_path / "one" / name / "labeled")) == 3 for name in ("RandomSampling",
                                                                                       "EntropySampling"))

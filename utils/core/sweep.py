@@ -12,6 +12,7 @@ strategy whose folder has finished its plan is skipped; an unfinished one is res
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,13 +57,17 @@ def strategy_list(text: str | None) -> list[str] | None:
     return names
 
 
-def finished(folder: str, trials: int, cycles: int | None) -> bool:
+def finished(folder: str, trials: int, cycles: int | None, settings: dict | None = None) -> bool:
     """Whether the run in ``folder`` has finished ``trials`` trials of ``cycles`` cycles (None:
-    the plan it recorded)."""
+    the plan it recorded), run with ``settings`` (the non-resumable settings; None: not checked).
+    A run with other settings is not finished: resuming it then stops with the settings that
+    differ, instead of the sweep skipping it."""
     results = ResultsFolder(folder)
     if not results.has_state():
         return False
     state = results.read_state()
+    if settings is not None and any(state["identity"].get(k) != json.loads(json.dumps(v)) for k, v in settings.items()):
+        return False
     plan = state.get("plan", {})
     planned = plan.get("cycles")
     if plan.get("trials") != trials or (cycles is not None and planned != cycles) or planned is None:

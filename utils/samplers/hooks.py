@@ -31,8 +31,8 @@ Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 @dataclass(frozen=True)
 class HookSettings:
     """What a hook needs from the protocol: the task optimiser's settings (its own optimisers
-    follow them), gradient clipping (None: off), the learning-loss detach epoch, and the geometry
-    and device of the task model's inputs."""
+    follow them), gradient clipping (None: off), the learning-loss detach epoch, VAAL's VAE width,
+    and the geometry and device of the task model's inputs."""
 
     lr: float
     momentum: float
@@ -42,6 +42,7 @@ class HookSettings:
     in_channels: int
     image_size: int
     device: torch.device
+    vae_width: int = 128
 
 
 class TrainingHook:
@@ -115,14 +116,14 @@ class VAALHook(TrainingHook):
     discriminator objective: BCE(D(mu_L), 1) + BCE(D(mu_U), 0). beta = lambda = 1."""
 
     PROVIDES = ("vae", "discriminator")
-    VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR, VAE_WIDTH = 2, 1.0, 1.0, 5e-4, 128
+    VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR = 2, 1.0, 1.0, 5e-4
 
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
                  settings: HookSettings):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.size = vae_input_size(settings.image_size)
         z_dim = self.size  # z = the VAE's input side (32 for CIFAR, as VAAL)
-        self.vae = VAE(settings.in_channels, self.size, z_dim, self.VAE_WIDTH).to(settings.device)
+        self.vae = VAE(settings.in_channels, self.size, z_dim, settings.vae_width).to(settings.device)
         self.discriminator = LatentDiscriminator(z_dim).to(settings.device)
         self.optimizers = [torch.optim.Adam(self.vae.parameters(), lr=self.LR),
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
