@@ -136,3 +136,10 @@ def test_shards_and_parallel_jobs_equal_one_sequential_sweep_and_finished_runs_a
     main_al.main([*grid[:-1], "3", "--out", str(tmp_path / "one")])  # one more cycle: every run resumes
     assert all(len(os.listdir(tmp_path / "one" / name / "labeled")) == 3 for name in ("RandomSampling",
                                                                                       "EntropySampling"))
+    import plot
+
+    plot.main([str(tmp_path / "one"), "--out", str(tmp_path / "figures")])  # the sweep's table
+    table = (tmp_path / "figures" / "summary.md").read_text().splitlines()
+    rows = {line.split("|")[1].strip(): line for line in table if line.startswith("| ") and "---" not in line}
+    assert set(rows) == {"run", "RandomSampling", "EntropySampling", "KCenterGreedy"}
+    assert "(" in rows["EntropySampling"].split("|")[-2] and rows["RandomSampling"].split("|")[-2].strip() == "—"
