@@ -74,17 +74,6 @@ def resolve_paths(paths):
     return [r for r in runs if not (os.path.realpath(r) in seen or seen.add(os.path.realpath(r)))]
 
 
-def run_label(run_dir):
-    """'main_TOD: digits auxiliary:TOD sampling:TOD': one run's script and config.json label."""
-    try:
-        config = read_config(run_dir)
-    except UserError:
-        return os.path.basename(os.path.normpath(run_dir))
-    script = str(config.get("script", "")).split(".py")[0]
-    label = config.get("label") or os.path.basename(os.path.normpath(run_dir))
-    return f"{script}: {label}" if script else label
-
-
 def load_run(path):
     try:
         config = read_config(path)
@@ -96,13 +85,6 @@ def load_run(path):
 def load_groups(runs):
     """[summary.Group] of the run folders ``runs``: runs identical but for SEED pooled."""
     return summary.group_runs([load_run(r) for r in runs])
-
-
-def group_runs(runs):
-    """[(label, rows)]: the rows of runs that differ only in their seed, pooled, in first-seen order;
-    labels from the settings that differ between the lines."""
-    groups = load_groups(runs)
-    return list(zip(summary.make_labels(groups), [g.rows for g in groups]))
 
 
 # --------------------------------------------------------------------------- figures

@@ -47,9 +47,10 @@ def read_png(path):
 
 
 def test_runs_differing_only_in_seed_are_one_line_with_mean_and_std(tmp_path):
-    groups = plot.group_runs(lfosa_runs(tmp_path))
-    assert [(label, len(rows)) for label, rows in groups] == [("lfosa", 4), ("random", 1)]
-    xs, mean, std, counts = plot.curve(groups[0][1], "precision", x="cycle")
+    groups = plot.load_groups(lfosa_runs(tmp_path))
+    assert [(label, len(g.rows)) for label, g in zip(summary.make_labels(groups), groups)] == [("lfosa", 4),
+                                                                                            ("random", 1)]
+    xs, mean, std, counts = plot.curve(groups[0].rows, "precision", x="cycle")
     assert xs.tolist() == [0, 1] and mean.tolist() == pytest.approx([0.6, 0.5]) and std.tolist() == pytest.approx(
         [0.2, 0.3]) and counts == [2, 2]
 
