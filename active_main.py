@@ -135,8 +135,8 @@ def main(argv=None):
                 if cycle < cfg.SPLIT:
                     if features is None:  # the encoders are fixed: every image's features once per trial
                         features = ccal.query_features(distinctive, semantic, data, feature_idx, augment,
-                                                  cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
-                                                  args.workers, rotations=cfg.QUERY_ROTATIONS)
+                                                       cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
+                                                       args.workers, rotations=cfg.QUERY_ROTATIONS)
                     unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))
                     labels = label_of[targets[labeled_idx]]
                     extras = {"features": features, "positions": rows, "labels": labels, "k": cfg.K, "t": cfg.T,

@@ -93,8 +93,8 @@ def main(argv=None):
                 "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size}
     record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data)}
     saved = resume_state(logdir, resume_path, identity)
-    loader = make_batch_loader(data.train, ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED,
-                                                        cfg.BATCH_SIZE), dist, args.workers)
+    batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
+    loader = make_batch_loader(data.train, batches, dist, args.workers)
     steps = len(loader)
     if steps == 0:
         raise UserError(f"--batch_size {cfg.BATCH_SIZE} x {dist.world_size} process(es) exceeds the {len(train_idx)} "

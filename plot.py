@@ -178,12 +178,6 @@ def prepare(runs, labels=None):
     return groups, list(labels) if labels is not None else built
 
 
-def plot_runs(runs, out, labels=None, band="std", x="labels", fmt="png"):
-    """Every figure, summary.md and summary.csv for ``runs``; returns (paths written, Markdown table)."""
-    groups, labels = prepare(runs, labels)
-    return write_outputs(groups, labels, out, band, x, fmt)
-
-
 def write_outputs(groups, labels, out, band="std", x="labels", fmt="png"):
     paths = figure_paths(out, fmt)
     lines = [(label, group.rows, i) for i, (label, group) in enumerate(zip(labels, groups))]

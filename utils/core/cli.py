@@ -24,13 +24,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_common_args(parser: argparse.ArgumentParser, out_default: str | None = None) -> argparse.ArgumentParser:
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The run-control flags every entry script shares (the common flags that are settings, such
     as --epochs and --seed, are declared by the settings trees: see add_setting_flags)."""
     group = parser.add_argument_group("common")
     group.add_argument("--data-root", default="./data", help="dataset root (default ./data)")
     group.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    group.add_argument("--out", default=out_default, help="results folder")
+    group.add_argument("--out", default=None, help="results folder")
     group.add_argument("--resume", nargs="?", const=True, default=False, type=str2bool,
                        help="continue the run in --out from its last finished cycle")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -49,11 +49,11 @@ def add_common_args(parser: argparse.ArgumentParser, out_default: str | None = N
 SETTING = "setting:"  # argparse dest prefix of the flags that set a key
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, tree: Tree, title: str | None = None) -> None:
+def add_setting_flags(parser: argparse.ArgumentParser, tree: Tree) -> None:
     """One option per flag of every key of ``tree`` (synonyms written ``--arch|-a``); values stay
     raw strings here and are typed by the settings resolution, so every source of a value is
     checked the same way."""
-    group = parser.add_argument_group(title or f"{tree.script} settings")
+    group = parser.add_argument_group(f"{tree.script} settings")
     for key, key_def in tree.keys.items():
         for flag in key_def.flags:
             names = flag.split("|")

@@ -185,12 +185,13 @@ def _jsonable(value):
 
 
 def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cycles: int,
-              columns=CYCLE_COLUMNS, derived: dict | None = None) -> Run:
+              columns=CYCLE_COLUMNS, derived: dict | None = None, out: str | None = None) -> Run:
     """The results folder of an entry script (``--out``, or a fresh one under results/). config.json
     records the script, the resolved settings (and which --epochs scaled), ``derived`` values
     (what the settings and the data determine, e.g. budgets in images) and how the run was
-    started; logs the run's first line and the scaled settings."""
-    out = args.out or default_out(*name_parts, dist=dist)
+    started; logs the run's first line and the scaled settings. The folder: ``--out``, else
+    ``out`` (a script's own default), else a fresh one under results/."""
+    out = args.out or out or default_out(*name_parts, dist=dist)
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
                 **{f"derived.{k}": v for k, v in (derived or {}).items()}}
@@ -224,12 +225,10 @@ def default_out(*parts, dist=None) -> str:
     return broadcast_object(os.path.join("results", name.replace(os.sep, "-").replace(":", "-")), dist)
 
 
-def check_budget(start: int, query_size: int, cycles: int, pool_size: int, subset: int | None = None) -> None:
+def check_budget(start: int, query_size: int, cycles: int, pool_size: int) -> None:
     """The run must fit in the pool: ``start + cycles * query_size`` labels (a query follows
-    every cycle, the last one included, as TOD), each query drawn from ``subset`` candidates."""
+    every cycle, the last one included, as TOD)."""
     needed = start + cycles * query_size
     if needed > pool_size:
         raise UserError(f"budget larger than the pool: START + CYCLES*ADDENDUM = {start} + {cycles}*{query_size} = "
                         f"{needed} > {pool_size} training samples; lower --cycles or --set START=/ADDENDUM=")
-    if subset is not None and query_size > subset:
-        raise UserError(f"ADDENDUM={query_size} is larger than SUBSET={subset}, the candidates scored per query")

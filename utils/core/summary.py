@@ -295,7 +295,6 @@ class Summary:
     query_seconds: float  # mean per cycle
     train_seconds: float
     vs_random: Paired | None = None
-    runs: list[str] = field(default_factory=list)
 
 
 def summarize(group: Group, label: str) -> Summary:
@@ -306,8 +305,7 @@ def summarize(group: Group, label: str) -> Summary:
     final = trial_final(group)
     recall = mean_std(trial_aubc(group, "recall").values()) if is_open_set(rows) else (None, None)
     return Summary(label, len(group.trials()), *mean_std(aubcs.values()), *mean_std(final.values()), *recall,
-                   _mean_column(rows, "query_seconds"), _mean_column(rows, "train_seconds"),
-                   runs=[run.path for run in group.runs])
+                   _mean_column(rows, "query_seconds"), _mean_column(rows, "train_seconds"))
 
 
 def paired_difference(group: Group, random: Group, metric: str = "test_acc") -> Paired | None:

@@ -6,6 +6,7 @@ the trees of config/ccal.py; the joint query is the selector ``CCAL`` of utils/s
 * the class-distribution-mismatch pool (A.2), the same for both scripts: :func:`ccal_pool`;
 * the views' augmentation (A.4, A.6): :func:`make_augment`;
 * the encoder checkpoints contrast_main.py writes and active_main.py reads;
+* the query-time features of the two encoders (A.6), once per trial: :func:`query_features`;
 * batches that split evenly over ranks (the contrastive steps and the classifier's).
 """
 
@@ -14,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from config.ccal import ACTIVE, CONTRAST, ROLE, SHIFT_OF_MODE
+from config.ccal import CONTRAST, ROLE, SHIFT_OF_MODE
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags
@@ -222,9 +223,6 @@ def load_encoder(path, mode, flag, cfg, data):
                         f"({str(exc).splitlines()[0]}); train one with contrast_main.py") from None
     return model.eval()
 
-
-__all__ = ["ACTIVE", "CONTRAST", "add_ccal_args", "build_encoder", "ccal_pool", "contrast_set", "even_batches",
-           "load_encoder", "make_augment", "read_checkpoint", "refuse_mode", "save_encoder"]
 
 
 # ----------------------------------------------------------------------------- query-time features (A.6)

@@ -207,12 +207,11 @@ class Experiment:
         label = f"{data.name} {cfg.MODEL} known:{self.K} init:{cfg.INIT_PERCENT}% {self.strategy.name}"
         if self.temperature:
             label += f" T:{cfg.KNOWN_T}/{cfg.UNKNOWN_T}"
-        out = self.args.out or os.path.join(self.args.save_dir, run_name(cfg, data.name))
-        run_args = argparse.Namespace(**{**vars(self.args), "out": out})  # a copy: args stay as parsed
         derived = {"strategy_name": self.strategy.name, "known_classes": self.known.tolist(),
                    "num_known": self.pool.num_known}
-        return start_run(run_args, cfg, data, self.dist, (), label, cfg.MAX_QUERY,
-                         columns=CYCLE_COLUMNS + OPENSET_COLUMNS, derived=derived)
+        return start_run(self.args, cfg, data, self.dist, (), label, cfg.MAX_QUERY,
+                         columns=CYCLE_COLUMNS + OPENSET_COLUMNS, derived=derived,
+                         out=os.path.join(self.args.save_dir, run_name(cfg, data.name)))
 
     # ------------------------------------------------------------------ the cycle's steps
     @property

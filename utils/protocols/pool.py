@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from utils.core.data import augmented_batches
+from utils.samplers import get_strategy, list_strategies
 from utils.samplers.hooks import HookSettings
 
 EMPTY = np.empty(0, dtype=np.int64)
@@ -89,8 +90,6 @@ class PoolProtocol:
     def sweep_strategies(self, names: list) -> list:
         """The registry names of a sweep's strategies (``all``: every strategy this protocol can
         run), each checked as a single run would check it."""
-        from utils.samplers import get_strategy, list_strategies
-
         if [n.lower() for n in names] == ["all"]:
             return [s for s in list_strategies() if not get_strategy(s).missing(self.PROVIDES)]
         return [get_strategy(self.registry_name(n), self.PROVIDES, f"the {self.NAME} protocol").name for n in names]
