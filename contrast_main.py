@@ -28,7 +28,7 @@ from torch import nn
 from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
 from utils.core.cli import UserError, parse_script_args, run_cli
-from utils.core.data import build_data, make_batch_loader
+from utils.core.data import load_data, make_batch_loader
 from utils.core.loop import image_shape
 from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
@@ -84,8 +84,7 @@ def main(argv=None):
     args, cfg = parse_args(argv)
     logdir, resume_path = folders(args, cfg)
     dist = distributed.setup(args.device, args.local_rank)
-    data = build_data(cfg.DATASET, args.data_root, args.download, cfg.MAX_TRAIN_SAMPLES, None, cfg.SEED,
-                      cfg.IMAGE_SIZE)  # no test images are used
+    data = load_data(cfg, args)  # no test images are used
     pool = ccal.ccal_pool(cfg, data)
     train_idx = ccal.contrast_set(pool)  # X = L0 + U_in + U_out
     k_shift = ccal.K_SHIFT[cfg.SHIFT_TRANS_TYPE]

@@ -27,6 +27,14 @@
 
     python main_al.py --dataset cifar10 --al-method uncertainty_entropy --split 0 --al-budget 100
     python main_al.py --make-splits --dataset cifar10 --nr-splits 10 --split-size 1000
+
+--oracle human | folder: a person answers (utils/core/annotation.py). L <- PATH/labeled/; after each
+query the run writes <out>/to_label/cycle<C>.csv and .png and stops (human: fill in the labels, then
+--resume) or waits (folder: move the images into PATH/labeled/<class>/); the answers join L at the
+start of the next cycle ("unknown" ones are set aside).
+
+    python main_al.py --protocol deepal --dataset folder:PATH --oracle human --strategy BadgeSampling \\
+        --query-size 50 --out runs/mine
 """
 
 import copy
@@ -36,6 +44,7 @@ import sys
 import numpy as np
 
 from utils.core import distributed
+from utils.core.annotation import AnnotatorOracle
 from utils.core.cli import ArgumentParser, UserError, parse_script_args, run_cli
 from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
@@ -86,25 +95,43 @@ def sweep(argv, args, cfg, protocol, names):
     run_jobs(jobs, args.jobs, os.path.abspath(__file__), main, lambda line: print(line, flush=True))
 
 
+def own_images_oracle(cfg, args, data, dist):
+    """The oracle of a run on own images (a person answers; utils/core/annotation.py), with a
+    resumed run's answers read and checked before anything is written."""
+    oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist)
+    if args.resume and args.out and ResultsFolder(args.out).has_state():
+        oracle.check_answers(args.out, ResultsFolder(args.out).read_state()["finished"].get("0"))
+    return oracle
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse_args(argv)
     protocol = PROTOCOLS[cfg.PROTOCOL](cfg, args)
+    protocol.check_oracle()
     if protocol.side_task():  # --make-splits
         return
     names = strategy_list(cfg[protocol.STRATEGY_KEY])
     if names is not None:
+        if cfg.ORACLE != "simulated":
+            raise UserError(f"--oracle {cfg.ORACLE}: a person answers the queries of one strategy; give one")
         return sweep(argv, args, cfg, protocol, names)
     if args.jobs != 1 or args.shard:
         raise UserError("--jobs and --shard apply to sweeps: give several strategies (A,B,C or all)")
     strategy = get_strategy(protocol.strategy_name(), protocol.PROVIDES, f"the {cfg.PROTOCOL} protocol")
     dist = distributed.setup(args.device, args.local_rank)
-    data, oracle = open_set(protocol.load_data(), cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
+    data = protocol.load_data()
+    if data.own is None:
+        data, oracle = open_set(data, cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
+    else:
+        oracle = own_images_oracle(cfg, args, data, dist)
     protocol.bind(data.to(dist.device), dist, strategy)
     protocol.fit_inputs()
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()
-    run = start_run(args, cfg, data, dist, name_parts, label, cycles, oracle.columns, protocol.derived())
+    derived = {**protocol.derived(), **({"classes": data.own.classes} if data.own else {})}
+    run = start_run(args, cfg, data, dist, name_parts, label, cycles, oracle.columns, derived)
+    oracle.start(run.folder.path)
     protocol.pretrain(run)
     needs_previous = "previous_model" in strategy.needs
 
@@ -117,6 +144,10 @@ def main(argv=None):
 
         for cycle in run.cycles_left(trial):
             times = {}
+            if len(state.waiting):  # a person's answers to the last query
+                known, unknown = oracle.collect(run.folder.path, cycle - 1, state.waiting)
+                state.labeled_idx = np.concatenate([state.labeled_idx, known])
+                state.discarded, state.waiting = np.concatenate([state.discarded, unknown]), state.waiting[:0]
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
             untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
@@ -127,10 +158,12 @@ def main(argv=None):
                     protocol.train(member, state, pool_idx, hook if m == 0 else None, run,
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
-            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers)
+            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) else None
             with run.timer(times, "query_seconds"):
                 queried = np.empty(0, dtype=np.int64)
-                query_size = protocol.query_size(cycle, state)
+                query_size = min(protocol.query_size(cycle, state), len(pool_idx))
+                if oracle.waits and cycle == cycles - 1:
+                    query_size = 0  # a person's answers to a last query would train nothing
                 if query_size:
                     extras = {"state": state.strategy_state, "mc_dropout": True, "asal": {"steps": cfg.ASAL_STEPS},
                               **protocol.query_extras(models), **(hook.extras() if hook else {})}
@@ -139,12 +172,19 @@ def main(argv=None):
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
                                        cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
                     queried = strategy.select(ctx)
-                known, unknown, columns = oracle.answer(queried, state.labeled_idx)
-            state.discarded = np.concatenate([state.discarded, unknown])
+                answer = oracle.answer(queried, state.labeled_idx)
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers)
+            state.discarded, state.waiting = np.concatenate([state.discarded, answer.unknown]), answer.waiting
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)
+            if cfg.SAVE_MODEL:
+                run.save_model(trial, cycle, model)
             state.previous = model.state_dict()
-            state.labeled_idx = run.commit(trial, cycle, state.labeled_idx, known, acc, times,
-                                           state.checkpoint(protocol.keeps_previous()), columns)
+            state.labeled_idx = run.commit(trial, cycle, state.labeled_idx, answer.known, acc, times,
+                                           state.checkpoint(protocol.keeps_previous()), answer.columns)
+            if len(state.waiting):
+                run.log(oracle.instructions(run.folder.path, cycle, len(state.waiting)))
+                if oracle.stops:
+                    break
     run.close()
     distributed.cleanup(dist)
 

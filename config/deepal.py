@@ -11,6 +11,7 @@ MODELS = {  # MODEL -> (models registry name, options)
     "ResNet34": ("resnet34", {"width": 16}),
     "ResNet18_64": ("resnet18", {"width": 16, "pool": 4}),  # fixed 4x4 pooling: 512-d features on 64x64
     "LeNet": ("lenet", {}),
+    "ImageNetResNet18": ("imagenet_resnet18", {}),  # torchvision's ResNet-18 (7x7 stem), for IMAGE_SIZE >= 64
 }
 
 PROFILES = {  # the toolkit's args_pool: training batch, normalisation, augmentation (crop padding, flip)
@@ -78,9 +79,10 @@ def tree() -> Tree:
         "LAMBDA_LOSS": Key(1.2, "GCN weight of the unlabeled term", minimum=0, flags=("--lambda_loss|-l",)),
         "S_MARGIN": Key(0.1, "UncertainGCN confidence margin", minimum=0, flags=("--s_margin|-s",)),
         **strategy_keys("N_EPOCH", "--asal_steps"),
-        "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
-                          flags=("--save_model",)),
         **open_set_keys(),
+        **own_images_keys("N_QUERY's percent (--nQuery)"),
+        "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
+                          flags=("--save_model", "--save-models")),
     }
     return Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH")
 
@@ -92,6 +94,23 @@ def open_set_keys() -> dict:
                              flags=("--known-classes",)),
         "KNOWN_CLASSES_RANDOM": Key(False, "a seeded random choice of the known classes (default: 0..K-1)",
                                     switch=True, flags=("--known-classes-random",)),
+    }
+
+
+def own_images_keys(query_fallback: str) -> dict:
+    """Who answers the queries, the query size as a count, and ImageNet weights (both protocols)."""
+    return {
+        "ORACLE": Key("simulated", "who labels the queried images: simulated (the dataset's labels), human (fill in "
+                      "<out>/to_label/cycle<C>.csv, then --resume) or folder (move them into PATH/labeled/<class>/); "
+                      "human and folder need folder:PATH with labeled/ and unlabeled/",
+                      choices=("simulated", "human", "folder"), flags=("--oracle",), resumable=True),
+        "QUERY_SIZE": Key(None, f"images per query, a count (None: {query_fallback})", type="int", minimum=1,
+                          flags=("--query-size",)),
+        "POLL_SECONDS": Key(5.0, "--oracle folder: seconds between two looks at the folder", minimum=0.01,
+                            resumable=True),
+        "PRETRAINED": Key(None, "a torchvision ImageNet ResNet-18 weights file (resnet18-*.pth) for the ImageNet "
+                          "ResNet-18: its whole trunk starts from it, the classifier fresh", type="str",
+                          flags=("--pretrained",)),
     }
 
 

@@ -3,13 +3,14 @@ spec B.1-B.7): the seed's flags, the fixed constants of its training, label prop
 and (the profile) its per-dataset normalisation."""
 
 from config import common_keys
-from config.deepal import open_set_keys, strategy_keys
+from config.deepal import open_set_keys, own_images_keys, strategy_keys
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
 
 METHODS = {"random": "RandomSampling", "uncertainty_entropy": "EntropySampling", "coreset": "KCenterGreedy",
            "jlp": "jLP"}  # the seed's --al-method names -> the registry (the seed's coreset is the greedy k-center)
-INPUT_SIZE = {"cifar_cnn": 32, "resnet18": 32, "resnet34": 32, "lenet": 28}  # smaller images are resized up
+INPUT_SIZE = {"cifar_cnn": 32, "resnet18": 32, "resnet34": 32, "lenet": 28,
+              "imagenet_resnet18": 32}  # smaller images are resized up
 LP_LABELED_BATCH = {128: 50, 64: 10}  # the seed overwrites --labeled-batch-size with these under LP
 
 NORMALISATION = {  # mean, std (B.3); other datasets keep their own
@@ -26,7 +27,8 @@ def tree() -> Tree:
                         flags=("--protocol",)),
         "AL_METHOD": Key(None, "random, uncertainty_entropy, coreset (greedy k-center), jlp, or any registered "
                          "strategy", type="str", flags=("--al-method",)),
-        "ARCH": Key("cifar_cnn", "the network: the 13-layer ConvNet, the CIFAR ResNets or LeNet",
+        "ARCH": Key("cifar_cnn", "the network: the 13-layer ConvNet, the CIFAR ResNets, LeNet or torchvision's "
+                    "ImageNet ResNet-18 (for IMAGE_SIZE >= 64)",
                     choices=tuple(INPUT_SIZE), flags=("--arch|-a",)),
         **common_keys("cifar10", seed=7),
         "SPLIT": Key(0, "the initial split file; trial t uses SPLIT + t", minimum=0, flags=("--split",)),
@@ -80,6 +82,9 @@ def tree() -> Tree:
         "PRETRAIN_BATCH_SIZE": Key(128, "DeepCluster batch", minimum=2, flags=("--pretrain-batch-size",)),
         **strategy_keys("EPOCHS", "--asal-steps"),
         **open_set_keys(),
+        **own_images_keys("AL_BUDGET"),
+        "SAVE_MODEL": Key(False, "save every cycle's model under <out>/models/", switch=True, resumable=True,
+                          flags=("--save-models",)),
     }
     return Tree("main_al.py --protocol rethinking", keys, profile=_profile, check=_check, epochs_key="EPOCHS")
 
@@ -91,6 +96,8 @@ def _profile(values: dict) -> tuple:
 
 
 def _check(cfg) -> None:
+    if cfg.PRETRAINED and (cfg.ADD_UNSUPERVISED_PRETRAINING or cfg.LEARN_UNSUPERVISED_PRETRAINING):
+        raise UserError("--pretrained (ImageNet weights) and DeepCluster pre-training both set the trunk; give one")
     if cfg.ADD_LP and cfg.ADD_CEAL:
         raise UserError("--add-lp and --add-ceal cannot be combined (as in the seed)")
     if cfg.EPOCHS > cfg.LR_RAMPDOWN_EPOCHS:

@@ -25,6 +25,7 @@ from utils.core.cli import UserError
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"
 RESNET18_BLOCKS = (2, 2, 2, 2)  # BasicBlocks per stage
 RESNET34_BLOCKS = (3, 4, 6, 3)
+WHOLE_TRUNK = ("layer1", "layer2", "layer3", "layer4")
 
 
 def _stage(inplanes, planes, blocks, stride):
@@ -104,9 +105,10 @@ class CifarResNet(_TwoHeadResNet):
 
 
 class ImageNetResNet18(_TwoHeadResNet):
-    """torchvision's ImageNet ResNet-18 trunk (7x7 stem + max-pool) with the two TOD heads."""
+    """torchvision's ImageNet ResNet-18 trunk (7x7 stem + max-pool) with the two TOD heads;
+    ``dropout`` > 0 adds dropout before the classifier (MC-dropout strategies)."""
 
-    def __init__(self, num_classes, in_channels=3, consistency_head=True):
+    def __init__(self, num_classes, in_channels=3, consistency_head=True, dropout=0.0):
         super().__init__()
         trunk = tv_resnet18()  # Kaiming-normal(fan_out) convs, BN weight 1 / bias 0
         if in_channels != 3:
@@ -115,13 +117,14 @@ class ImageNetResNet18(_TwoHeadResNet):
         self.layer1, self.layer2, self.layer3, self.layer4 = trunk.layer1, trunk.layer2, trunk.layer3, trunk.layer4
         self.stage_channels = [64, 128, 256, 512]
         self.feature_dim = 512
-        self.pool, self.dropout = None, None
+        self.pool, self.dropout = None, ConsistentDropout(dropout) if dropout else None
         self.linear = nn.Linear(512, num_classes)
         self.linear1 = nn.Linear(512, num_classes) if consistency_head else None
 
-    def load_imagenet_trunk(self, path):
-        """Copy the stem and layer1-3 (BN running statistics included) from torchvision's
-        ``resnet18-5c106cde.pth``; layer4 and both heads keep their random init, as in TOD."""
+    def load_imagenet_trunk(self, path, stages=("layer1", "layer2", "layer3")):
+        """Copy the stem and ``stages`` (BN running statistics included) from torchvision's
+        ``resnet18-5c106cde.pth``; the default leaves layer4 and both heads at their random init, as
+        TOD does. Returns the names of the loaded tensors."""
         if not os.path.isfile(path):
             raise UserError(
                 f"ImageNet ResNet-18 weights not found at {path}: download {IMAGENET_RESNET18_URL} "
@@ -136,7 +139,7 @@ class ImageNetResNet18(_TwoHeadResNet):
         own = self.state_dict()
         loaded = {}
         for key, value in state.items():
-            if not key.startswith(("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")):
+            if not key.startswith(("conv1.", "bn1.", *(f"{stage}." for stage in stages))):
                 continue
             for old, new in renames.items():
                 if key.startswith(old):
@@ -144,7 +147,7 @@ class ImageNetResNet18(_TwoHeadResNet):
             if key in own and own[key].shape == value.shape:
                 loaded[key] = value
         if not loaded:
-            raise UserError(f"{path} holds no ResNet-18 stem/layer1-3 weights; download {IMAGENET_RESNET18_URL}")
+            raise UserError(f"{path} holds no ResNet-18 trunk weights; download {IMAGENET_RESNET18_URL}")
         self.load_state_dict(loaded, strict=False)
         return sorted(loaded)
 
@@ -165,6 +168,6 @@ def resnet34(num_classes: int, in_channels: int = 3, width: int = 64, consistenc
 
 @register_model("imagenet_resnet18")
 def imagenet_resnet18(num_classes: int, in_channels: int = 3, width: int | None = None,
-                      consistency_head: bool = True) -> ImageNetResNet18:
+                      consistency_head: bool = True, dropout: float = 0.0) -> ImageNetResNet18:
     """ImageNet ResNet-18; ``width`` is accepted (configs pass it) but does not apply."""
-    return ImageNetResNet18(num_classes, in_channels, consistency_head)
+    return ImageNetResNet18(num_classes, in_channels, consistency_head, dropout)

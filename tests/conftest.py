@@ -196,3 +196,18 @@ def one_thread():
 @pytest.fixture
 def fake_root(tmp_path):
     return str(tmp_path / "data")
+
+
+def fill_labels(csv_path, truth, override=None):
+    """Fill the label column of a query CSV from ``truth`` (``override``: {row number: label})."""
+    import csv
+
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for number, row in enumerate(rows, start=1):
+        row["label"] = (override or {}).get(number, truth.get(row["path"], ""))
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows

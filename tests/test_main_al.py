@@ -16,11 +16,13 @@ DIGITS = ["--protocol", "deepal", "--dataset", "digits", "--nStart", "10", "--nQ
 
 
 def test_budgets_are_percents_of_the_pool_with_a_truncated_last_round():
-    def budget(start, query, end, pool):
-        return deepal_budget(SimpleNamespace(N_START=start, N_QUERY=query, N_END=end), pool)
+    def budget(start, query, end, pool, count=None, initial=None):
+        return deepal_budget(SimpleNamespace(N_START=start, N_QUERY=query, N_END=end, QUERY_SIZE=count), pool, initial)
 
     assert budget(10, 5, 20, 1437) == (143, 71, 287, 3)  # 143 -> 214 -> 285 -> 287
     assert budget(10, -1, -1, 1000) == (100, 900, 1000, 1)
+    assert budget(10, 5, 20, 1437, count=50) == (143, 50, 287, 3)  # --query-size: a count instead of nQuery%
+    assert budget(10, 1, 100, 1000, count=50, initial=20) == (20, 50, 1000, 20)  # own images: labeled/ is L_0
     with pytest.raises(UserError, match="nStart"):
         budget(0.01, 1, 20, 1000)
 
@@ -107,7 +109,7 @@ def test_the_oracle_discards_unknown_answers_and_counts_them():
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)
     oracle = Oracle(pool, targets)
-    labels, discarded, columns = oracle.answer(np.array([2, 3, 5]), labeled_idx=np.array([0]))
+    labels, discarded, _waiting, columns = oracle.answer(np.array([2, 3, 5]), labeled_idx=np.array([0]))
     assert labels.tolist() == [3] and discarded.tolist() == [2, 5]
     assert columns == {"n_queried": 3, "n_queried_known": 1, "precision": round(1 / 3, 6), "recall": round(2 / 6, 6)}
     assert oracle.unlabeled(np.arange(8), np.array([0, 3]), discarded).tolist() == [1, 4, 6, 7]

@@ -34,7 +34,8 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--resume", nargs="?", const=True, default=False, type=str2bool,
                        help="continue the run in --out from its last finished cycle")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    group.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    group.add_argument("--workers", type=count, default=None,
+                       help="data-loader worker processes (default: 0 when the images fit in memory, else up to 4)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change a setting, e.g. --set START=100 (repeatable; see --list-settings)")
@@ -127,6 +128,17 @@ def parse_script_args(script: str, description: str, argv: list | None = None, r
         run_args(parser)
     add_common_args(parser)
     return parse_command_line(parser, settings, argv, refuse)
+
+
+def count(text: str) -> int:
+    """A whole number >= 0 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def str2bool(text: str) -> bool:

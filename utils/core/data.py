@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.core.cli import UserError
 from utils.core.registry import Registry
+
+if TYPE_CHECKING:
+    from utils.core.annotation import OwnImages
 from utils.core.splits import balanced_subset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
@@ -56,8 +59,9 @@ class TensorImages(Dataset):
 class FileImages(Dataset):
     """Images read from files: RGB, resized to ``resize`` x ``resize``, then centre-cropped to
     ``crop`` (both ``None`` = keep the file's size, which must then match). Each image is decoded
-    once: the decoded images are kept in one uint8 tensor when it takes at most ``cache_bytes``
-    (the default budget suits every supported dataset at its default size)."""
+    once: :meth:`decode` fills one uint8 tensor with the images in use when they take at most
+    ``cache_bytes`` (the default budget suits every supported dataset at its default size); images
+    outside it are decoded on demand and kept too."""
 
     def __init__(self, paths: list, targets, resize: int | None = None, crop: int | None = None,
                  cache_bytes: int = CACHE_BYTES):
@@ -80,14 +84,49 @@ class FileImages(Dataset):
                 if self.resize:
                     img = img.resize((self.resize, self.resize), Image.BILINEAR)
                 array = np.asarray(img, dtype=np.uint8)
-        except OSError as exc:
-            raise UserError(f"cannot read image {self.paths[i]}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read image {self.paths[i]}: {exc}; fix or remove the file") from None
         image = torch.from_numpy(array.copy()).permute(2, 0, 1)
         if self.crop and self.crop != image.shape[-1]:
             top = (image.shape[-2] - self.crop) // 2
             left = (image.shape[-1] - self.crop) // 2
             image = image[:, top:top + self.crop, left:left + self.crop]
         return image
+
+    def verify(self, i: int) -> None:
+        """Check that image ``i`` opens as an image (its header; no full decode)."""
+        from PIL import Image
+
+        try:
+            with Image.open(self.paths[i]) as img:
+                img.verify()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise UserError(f"cannot read image {self.paths[i]}: {exc}; fix or remove the file") from None
+
+    def decode(self, indices, threads: int = 1) -> bool:
+        """Decode the images ``indices`` now, in ``threads`` threads (PIL decodes without the
+        GIL), into the cache when all of this dataset's images fit in ``cache_bytes``; otherwise
+        only check that each opens. Returns whether they are cached. An unreadable file stops
+        with its name, before anything is written."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = np.unique(np.asarray(indices, dtype=np.int64))
+        if not len(todo):
+            return False
+        first = self.load(int(todo[0]))
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            if len(self.paths) * first.numel() > self.cache_bytes:
+                list(pool.map(self.verify, todo.tolist()))
+                return False
+            if self.cache is None:
+                self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
+            todo = todo[~self.decoded[todo].numpy()]
+            for i, image in zip(todo.tolist(), pool.map(self.load, todo.tolist())):
+                if image.shape != first.shape:
+                    raise UserError(f"image {self.paths[i]} is {tuple(image.shape[1:])} pixels, the others "
+                                    f"{tuple(first.shape[1:])}: set IMAGE_SIZE to resize them all")
+                self.cache[i], self.decoded[i] = image, True
+        return True
 
     def __getitems__(self, indices):
         indices = torch.as_tensor(indices, dtype=torch.long)
@@ -152,6 +191,8 @@ class ImageData:
     eval_transform: BatchTransform
     train_idx: np.ndarray = field(default=None)
     test_idx: np.ndarray = field(default=None)
+    own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/annotation.py)
+    decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
 
     @property
     def train_targets(self) -> np.ndarray:
@@ -184,6 +225,7 @@ class RawSplits:
     std: tuple[float, ...]
     crop_padding: int = 0
     flip: bool = False
+    own: "OwnImages | None" = None
 
 
 DatasetLoader = Callable[[str, bool, int | None], RawSplits]  # (root, download, image_size) -> RawSplits
@@ -408,9 +450,26 @@ def _load_tinyimagenet(root: str, download: bool, image_size: int | None) -> Raw
                      size, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), max(1, size // 8), True)
 
 
-def _load_folder(path: str, image_size: int | None) -> RawSplits:
-    """``folder:PATH``: ``PATH/{train,test}/<class>/<image files>``, resized to ``image_size`` (default 32)."""
+def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_out: str | None) -> RawSplits:
+    """``folder:PATH``: ``PATH/{train,test}/<class>/<image files>`` (every image labeled), or with
+    ``own_images`` the annotation layout ``PATH/labeled/<class>/``, ``PATH/unlabeled/**``, optional
+    ``PATH/test/<class>/`` (utils/core/annotation.py; ``manifest_out``: the run folder whose image
+    list a resumed run reads); resized to ``image_size`` (default 32)."""
+    from utils.core.annotation import is_own_images, load_own_images
+
     image_size = image_size or 32
+    if is_own_images(path) != own_images:
+        if own_images:
+            raise UserError(f"--oracle human/folder need folder:PATH with {path}/labeled/<class>/ and "
+                            f"{path}/unlabeled/ (see the README's 'Label your own images')")
+        raise UserError(f"folder:{path} has labeled/ and unlabeled/ (images to label by hand): run it with main_al.py "
+                        "--oracle human (or folder); other runs need PATH/train/<class>/ and PATH/test/<class>/")
+    if own_images:
+        own = load_own_images(path, manifest_out)
+        train = FileImages(own.absolute(own.paths), np.maximum(own.labels, -1), resize=image_size)
+        test = FileImages(own.absolute(own.test_paths), np.asarray(own.test_labels, dtype=np.int64),
+                          resize=image_size)
+        return RawSplits(train, test, 3, image_size, IMAGENET_MEAN, IMAGENET_STD, max(1, image_size // 8), True, own)
     splits = {}
     for part in ("train", "test"):
         folder = os.path.join(path, part)
@@ -435,18 +494,44 @@ def _load_folder(path: str, image_size: int | None) -> RawSplits:
                      max(1, image_size // 8), True)
 
 
+def _decode(data: "ImageData", threads: int) -> None:
+    """Decode the image files in use once, now (an unreadable file stops the run before it writes
+    anything), and say where they are kept."""
+    import time
+
+    parts = [(d, idx) for d, idx in ((data.train, data.train_idx), (data.test, data.test_idx))
+             if isinstance(d, FileImages) and len(idx)]
+    if not parts:
+        return
+    start = time.perf_counter()
+    cached = [d.decode(idx, threads) for d, idx in parts]
+    data.decoded = all(cached)
+    count = sum(len(idx) for _, idx in parts)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if data.decoded:
+            size = sum(d.cache.numel() for d, _ in parts) / 2**20
+            shape = "x".join(map(str, parts[0][0].cache.shape[1:]))
+            print(f"{count} images decoded once into memory ({shape}, {size:.0f} MB) in "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+        else:
+            print(f"{count} images checked; they exceed the {CACHE_BYTES / 2**30:.0f} GB in-memory budget and are "
+                  "decoded on demand (each kept once read)", flush=True)
+
+
 def build_data(name: str, root: str = "./data", download: bool = False, max_train_samples: int | None = None,
                max_test_samples: int | None = None, seed: int = 0, image_size: int | None = None,
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                crop_padding: int | None = None, flip: bool | None = None, pad_mode: str = "constant",
-               resize: int | None = None) -> ImageData:
+               resize: int | None = None, own_images: bool = False, manifest_out: str | None = None,
+               threads: int = 1) -> ImageData:
     """Load dataset ``name`` (a registered name in any case, or ``folder:PATH``) and wrap it in an
     :class:`ImageData`. ``image_size``: the side image files are decoded to (None: the dataset's
     own; refused for datasets not stored as image files); ``mean``/``std``/``crop_padding``/``flip``
     override the dataset's defaults (a paper's own choices); ``resize`` resizes every batch (after
-    augmentation) to what a model needs."""
+    augmentation) to what a model needs; ``own_images`` and ``manifest_out``: see _load_folder.
+    Image files are decoded in ``threads`` threads."""
     if name.startswith("folder:"):
-        raw = _load_folder(name[len("folder:"):], image_size)
+        raw = _load_folder(name[len("folder:"):], image_size, own_images, manifest_out)
     else:
         entry, name = _DATASETS.find(name, list_datasets()), name.lower()
         if image_size is not None and not entry.image_files:
@@ -458,11 +543,12 @@ def build_data(name: str, root: str = "./data", download: bool = False, max_trai
         raise UserError(f"MEAN and STD need {raw.channels} value(s) for {name}, one per channel")
     data = ImageData(
         name=name, train=raw.train, test=raw.test,
-        num_classes=int(raw.train.targets.max()) + 1, in_channels=raw.channels, image_size=resize or raw.image_size,
+        num_classes=len(raw.own.classes) if raw.own else int(raw.train.targets.max()) + 1,
+        in_channels=raw.channels, image_size=resize or raw.image_size,
         train_transform=BatchTransform(mean or raw.mean, std or raw.std,
                                        raw.crop_padding if crop_padding is None else crop_padding,
                                        raw.flip if flip is None else flip, pad_mode, resize),
-        eval_transform=BatchTransform(mean or raw.mean, std or raw.std, size=resize),
+        eval_transform=BatchTransform(mean or raw.mean, std or raw.std, size=resize), own=raw.own,
     )
     data.train_idx = np.arange(len(raw.train))
     data.test_idx = np.arange(len(raw.test))
@@ -470,6 +556,7 @@ def build_data(name: str, root: str = "./data", download: bool = False, max_trai
         data.train_idx = balanced_subset(raw.train.targets.numpy(), max_train_samples, seed)
     if max_test_samples and max_test_samples < len(raw.test):
         data.test_idx = balanced_subset(raw.test.targets.numpy(), max_test_samples, seed)
+    _decode(data, threads)
     return data
 
 
@@ -535,7 +622,7 @@ def make_loader(dataset: Dataset, indices, batch_size: int, shuffle: bool = Fals
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     sampler = IndexSampler(indices, shuffle, seed, rank, world, pad)
     pin = bool(dist and dist.device.type == "cuda")
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers or 0,
                       collate_fn=_collate, pin_memory=pin, persistent_workers=False)
 
 
@@ -543,7 +630,7 @@ def make_batch_loader(dataset: Dataset, make_batches: Callable[[int], list], dis
     """A DataLoader over the batches ``make_batches(epoch)`` returns (see BatchListSampler)."""
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
     pin = bool(dist and dist.device.type == "cuda")
-    return DataLoader(dataset, batch_sampler=BatchListSampler(make_batches, rank, world), num_workers=workers,
+    return DataLoader(dataset, batch_sampler=BatchListSampler(make_batches, rank, world), num_workers=workers or 0,
                       collate_fn=_collate, pin_memory=pin)
 
 
@@ -567,8 +654,16 @@ def augmented_batches(data: ImageData, indices: np.ndarray, batch_size: int, dis
         yield data.train_transform(images.to(device)), targets.to(device)
 
 
-def load_data(cfg: Mapping, args, **transform_overrides) -> ImageData:
+def load_data(cfg: Mapping, args, **options) -> ImageData:
     """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES,
-    MAX_TEST_SAMPLES, SEED) and its --data-root and --download."""
-    return build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"],
-                      cfg["MAX_TEST_SAMPLES"], cfg["SEED"], cfg["IMAGE_SIZE"], **transform_overrides)
+    MAX_TEST_SAMPLES when the script has it, SEED) and its --data-root, --download and --workers (None: image files are
+    decoded in one thread per core, and the data loaders get no worker processes when the images
+    fit in memory, else up to four); ``options``: build_data's other arguments."""
+    cores = os.cpu_count() or 1
+    max_test = cfg["MAX_TEST_SAMPLES"] if "MAX_TEST_SAMPLES" in cfg else None
+    data = build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"], max_test,
+                      cfg["SEED"], cfg["IMAGE_SIZE"],
+                      threads=args.workers or cores, **options)
+    if args.workers is None:
+        args.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
+    return data

@@ -28,7 +28,7 @@ import torch
 from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
-from utils.core.results import CYCLE_COLUMNS, ResultsFolder, read_cycles
+from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, read_cycles
 from utils.core.train import rng_state, set_rng_state
 
 
@@ -104,19 +104,20 @@ class Run:
         return range(self.first_cycle(trial), self.cycles)
 
     # ------------------------------------------------------------------ commit
-    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray, test_acc: float,
+    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray, test_acc: float | None,
                times: dict, checkpoint: dict, extra: dict | None = None) -> np.ndarray:
-        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%),
-        then ``queried`` was added; ``times`` holds train_seconds/query_seconds, ``extra`` any
+        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%; None:
+        no test images, left empty in cycles.csv), then ``queried`` was added; ``times`` holds
+        train_seconds/query_seconds, ``extra`` any
         further cycles.csv columns, ``checkpoint`` everything needed to continue the trial.
         Returns the new labeled indices."""
-        row = {"trial": trial, "cycle": cycle, "n_labeled": len(labeled_idx), "test_acc": round(test_acc, 4),
-               **times, **(extra or {})}
+        row = {"trial": trial, "cycle": cycle, "n_labeled": len(labeled_idx),
+               "test_acc": "" if test_acc is None else round(test_acc, 4), **times, **(extra or {})}
         labeled_idx = np.concatenate([labeled_idx, queried])
         self.rows.append(row)
         self.finished[trial] = cycle
         self.log(f"{self.label} Trial:{trial + 1}/{self.trials} || Cycle:{cycle + 1}/{self.cycles} || "
-                 f"Label set size:{row['n_labeled']} || Test acc:{test_acc:.2f}")
+                 f"Label set size:{row['n_labeled']} || Test acc:" + ("-" if test_acc is None else f"{test_acc:.2f}"))
         if not self.is_main:
             return labeled_idx
         checkpoint = {**checkpoint, "cycle": cycle, "labeled_idx": torch.as_tensor(np.asarray(labeled_idx)),
@@ -125,11 +126,18 @@ class Run:
         self.folder.save_checkpoint(trial, checkpoint)
         self.folder.write_rows(self.rows, self.columns)
         self._write_state()
-        self.scalar(f"trial{trial}/test_acc", row["test_acc"], row["n_labeled"])  # step: labeled-set size
+        if test_acc is not None:
+            self.scalar(f"trial{trial}/test_acc", row["test_acc"], row["n_labeled"])  # step: labeled-set size
         for key in ("train_seconds", "query_seconds"):
             if key in times:
                 self.scalar(f"trial{trial}/{key}", times[key], cycle)
         return labeled_idx
+
+    def save_model(self, trial: int, cycle: int, model: torch.nn.Module) -> None:
+        """The cycle's trained weights, ``<out>/models/trial<T>_cycle<C>.pt``."""
+        if self.is_main:
+            path = os.path.join(self.folder.path, "models", f"trial{trial}_cycle{cycle}.pt")
+            atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
 
     def _write_state(self):
         self.folder.write_state({"identity": self.identity, "finished": self.finished,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 
 import numpy as np
 import torch
@@ -17,24 +16,26 @@ from config.deepal import MODELS
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags
-from utils.core.data import load_data, make_loader
-from utils.core.results import atomic_write
+from utils.core.data import make_loader
 from utils.core.splits import random_subset
 from utils.core.train import fit
 from utils.protocols.pool import PoolProtocol, Trial
 
 
-def deepal_budget(cfg, pool_size: int) -> tuple[int, int, int, int]:
-    """(initial labels, labels per query, total labels, rounds) from the percent settings."""
-    start = int(cfg.N_START * pool_size / 100)
+def deepal_budget(cfg, pool_size: int, start: int | None = None) -> tuple[int, int, int, int]:
+    """(initial labels, labels per query, total labels, rounds) from the percent settings (or the
+    counts ``start`` and QUERY_SIZE)."""
+    start = int(cfg.N_START * pool_size / 100) if start is None else start
     end = pool_size if cfg.N_END == -1 else int(cfg.N_END * pool_size / 100)
     query = end - start if cfg.N_QUERY == -1 else int(cfg.N_QUERY * pool_size / 100)
+    query = cfg.QUERY_SIZE or query
     if start < 1:
         raise UserError(f"--nStart {cfg.N_START} labels no sample of the {pool_size}-sample pool; raise --nStart")
     if end > pool_size or end < start:
         raise UserError(f"--nEnd {cfg.N_END} must lie between --nStart and 100 (or be -1)")
     if end > start and query < 1:
-        raise UserError(f"--nQuery {cfg.N_QUERY} queries no sample of the {pool_size}-sample pool; raise --nQuery")
+        raise UserError(f"--nQuery {cfg.N_QUERY} queries no sample of the {pool_size}-sample pool; raise --nQuery "
+                        "or give --query-size N")
     rounds = math.ceil((end - start) / query) if end > start else 0
     return start, query, end, rounds
 
@@ -43,6 +44,7 @@ class DeepAL(PoolProtocol):
     """``--protocol deepal``."""
 
     NAME = "deepal"
+    INITIAL_SET_KEY = "N_START"
     STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "STRATEGY", "--strategy", "CYCLES"
     PROVIDES = frozenset({"state", "ensemble", "previous_model", "mc_dropout"})
 
@@ -63,7 +65,7 @@ class DeepAL(PoolProtocol):
 
     def load_data(self):
         cfg = self.cfg
-        return load_data(cfg, self.args, mean=cfg.MEAN, std=cfg.STD, crop_padding=cfg.CROP_PADDING, flip=cfg.FLIP)
+        return self.load_images(mean=cfg.MEAN, std=cfg.STD, crop_padding=cfg.CROP_PADDING, flip=cfg.FLIP)
 
     def fit_inputs(self) -> None:
         """The toolkit's network for the data: LeNet needs images of at least LENET_MIN_SIZE; the
@@ -80,10 +82,14 @@ class DeepAL(PoolProtocol):
             options = {**options, "consistency_head": False}
         self.model_options = options
         self.members = cfg.N_ENSEMBLES if "ensemble" in self.strategy.needs else 1
+        if cfg.PRETRAINED:  # a wrong model or an unreadable file stops here, before anything is written
+            self.imagenet_init(build_model(self.model_name, data.num_classes, data.in_channels, **options))
 
     def plan(self, pool_size: int) -> int:
         """The number of cycles (rounds + 1 trainings, or CYCLES); checks the budget."""
-        self.start, self.query, self.end, self.rounds = deepal_budget(self.cfg, pool_size)
+        own = self.data.own
+        self.start, self.query, self.end, self.rounds = deepal_budget(
+            self.cfg, pool_size, None if own is None else len(own.initial_idx))
         cycles = self.rounds + 1 if self.cfg.CYCLES is None else self.cfg.CYCLES
         if cycles > self.rounds + 1:
             raise UserError(f"--cycles {cycles} needs more labels than --nEnd {self.cfg.N_END} allows "
@@ -103,10 +109,12 @@ class DeepAL(PoolProtocol):
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
         """f_0 (and the other ensemble members' own initial weights, after it), then L_0 at random
         (numpy's RNG, which the networks do not touch): f_0 and L_0 are the same for every strategy
-        of a trial (a paired sweep)."""
-        initial = [build_model(self.model_name, self.data.num_classes, self.data.in_channels,
-                               **self.model_options).to(self.dist.device) for _ in range(self.members)]
-        return Trial(random_subset(labelable, self.start), initial_models=initial)
+        of a trial (a paired sweep). Own images: L_0 is PATH/labeled/; PRETRAINED: f_0's trunk."""
+        initial = [self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
+                                                  **self.model_options)).to(self.dist.device)
+                   for _ in range(self.members)]
+        labeled = labelable if self.data.own is not None else random_subset(labelable, self.start)
+        return Trial(labeled, initial_models=initial)
 
     def models(self, state: Trial, cycle: int) -> list:
         """Every round trains copies of the trial's initial networks."""
@@ -162,8 +170,3 @@ class DeepAL(PoolProtocol):
         cfg = self.cfg
         return {"ensemble": models, "gcn": {"hidden": cfg.HIDDEN_UNITS, "dropout": cfg.DROPOUT_RATE,
                                             "weight": cfg.LAMBDA_LOSS}, "gcn_margin": cfg.S_MARGIN}
-
-    def after_query(self, run, trial, cycle, model, state, pool_idx, queried) -> None:
-        if self.cfg.SAVE_MODEL and self.dist.is_main:
-            atomic_write(os.path.join(run.folder.path, "models", f"trial{trial}_cycle{cycle}.pt"),
-                         lambda fh: torch.save(model.state_dict(), fh))

@@ -29,7 +29,7 @@ from torch import nn
 from config.lfosa import SEED_STRATEGIES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, parse_script_args, str2bool
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, str2bool
 from utils.core.config import Settings
 from utils.core.data import load_data, make_loader
 from utils.core.loop import start_run
@@ -57,7 +57,7 @@ def parse_args(argv: list | None, script: str) -> tuple[argparse.Namespace, Sett
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """The seed's flags that are run control (not settings), inert or refused."""
     group = parser.add_argument_group("run control (the seed's flags)")
-    group.add_argument("-j", dest="workers", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    group.add_argument("-j", dest="workers", type=count, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     group.add_argument("--gpu", default=None, help="CUDA device index (ignored, with a notice, without CUDA)")
     group.add_argument("--use-cpu", action="store_true", help="run on the CPU")
     group.add_argument("--save-dir", default="log_AL/",

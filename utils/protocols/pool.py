@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from utils.core.data import augmented_batches
+from models.resnet import WHOLE_TRUNK
+from utils.core.cli import UserError
+from utils.core.data import augmented_batches, load_data
 from utils.samplers import get_strategy, list_strategies
 from utils.samplers.hooks import HookSettings
 
@@ -27,7 +29,8 @@ class Trial:
     """One trial's state: the labeled set, the queried images of unknown classes (open set: they
     left the pool), what a strategy keeps across queries (ClusterMargin's clusters), the previous
     cycle's trained weights (TOD's previous model, --finetuning), CEAL's confident pool images
-    with their predicted labels for the next cycle, and (deepal) the trial's initial networks."""
+    with their predicted labels for the next cycle, (deepal) the trial's initial networks, and the
+    queried images still waiting for a person's labels."""
 
     labeled_idx: np.ndarray
     discarded: np.ndarray = field(default_factory=lambda: EMPTY)
@@ -36,11 +39,13 @@ class Trial:
     pseudo_idx: np.ndarray = field(default_factory=lambda: EMPTY)
     pseudo_labels: np.ndarray = field(default_factory=lambda: EMPTY)
     initial_models: list = field(default_factory=list)
+    waiting: np.ndarray = field(default_factory=lambda: EMPTY)  # queried, labels not given yet (a person)
 
     def checkpoint(self, keep_previous: bool) -> dict:
         """What the trial needs to continue (run.commit adds the labeled set and the RNG states)."""
         saved = {"strategy_state": self.strategy_state, "discarded": torch.as_tensor(self.discarded),
-                 "pseudo_idx": torch.as_tensor(self.pseudo_idx), "pseudo_labels": torch.as_tensor(self.pseudo_labels)}
+                 "pseudo_idx": torch.as_tensor(self.pseudo_idx), "pseudo_labels": torch.as_tensor(self.pseudo_labels),
+                 "waiting": torch.as_tensor(self.waiting)}
         if keep_previous and self.previous is not None:
             saved["previous_model"] = self.previous
         return saved
@@ -58,6 +63,7 @@ class Trial:
         self.strategy_state = saved["strategy_state"]
         self.previous = saved.get("previous_model")
         self.pseudo_idx, self.pseudo_labels = saved["pseudo_idx"].numpy(), saved["pseudo_labels"].numpy()
+        self.waiting = saved["waiting"].numpy() if "waiting" in saved else EMPTY
 
 
 class PoolProtocol:
@@ -69,6 +75,38 @@ class PoolProtocol:
     def __init__(self, cfg, args):
         self.cfg, self.args = cfg, args
         self.data = self.dist = self.strategy = None
+
+    INITIAL_SET_KEY = ""  # the key of the protocol's initial labeled set, which own images replace
+
+    def check_oracle(self) -> None:
+        """What a run with a person answering (--oracle human/folder) refuses, before data is read."""
+        cfg = self.cfg
+        if cfg.ORACLE == "simulated":
+            return
+        refused = {"TRIALS": (cfg.TRIALS != 1, "one person labels one run: --trials 1"),
+                   "KNOWN_CLASSES": (cfg.KNOWN_CLASSES, "images of none of the classes are answered 'unknown'"),
+                   "MAX_TRAIN_SAMPLES": (cfg.MAX_TRAIN_SAMPLES, "the pool is PATH/unlabeled/"),
+                   self.INITIAL_SET_KEY: (cfg.sources[self.INITIAL_SET_KEY] != "default",
+                                          "the initial labeled set is PATH/labeled/")}
+        for key, (given, why) in refused.items():
+            if given:
+                raise UserError(f"--oracle {cfg.ORACLE}: {why}; drop {key} ({cfg.sources[key]})")
+
+    def load_images(self, **options):
+        """The run's dataset (utils/core/data.py's load_data); with a person answering, the own-images
+        layout, read from the run's image list when resumed."""
+        own = self.cfg.ORACLE != "simulated"
+        manifest = self.args.out if own and self.args.resume else None
+        return load_data(self.cfg, self.args, own_images=own, manifest_out=manifest, **options)
+
+    def imagenet_init(self, model):
+        """``model`` with its whole trunk from the PRETRAINED ImageNet weights (when set)."""
+        if self.cfg.PRETRAINED:
+            if not hasattr(model, "load_imagenet_trunk"):
+                raise UserError("--pretrained loads ImageNet weights into the ImageNet ResNet-18 only: choose it "
+                                "(deepal --model ImageNetResNet18, rethinking --arch imagenet_resnet18)")
+            model.load_imagenet_trunk(self.cfg.PRETRAINED, WHOLE_TRUNK)
+        return model
 
     def bind(self, data, dist, strategy) -> None:
         self.data, self.dist, self.strategy = data, dist, strategy
@@ -112,6 +150,10 @@ class PoolProtocol:
     def query_extras(self, models: list) -> dict:
         """Protocol-specific QueryContext extras."""
         return {}
+
+    def query_size_of(self, fallback: int) -> int:
+        """QUERY_SIZE (a count) when set, else the protocol's own query size."""
+        return self.cfg.QUERY_SIZE or fallback
 
     def after_query(self, run, trial: int, cycle: int, model, state: Trial, pool_idx: np.ndarray,
                     queried: np.ndarray) -> None:

@@ -16,8 +16,8 @@ from torch import nn
 from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, str2bool
-from utils.core.data import load_data, make_batch_loader
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, str2bool
+from utils.core.data import make_batch_loader
 from utils.core.splits import make_split, read_split, split_path, write_split
 from utils.core.train import fit, predict, seed_everything, softmax_probs
 from utils.methods import deepcluster
@@ -59,6 +59,7 @@ class Rethinking(PoolProtocol):
     """``--protocol rethinking``."""
 
     NAME = "rethinking"
+    INITIAL_SET_KEY = "SPLIT"
     STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "AL_METHOD", "--al-method", "AL_NB_CYCLES"
     PROVIDES = frozenset({"state", "previous_model", "mc_dropout"})
 
@@ -71,7 +72,7 @@ class Rethinking(PoolProtocol):
         group.add_argument("--split-size", type=int, default=100, help="labels per split file of --make-splits")
         group.add_argument("--pretrained-dir", default="./pretrained",
                            help="where DeepCluster weights are saved and loaded")
-        parser.add_argument("-j", dest="workers", type=int, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        parser.add_argument("-j", dest="workers", type=count, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         add_inert_flags(parser, INERT)
         add_refused_flags(parser, REFUSED)
 
@@ -98,7 +99,7 @@ class Rethinking(PoolProtocol):
         """The dataset with the seed's normalisation, translation by TRANSLATE px of 32 (reflect) and
         flips; images smaller than the architecture's input are resized up."""
         cfg = self.cfg
-        native = load_data(cfg, self.args, mean=cfg.MEAN, std=cfg.STD, flip=cfg.FLIP, pad_mode="reflect")
+        native = self.load_images(mean=cfg.MEAN, std=cfg.STD, flip=cfg.FLIP, pad_mode="reflect")
         native.train_transform.crop_padding = max(1, round(cfg.TRANSLATE * native.image_size / 32))
         size = INPUT_SIZE[cfg.ARCH]
         return native.resize_inputs(size) if native.image_size < size else native
@@ -125,12 +126,16 @@ class Rethinking(PoolProtocol):
         if cfg.ADD_UNSUPERVISED_PRETRAINING and not cfg.LEARN_UNSUPERVISED_PRETRAINING and \
                 not os.path.isfile(self.pretrained):
             deepcluster.load_trunk(self.new_model(), self.pretrained)  # the one-line error naming the fix
+        if cfg.PRETRAINED:  # a wrong model or an unreadable file stops here, before anything is written
+            self.imagenet_init(self.new_model())
 
     def plan(self, pool_size: int) -> int:
+        """AL_NB_CYCLES; the budget must fit in the pool (own images: queries stop when it is empty)."""
         cfg = self.cfg
-        if cfg.AL_BUDGET * (cfg.AL_NB_CYCLES + 1) > pool_size:
-            raise UserError(f"budget larger than the pool: {cfg.AL_NB_CYCLES + 1} x --al-budget {cfg.AL_BUDGET} > "
-                            f"{pool_size} training samples")
+        query = self.query_size_of(cfg.AL_BUDGET)
+        if self.data.own is None and cfg.AL_BUDGET + cfg.AL_NB_CYCLES * query > pool_size:
+            raise UserError(f"budget larger than the pool: --al-budget {cfg.AL_BUDGET} + {cfg.AL_NB_CYCLES} cycles x "
+                            f"{query} queried > {pool_size} training samples")
         return cfg.AL_NB_CYCLES
 
     def derived(self) -> dict:
@@ -168,8 +173,10 @@ class Rethinking(PoolProtocol):
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
         """L_0: the split file SPLIT + trial; a missing file is made (deterministically) and saved.
-        Open-set splits have their own files."""
+        Open-set splits have their own files; own images: PATH/labeled/."""
         cfg, args, data = self.cfg, self.args, self.data
+        if data.own is not None:
+            return Trial(labelable)
         name = data.name + (f"-known{cfg.KNOWN_CLASSES}" + ("-random" if cfg.KNOWN_CLASSES_RANDOM else "")
                             if cfg.KNOWN_CLASSES else "")
         path = split_path(args.data_root, name, cfg.AL_BUDGET, cfg.SPLIT + trial)
@@ -184,7 +191,7 @@ class Rethinking(PoolProtocol):
 
     def models(self, state: Trial, cycle: int) -> list:
         """A fresh network (its trunk from DeepCluster with +PRE; --finetuning: last cycle's weights)."""
-        model = self.new_model()
+        model = self.imagenet_init(self.new_model())
         if self.use_pretrained:
             deepcluster.load_trunk(model, self.pretrained)
         if self.cfg.FINETUNING and state.previous is not None:
@@ -201,7 +208,7 @@ class Rethinking(PoolProtocol):
         CycleTraining(self, model, state, pool_idx, hook).fit(run, desc)
 
     def query_size(self, cycle: int, state: Trial) -> int:
-        return self.cfg.AL_BUDGET
+        return self.query_size_of(self.cfg.AL_BUDGET)
 
     def after_query(self, run, trial, cycle, model, state, pool_idx, queried) -> None:
         """CEAL (Wang et al., 2017) as the paper means it: unlabeled samples whose normalised entropy
