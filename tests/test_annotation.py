@@ -321,3 +321,13 @@ def test_an_imagenet_resnet_from_weights_runs_on_larger_own_images(tmp_path):
     config = read_config(str(out))
     assert config["run"]["image_shape"] == [3, 64, 64] and config["derived"]["model_name"] == "imagenet_resnet18"
     assert len(read_rows(out / "to_label" / "cycle0.csv")) == 5
+
+
+def test_ctrl_c_while_waiting_is_one_line_and_exit_130(capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(interrupted)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 130 and len(err.splitlines()) == 1 and "--resume" in err

@@ -152,9 +152,13 @@ def str2bool(text: str) -> bool:
 
 
 def run_cli(main):
-    """Run ``main()``; a :class:`UserError` becomes one line on stderr and exit code 2."""
+    """Run ``main()``; a :class:`UserError` becomes one line on stderr and exit code 2, Ctrl-C one
+    line and exit code 130 (what was committed stays: --resume continues from it)."""
     try:
         main()
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: the results folder keeps every finished cycle; --resume continues", file=sys.stderr)
+        sys.exit(130)
