@@ -30,6 +30,7 @@ from utils.core import distributed
 from utils.core.cli import UserError, parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
 from utils.core.loop import image_shape
+from utils.core.results import ResultsFolder
 from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
 from utils.protocols import ccal
@@ -56,8 +57,9 @@ def folders(args, cfg):
 def resume_state(logdir, resume_path, identity):
     """The state saved in ``resume_path`` (None without it), after checking it continues this run
     (the same ``identity``: the settings but the resumable ones, the known classes, the initial
-    budget and the world size). Refuses to overwrite another training's checkpoint in ``logdir``."""
-    logdir_has = os.path.isfile(os.path.join(logdir, "last.model"))
+    budget and the world size). Refuses to overwrite another training's checkpoint in ``logdir``;
+    a folder whose first save was interrupted (no ``last.optim``) holds nothing to keep."""
+    logdir_has = os.path.isfile(os.path.join(logdir, "last.optim"))
     if resume_path is None:
         if logdir_has:
             raise UserError(f"--logdir {logdir} already holds a trained encoder; pass --resume_path "
@@ -65,19 +67,23 @@ def resume_state(logdir, resume_path, identity):
         return None
     if logdir_has and os.path.abspath(logdir) != os.path.abspath(resume_path):
         raise UserError(f"--logdir {logdir} holds another encoder; resume into --logdir {resume_path}")
-    files = [os.path.join(resume_path, name) for name in ("last.optim", "last.config")]
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise UserError(f"--resume_path: {missing[0]} not found; pass the --logdir of an earlier contrast_main.py run")
-    saved = ccal.read_checkpoint(files[1], "settings").get("identity")
-    if saved is None:
+    path = os.path.join(resume_path, "last.optim")
+    if not os.path.isfile(path):
+        raise UserError(f"--resume_path: {path} not found; pass the --logdir of an earlier contrast_main.py run")
+    saved = ccal.read_checkpoint(path, "resume state")
+    record = saved.get("record")
+    if record is None:  # written before last.optim held its record
+        config = os.path.join(resume_path, "last.config")
+        record = ccal.read_checkpoint(config, "settings") if os.path.isfile(config) else {}
+    if record.get("identity") is None:
         raise UserError(f"--resume_path {resume_path} was written by an older contrast_main.py (no settings to "
                         "compare); start a new --logdir")
-    changed = sorted(k for k in set(saved) | set(identity) if saved.get(k) != identity.get(k))
+    changed = sorted(k for k in set(record["identity"]) | set(identity)
+                     if record["identity"].get(k) != identity.get(k))
     if changed:
         raise UserError(f"--resume_path {resume_path} was trained with different settings ({', '.join(changed)}); "
                         "use the same settings or start a new --logdir")
-    return ccal.read_checkpoint(files[0], "resume state")
+    return saved
 
 
 def main(argv=None):
@@ -111,11 +117,16 @@ def main(argv=None):
         optimizer = torch.optim.Adam(net.parameters(), lr=peak, weight_decay=cfg.WEIGHT_DECAY)
     scheduler = warmup_schedule(optimizer, cfg.EPOCHS, steps, cfg.WARMUP, cfg.WARMUP_MULTIPLIER, cfg.LR_SCHEDULER)
     first_epoch = 0
+    if dist.is_main:  # one training per folder; a killed one's temp files go
+        ResultsFolder(logdir).lock()
+        ResultsFolder(logdir).remove_temp_files()
     if saved:
         model.load_state_dict(saved["model"], strict=not args.no_strict)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         first_epoch = saved["epoch"]
+        if dist.is_main:  # last.model and last.config follow last.optim (a stop may have come between them)
+            ccal.save_encoder(logdir, model, optimizer, scheduler, first_epoch, record)
     augment = ccal.make_augment(cfg, cfg.RESIZE_FACTOR, cfg.RESIZE_FIX)
     generator = torch.Generator(dist.device)
     log = print if dist.is_main else (lambda *_a, **_k: None)

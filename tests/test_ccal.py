@@ -256,7 +256,7 @@ def test_seed_contrast_command_under_the_old_launcher_writes_one_encoder(tmp_pat
                            *NO_WARMUP, cwd=str(tmp_path)))
     assert "2 process(es) on cpu" in result.stdout and result.stdout.count("[epoch 1/1]") == 1
     folder = tmp_path / "model" / "distinctive"
-    assert sorted(os.listdir(folder)) == ["last.config", "last.model", "last.optim", "tb"]
+    assert sorted(os.listdir(folder)) == [".lock", "last.config", "last.model", "last.optim", "tb"]
     model = CSIResNet.from_state_dict(torch.load(folder / "last.model", weights_only=True), "x")
     assert model.shift_cls_layer.out_features == 4 and model.stem[0].in_channels == 1
 

@@ -70,7 +70,7 @@ def test_resume_after_a_kill_or_with_more_cycles_reproduces_the_run(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     resumed = ok(run_script(*common, "--cycles", "3", "--trials", "2", "--out", killed, "--resume"))
-    assert "resuming" in resumed.stdout
+    assert "resuming" in resumed.stdout or "starting over" in resumed.stdout  # (stopped before cycle 0 committed)
     assert labeled_sets(grown) == labeled_sets(full) == labeled_sets(killed)
     assert accuracies(grown) == accuracies(full) == accuracies(killed)
     assert len(labeled_sets(full)) == 6

@@ -9,9 +9,12 @@ An entry script drives its own trial/cycle loop (the paper's algorithm) and call
             ...train, test, query...
             labeled_idx = run.commit(trial, cycle, labeled_idx, queried, test_acc, times, checkpoint)
 
-``commit`` writes the cycle's labeled set, its row of cycles.csv, the trial checkpoint (models
-plus every RNG state) and last the state file, each atomically: a run killed at any point
-resumes from the last committed cycle and reproduces the uninterrupted run on the CPU.
+``commit`` writes the cycle's labeled set, the trial checkpoint (models, every RNG state and the
+cycle's row: the commit point), its row of cycles.csv and last the state file (with the checksum
+of every file a resume reads), each atomically. A run killed at any point resumes from the last
+committed cycle, finishing a commit the kill interrupted, and reproduces the uninterrupted run on
+the CPU. ``<out>/.lock`` keeps a second run out of the folder; a folder with no finished cycle is
+not a run to protect (the same command starts over in it).
 """
 
 import json
@@ -28,7 +31,7 @@ import torch
 from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
-from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, read_cycles
+from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, file_sha256, read_cycles
 from utils.core.train import rng_state, set_rng_state
 
 
@@ -60,26 +63,42 @@ class Run:
         self.identity = _jsonable(identity)
         self.config = config
         self.finished = {}  # trial -> last finished cycle
+        self.files = {}  # results-folder file -> sha256, as committed
         self.rows = []
         self._tb = None
-        if self.folder.has_state():
+        self._lock = None
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+        barrier(dist)  # every rank has checked the folder before rank 0 takes it
+        if self.is_main:
+            self._lock = self.folder.lock()
+            self.folder.remove_temp_files()
+        state = self.folder.read_state() if self.folder.has_state() else None
+        if state is not None and not state["finished"] and not self._checkpoints():
+            self.log(f"{out} holds no finished cycle: starting over in it")
+            state = None
+        if state is not None:
             if not resume:
                 raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-            state = self.folder.read_state()
             changed = sorted(k for k in set(state["identity"]) | set(self.identity)
                              if state["identity"].get(k) != self.identity.get(k))
             if changed:
                 raise UserError(f"--resume: {out} was run with different settings ({', '.join(changed)}); "
                                 "use the same settings or another --out")
             self.finished = {int(t): c for t, c in state["finished"].items()}
+            self.files = dict(state.get("files", {}))
+            self._check_files()
             # cycles.csv is written before state.json: drop rows of a cycle that never committed
             self.rows = [r for r in read_cycles(out) if r["cycle"] <= self.finished.get(r["trial"], -1)]
+            self._roll_forward()
             done = ", ".join(f"trial {t}: cycle {c}" for t, c in sorted(self.finished.items())) or "nothing yet"
             self.log(f"resuming {out} (finished {done})")
+        elif resume:
+            self.log(f"--resume: {out} holds no run yet; starting a fresh one")
         barrier(dist)  # every rank has read the folder before rank 0 writes to it
         if self.is_main:
             self.folder.write_config({"label": label, **config, "versions": _versions()})
-            if not self.folder.has_state():
+            if state is None:
                 self.folder.write_rows([], self.columns)
                 self._write_state()
 
@@ -95,6 +114,50 @@ class Run:
                             "delete the run folder and start again")
         set_rng_state(checkpoint["rng"])
         return checkpoint
+
+    def _checkpoints(self) -> dict:
+        """trial -> checkpoint path, for the checkpoints in the folder."""
+        folder = os.path.dirname(self.folder.checkpoint_path(0))
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return {int(n[5:-3]): os.path.join(folder, n) for n in names
+                if n.startswith("trial") and n.endswith(".pt") and n[5:-3].isdigit()}
+
+    def _relative(self, path: str) -> str:
+        return os.path.relpath(path, self.folder.path)
+
+    def _check_files(self) -> None:
+        """Every labeled-set file state.json names is the one committed (checkpoints: _roll_forward)."""
+        for name, digest in self.files.items():
+            if name.startswith("labeled") and file_sha256(os.path.join(self.folder.path, name)) != digest:
+                raise UserError(f"{os.path.join(self.folder.path, name)} is missing or changed since the run wrote "
+                                "it; restore it or start a new --out")
+
+    def _roll_forward(self) -> None:
+        """Finish the commit of a cycle whose checkpoint was written before a kill stopped the run
+        (the checkpoint is the commit point: it holds the cycle's labeled set, RNG state and row);
+        refuse a checkpoint that is neither the committed one nor the next."""
+        for trial, path in sorted(self._checkpoints().items()):
+            name = self._relative(path)
+            if self.files.get(name) and file_sha256(path) == self.files[name]:
+                continue
+            checkpoint = self.folder.load_checkpoint(trial)
+            cycle, row = checkpoint.get("cycle"), checkpoint.get("row")
+            if not self.files.get(name) and trial in self.finished and cycle == self.finished[trial]:
+                continue  # a run from before checksums
+            if cycle != self.finished.get(trial, -1) + 1 or row is None or \
+                    checkpoint.get("identity", self.identity) != self.identity:
+                raise UserError(f"{path} does not belong to this run's committed state (another run's, or changed); "
+                                "restore it or start a new --out")
+            if self.is_main:
+                labeled = self.folder.labeled_path(trial, cycle)
+                self.files[self._relative(labeled)] = self.folder.save_labeled(trial, cycle, checkpoint["labeled_idx"])
+                self.files[name] = file_sha256(path)
+            self.rows.append(row)
+            self.finished[trial] = cycle
+            self.log(f"completed the commit of trial {trial} cycle {cycle}, which a stop had interrupted")
+            if self.is_main:
+                self.folder.write_rows(self.rows, self.columns)
+                self._write_state()
 
     def first_cycle(self, trial: int) -> int:
         return self.finished.get(trial, -1) + 1
@@ -121,9 +184,11 @@ class Run:
         if not self.is_main:
             return labeled_idx
         checkpoint = {**checkpoint, "cycle": cycle, "labeled_idx": torch.as_tensor(np.asarray(labeled_idx)),
-                      "rng": rng_state()}
-        self.folder.save_labeled(trial, cycle, labeled_idx)
-        self.folder.save_checkpoint(trial, checkpoint)
+                      "rng": rng_state(), "row": row, "identity": self.identity}
+        self.files[self._relative(self.folder.labeled_path(trial, cycle))] = \
+            self.folder.save_labeled(trial, cycle, labeled_idx)
+        # the checkpoint is the commit point (see _roll_forward); cycles.csv and state.json follow it
+        self.files[self._relative(self.folder.checkpoint_path(trial))] = self.folder.save_checkpoint(trial, checkpoint)
         self.folder.write_rows(self.rows, self.columns)
         self._write_state()
         if test_acc is not None:
@@ -140,7 +205,7 @@ class Run:
             atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
 
     def _write_state(self):
-        self.folder.write_state({"identity": self.identity, "finished": self.finished,
+        self.folder.write_state({"identity": self.identity, "finished": self.finished, "files": self.files,
                                  "plan": {"trials": self.trials, "cycles": self.cycles}})
 
     # ------------------------------------------------------------------ logging
@@ -185,6 +250,9 @@ class Run:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._lock is not None:
+            self._lock.close()  # (a Run of the same folder in this process takes it again)
+            self._lock = None
 
 
 def _jsonable(value):

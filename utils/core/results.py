@@ -8,10 +8,13 @@
 <out>/checkpoints/trial{T}.pt           models + RNG state after the last finished cycle
 <out>/tb/                               tensorboardX events
 ```
-Every file is written atomically (temp file in the same folder + ``os.replace``).
+Every file is written atomically (temp file in the same folder + ``os.replace``) with the
+permissions the user's umask gives new files.
 """
 
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
@@ -28,29 +31,63 @@ CYCLE_COLUMNS = ["trial", "cycle", "n_labeled", "test_acc", "train_seconds", "qu
 OPENSET_COLUMNS = ["n_queried", "n_queried_known", "recall", "precision"]
 
 
-def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, then rename it over ``path``."""
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once, at import (single-threaded): new files get 0o666 & ~umask, as open() gives
+
+
+def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> str:
+    """Call ``write(binary_file)`` on a temp file next to ``path``, then rename it over ``path``;
+    returns the file's sha256. A write the system refuses (disk full, permissions) stops with one
+    line; the old file stays."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as fh:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0o600 would hide results from collaborators
+        with os.fdopen(fd, "w+b") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+            fh.seek(0)
+            digest = _sha256(fh)
         os.replace(tmp, path)
+        return digest
+    except OSError as exc:
+        if tmp and os.path.exists(tmp):
+            os.remove(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"no space left to write {path}: free some and run again with --resume") from None
+        raise UserError(f"cannot write {path} ({exc.strerror or exc}): choose another --out or fix its "
+                        "permissions") from None
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
         raise
 
 
-def write_text(path: str, text: str) -> None:
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+def file_sha256(path: str) -> str | None:
+    """The sha256 of the file at ``path`` (None when it cannot be read)."""
+    try:
+        with open(path, "rb") as fh:
+            return _sha256(fh)
+    except OSError:
+        return None
 
 
-def write_json(path: str, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def _sha256(fh: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: fh.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+def write_text(path: str, text: str) -> str:
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+
+def write_json(path: str, obj) -> str:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def read_json(path: str, what: str):
@@ -59,6 +96,9 @@ def read_json(path: str, what: str):
             return json.load(fh)
     except (OSError, ValueError) as exc:
         raise UserError(f"{what} {path} is unreadable or corrupt ({exc}); delete it or choose another --out") from None
+
+
+_HELD = {}  # lock file -> the handle this process holds it with
 
 
 class ResultsFolder:
@@ -80,10 +120,46 @@ class ResultsFolder:
 
     def read_state(self) -> dict:
         state = read_json(self.state_path, "state file")
-        if not isinstance(state, dict) or "identity" not in state or "finished" not in state:
-            raise UserError(f"state file {self.state_path} is corrupt (missing keys); "
-                            "delete it or choose another --out")
+        valid = isinstance(state, dict) and isinstance(state.get("identity"), dict) and \
+            isinstance(state.get("finished"), dict) and isinstance(state.get("files", {}), dict) and \
+            all(str(t).isdigit() and isinstance(c, int) for t, c in state["finished"].items())
+        if not valid:
+            raise UserError(f"state file {self.state_path} is corrupt (keys or types); delete the folder or choose "
+                            "another --out")
         return state
+
+    def lock(self):
+        """Hold ``<out>/.lock`` for this process (released when it exits, however it exits); a
+        second run into the same folder stops with one line. Re-entrant within a process."""
+        import fcntl
+
+        path = os.path.join(self.path, ".lock")
+        key = os.path.realpath(path)
+        if key in _HELD and not _HELD[key].closed:
+            return _HELD[key]
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            handle = open(path, "a+")
+        except OSError as exc:
+            raise UserError(f"cannot use --out {self.path} ({exc.strerror or exc}): choose another folder") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise UserError(f"another run is writing to {self.path}; wait for it to finish or choose another "
+                            "--out") from None
+        _HELD[key] = handle
+        return handle
+
+    def remove_temp_files(self) -> int:
+        """Delete the ``.tmp-*`` files a killed run left (call while holding the lock)."""
+        removed = 0
+        for current, _dirs, names in os.walk(self.path):
+            for name in names:
+                if name.startswith(".tmp-"):
+                    os.remove(os.path.join(current, name))
+                    removed += 1
+        return removed
 
     def write_state(self, state: dict) -> None:
         write_json(self.state_path, state)
@@ -98,18 +174,20 @@ class ResultsFolder:
         writer.writerows(rows)
         write_text(self.cycles_path, text.getvalue())
 
-    def save_labeled(self, trial: int, cycle: int, labeled_idx: np.ndarray) -> None:
-        atomic_write(self.labeled_path(trial, cycle), lambda fh: np.save(fh, np.asarray(labeled_idx, dtype=np.int64)))
+    def save_labeled(self, trial: int, cycle: int, labeled_idx: np.ndarray) -> str:
+        return atomic_write(self.labeled_path(trial, cycle),
+                            lambda fh: np.save(fh, np.asarray(labeled_idx, dtype=np.int64)))
 
-    def save_checkpoint(self, trial: int, checkpoint: dict) -> None:
-        atomic_write(self.checkpoint_path(trial), lambda fh: torch.save(checkpoint, fh))
+    def save_checkpoint(self, trial: int, checkpoint: dict) -> str:
+        return atomic_write(self.checkpoint_path(trial), lambda fh: torch.save(checkpoint, fh))
 
     def load_checkpoint(self, trial: int) -> dict:
         path = self.checkpoint_path(trial)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise UserError(f"checkpoint {path} is unreadable or corrupt ({exc}); "
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"checkpoint {path} is unreadable or corrupt ({reason}); "
                             "delete the run folder and start again") from None
 
 

@@ -170,13 +170,15 @@ def build_encoder(cfg, in_channels, k_shift):
 
 
 def save_encoder(logdir, model, optimizer, scheduler, epoch, record):
-    """``last.model`` (the encoder's weights: what active_main.py loads), ``last.optim`` (weights,
-    optimizer, scheduler and epoch: everything --resume_path needs, in one file) and ``last.config``
-    (``record``: the mode, the settings and the resume identity), each written atomically."""
+    """``last.optim`` (weights, optimizer, scheduler, epoch and ``record``: everything --resume_path
+    needs, in one file, written first: it is the commit point), then ``last.model`` (the encoder's
+    weights: what active_main.py loads) and ``last.config`` (``record``: the mode, the settings and
+    the resume identity), each written atomically; a resume rewrites the last two from the first."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(os.path.join(logdir, "last.model"), lambda fh: torch.save(state, fh))
-    resume = {"epoch": epoch, "model": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    resume = {"epoch": epoch, "model": state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+              "record": {**record, "epoch": epoch}}
     atomic_write(os.path.join(logdir, "last.optim"), lambda fh: torch.save(resume, fh))
+    atomic_write(os.path.join(logdir, "last.model"), lambda fh: torch.save(state, fh))
     atomic_write(os.path.join(logdir, "last.config"), lambda fh: torch.save({**record, "epoch": epoch}, fh))
 
 
