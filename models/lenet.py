@@ -1,7 +1,8 @@
 """LeNet as in the 20-strategy toolkit (spec 003, section 3): conv 5x5 (10) -> max-pool -> ReLU ->
 conv 5x5 (20) -> channel dropout 0.5 -> max-pool -> ReLU -> fc 50 -> ReLU -> dropout 0.5 -> fc C.
 The 50-d hidden layer is the embedding. Made for 28x28 inputs (320 features after the convs);
-other sizes work as long as the second conv still fits (>= 16x16)."""
+other sizes work as long as the second conv still fits (>= 16x16). The flattened conv output, the
+toolkit's and WAAL's ``feature_extractor`` (Net1_fea), is what WAAL's critic reads (``conv_features``)."""
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ class LeNet(nn.Module):
         self.fc_drop = ConsistentDropout(0.5)
         self.fc2 = nn.Linear(50, num_classes)
         self.feature_dim = 50
+        self.conv_feature_dim = 20 * side * side
         self.stage_channels = (10, 20)
 
     def reset_heads(self, num_classes):
@@ -41,3 +43,9 @@ class LeNet(nn.Module):
 
     def forward(self, x):
         return self.mc_head(self.mc_trunk(x))
+
+    @staticmethod
+    def conv_features(out: ModelOutput) -> torch.Tensor:
+        """The flattened output of the convolutions (after conv2's dropout, pooling and ReLU), [B, 320] on
+        28x28 inputs: the input of fc1, read from a forward pass's last stage."""
+        return torch.flatten(out.stages[-1], 1)

@@ -62,7 +62,7 @@ def test_waal_critic_learns_to_score_unlabeled_features_higher():
     model = LeNet(2, 1, 28)
     hook = WAALHook(model, np.arange(32), np.arange(32, 64), *hook_inputs(data, lr=0.5))
     assert len(hook.train_indices(np.arange(10))) == 32  # the labeled set is cycled to the pool's size
-    z_l, z_u = torch.randn(64, 50) + 2, torch.randn(64, 50) - 2
+    z_l, z_u = torch.randn(64, 320) + 2, torch.randn(64, 320) - 2
     for _ in range(300):
         hook.features = (z_l, z_u)
         hook.critic.train()

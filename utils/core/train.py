@@ -38,11 +38,12 @@ def set_rng_state(state):
 
 
 @torch.no_grad()
-def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None):
+def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None, pass_indices=False):
     """``fn(model_output, targets)`` for every sample of ``indices`` of the training set (the
     test set when ``indices`` is ``'test'``), in the order of ``indices``, on the CPU.
 
-    Runs in eval mode on the plain view; ``forward(x)`` replaces ``model(x)`` when given. Under
+    Runs in eval mode on the plain view; ``forward(x)`` replaces ``model(x)`` when given
+    (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
     """
     dataset = data.train
@@ -54,9 +55,10 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None)
     was_training = model.training
     model.eval()
     outputs = []
-    for images, targets, _ in loader:
+    for images, targets, batch_indices in loader:
         images = data.eval_transform(images.to(dist.device, non_blocking=True))
-        outputs.append(fn(forward(images) if forward else model(images), targets.to(dist.device)).cpu())
+        out = (forward(images, batch_indices) if pass_indices else forward(images)) if forward else model(images)
+        outputs.append(fn(out, targets.to(dist.device)).cpu())
     model.train(was_training)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
@@ -122,24 +124,31 @@ def mc_dropout(model):
         model.train(was_training)
 
 
-def mc_dropout_probs(model, data, indices, samples, batch_size, dist, workers=0, seed=0):
-    """Softmax outputs of ``samples`` MC-dropout passes, ``[K, N, C]``, over ``indices``.
+def mc_dropout_probs(model, data, indices, samples: int, batch_size: int, dist, workers: int = 0, seed: int = 0, *,
+                     consistent: bool = True) -> torch.Tensor:
+    """Softmax outputs of ``samples`` MC-dropout passes, ``[K, N, C]``, over training-set ``indices``
+    (p(y | x, omega_k), omega_k ~ q(omega): Gal & Ghahramani, 2016, Eq. 8), on the CPU.
 
-    Pass k uses one dropout mask per layer for the whole pool (seeded from ``seed`` and k), so
-    the k-th outputs of all points come from the same network. Models that split at their first
-    dropout (``mc_trunk``/``mc_head``) run the trunk once per batch and only the head K times.
+    ``consistent=True``: pass k uses one dropout mask per layer for the whole pool (seeded from ``seed``
+    and k), so the k-th outputs of all points come from the same network omega_k (BatchBALD's joint
+    entropies need this, Kirsch et al., 2019, Sec. 3). ``consistent=False``: every sample gets its own
+    mask per pass, drawn from (``seed``, k, layer, its dataset index), so points' estimates are
+    independent (BALD, the *Dropout scores). Either way the result depends on neither the batch size
+    nor the order of ``indices`` nor the number of processes. Models that split at their first dropout
+    (``mc_trunk``/``mc_head``) run the trunk once per batch and only the head K times.
     """
     split = hasattr(model, "mc_trunk")
     with mc_dropout(model) as layers:
-        def k_passes(x):
+        def k_passes(x, batch_indices):  # the batch's dataset indices key the independent masks
             trunk = model.mc_trunk(x) if split else x
             outputs = []
             for k in range(samples):
                 for i, layer in enumerate(layers):
-                    layer.fix_mask(seed * 1_000_003 + k * 101 + i)
+                    layer.fix_mask(seed * 1_000_003 + k * 101 + i, None if consistent else batch_indices)
                 out = model.mc_head(trunk) if split else model(trunk)
                 outputs.append(torch.softmax(out.logits.float(), dim=1))
             return torch.stack(outputs, dim=1)
 
-        probs = predict(model, data, indices, lambda out, _y: out, batch_size, dist, workers, forward=k_passes)
+        probs = predict(model, data, indices, lambda out, _y: out, batch_size, dist, workers, forward=k_passes,
+                        pass_indices=True)
     return probs.permute(1, 0, 2).contiguous()

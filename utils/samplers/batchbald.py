@@ -166,6 +166,7 @@ def batchbald_select(mc_probs: torch.Tensor, query_size: int, num_samples: int =
 
 @register_selector("BatchBALD", aliases=("batch_bald",), needs=MC)
 def batchbald_positions(ctx: QueryContext) -> torch.Tensor:
-    """Greedy BatchBALD on ``ctx.mc_probs()`` (K = ``ctx.mc_samples`` consistent MC-dropout passes)."""
+    """Greedy BatchBALD on ``ctx.mc_probs(consistent=True)`` (K = ``ctx.mc_samples`` consistent MC-dropout
+    passes: pass k is one network omega_k for every candidate)."""
     generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31)))
-    return batchbald_select(ctx.mc_probs().to(ctx.dist.device), ctx.query_size, generator=generator)
+    return batchbald_select(ctx.mc_probs(consistent=True).to(ctx.dist.device), ctx.query_size, generator=generator)

@@ -22,7 +22,7 @@ from torch import nn
 
 from models import build_model
 from models.vaal import VAE, LatentDiscriminator
-from models.waal import Critic
+from models.waal import Critic, critic_input, critic_input_dim
 from utils.methods.losses import ranking_loss
 
 Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
@@ -172,7 +172,8 @@ class WAALHook(TrainingHook):
     size of the pool ("redundant trick"), every task step adds alpha [mean D(f(x_U)) - gamma mean
     D(f(x_L))] (gamma = |L|/|U|), then the critic D takes one step on
     -alpha [mean D(z_U) - gamma mean D(z_L)] - 2 alpha GP, with the authors' sign on the gradient
-    penalty GP = mean (||grad D(z)|| - 1)^2 over interpolates and both batches. alpha = 2e-3."""
+    penalty GP = mean (||grad D(z)|| - 1)^2 over interpolates and both batches. alpha = 2e-3.
+    f is the feature extractor (``models.waal.critic_input``: LeNet's 320-d conv features)."""
 
     PROVIDES = ("critic",)
     ALPHA = 2e-3
@@ -180,7 +181,7 @@ class WAALHook(TrainingHook):
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
                  settings: HookSettings):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
-        self.critic = Critic(model.feature_dim).to(settings.device)
+        self.critic = Critic(critic_input_dim(model)).to(settings.device)
         self.optimizers = self.scheduled = [self.sgd(self.critic)]
         self.gamma = len(self.labeled_idx) / max(1, len(self.pool_idx))
         self.unlabeled = self.stream(self.pool_idx)
@@ -191,10 +192,10 @@ class WAALHook(TrainingHook):
         return np.resize(order, max(len(labeled_idx), len(self.pool_idx)))
 
     def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        z_u = net(next(self.unlabeled)[0]).features
-        self.features = (out.features.detach(), z_u.detach())
+        z_l, z_u = critic_input(self.model, out), critic_input(self.model, net(next(self.unlabeled)[0]))
+        self.features = (z_l.detach(), z_u.detach())
         self.critic.train()
-        return self.ALPHA * (self.critic(z_u).mean() - self.gamma * self.critic(out.features).mean())
+        return self.ALPHA * (self.critic(z_u).mean() - self.gamma * self.critic(z_l).mean())
 
     def step(self, out, epoch: int) -> None:
         z_l, z_u = self.features

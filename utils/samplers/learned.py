@@ -7,6 +7,7 @@ from torch import nn
 
 from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
+from models.waal import critic_input
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
@@ -36,10 +37,12 @@ def waal_scores(probs: torch.Tensor, critic_values: torch.Tensor, selection_weig
 
 @register_scorer("WAAL", needs=("critic",), training=WAALHook)
 def waal(ctx: QueryContext) -> torch.Tensor:
+    """``waal_scores`` of the eval-mode softmax and critic; the critic reads the feature extractor's
+    output (``models.waal.critic_input``), as in training."""
     critic = ctx.extras["critic"].eval()
 
     def both(out, _y):
-        return torch.cat([torch.softmax(out.logits.float(), 1), critic(out.features)[:, None]], dim=1)
+        return torch.cat([torch.softmax(out.logits.float(), 1), critic(critic_input(ctx.model, out))[:, None]], dim=1)
 
     joined = ctx.predict(both)
     return waal_scores(joined[:, :-1], joined[:, -1])

@@ -76,12 +76,14 @@ class QueryContext:
             return self.features()[:0]
         return self._cached("labeled", lambda: self.predict(lambda out, _y: out.features.float(), self.labeled_idx))
 
-    def mc_probs(self) -> torch.Tensor:
+    def mc_probs(self, consistent: bool = True) -> torch.Tensor:
         """``[K, N, C]`` softmax outputs of K MC-dropout passes over the candidates (dropout on,
-        BatchNorm in eval mode, one mask per pass shared by all candidates)."""
-        return self._cached("mc", lambda: mc_dropout_probs(
+        BatchNorm in eval mode): one mask per pass shared by all candidates (``consistent``, as
+        BatchBALD needs) or an independent mask per candidate and pass (``consistent=False``, for
+        BALD and the *Dropout scores); see utils.core.train.mc_dropout_probs."""
+        return self._cached("mc_consistent" if consistent else "mc", lambda: mc_dropout_probs(
             self.model, self.data, self.candidates, self.mc_samples, self.batch_size, self.dist, self.workers,
-            seed=int(self.rng.integers(2**31))))
+            seed=int(self.rng.integers(2**31)), consistent=consistent))
 
 
 @dataclass(frozen=True)

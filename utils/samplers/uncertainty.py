@@ -2,7 +2,10 @@
 
 Single-pass: least confidence, margin and entropy of the eval-mode softmax (Settles, 2009).
 MC dropout (Gal et al., ICML'17): the same scores on the mean of K stochastic passes, and BALD,
-the mutual information between the label and the weights (Houlsby et al., 2011, Eq. 2).
+the mutual information between the label and the weights (Houlsby et al., 2011, Eq. 2). The passes
+use an independent dropout mask per sample (``ctx.mc_probs(consistent=False)``), as ordinary dropout:
+a point's K-sample estimate has the same distribution either way, but with one mask per pass for the
+whole pool the errors of all points move together, so a whole query can be off at once.
 Ensembles (Beluch et al., CVPR'18): entropy of the members' mean prediction.
 """
 
@@ -54,22 +57,22 @@ def entropy(ctx: QueryContext) -> torch.Tensor:
 
 @register_scorer("LeastConfidenceDropout", aliases=("least_confidence_dropout",), needs=MC)
 def least_confidence_dropout(ctx: QueryContext) -> torch.Tensor:
-    return least_confidence_scores(ctx.mc_probs().mean(dim=0))
+    return least_confidence_scores(ctx.mc_probs(consistent=False).mean(dim=0))
 
 
 @register_scorer("MarginSamplingDropout", aliases=("margin_dropout",), needs=MC)
 def margin_dropout(ctx: QueryContext) -> torch.Tensor:
-    return margin_scores(ctx.mc_probs().mean(dim=0))
+    return margin_scores(ctx.mc_probs(consistent=False).mean(dim=0))
 
 
 @register_scorer("EntropySamplingDropout", aliases=("entropy_dropout",), needs=MC)
 def entropy_dropout(ctx: QueryContext) -> torch.Tensor:
-    return entropy_scores(ctx.mc_probs().mean(dim=0))
+    return entropy_scores(ctx.mc_probs(consistent=False).mean(dim=0))
 
 
 @register_scorer("BALDDropout", aliases=("bald",), needs=MC)
 def bald(ctx: QueryContext) -> torch.Tensor:
-    return bald_scores(ctx.mc_probs())
+    return bald_scores(ctx.mc_probs(consistent=False))
 
 
 @register_scorer("Ensembles", aliases=("ensemble", "ensembles_entropy"), needs=("ensemble",))
