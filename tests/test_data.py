@@ -1,6 +1,7 @@
 """The dataset registry, splits, transforms and index samplers."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -71,6 +72,7 @@ def test_folder_dataset_errors_name_the_layout(tmp_path):
     with pytest.raises(UserError, match="train"):
         build_data(f"folder:{tmp_path}")
     write_images(tmp_path / "train" / "cat", 1, (8, 8))
+    write_images(tmp_path / "train" / "dog", 1, (8, 8))
     write_images(tmp_path / "test" / "bird", 1, (8, 8))
     with pytest.raises(UserError, match="bird"):
         build_data(f"folder:{tmp_path}")
@@ -266,3 +268,23 @@ def test_a_registered_dataset_is_built_and_listed(scratch_registry, tmp_path):
 
 def test_a_dataset_registered_in_a_test_is_gone_afterwards():
     assert "toy4" not in registered_datasets() and "toy4" not in list_datasets()
+
+
+def test_folder_dataset_lists_recursively_and_refuses_empty_or_stray_classes(tmp_path):
+    write_images(tmp_path / "train" / "cat" / "indoor", 2, (8, 8))
+    write_images(tmp_path / "train" / "dog", 2, (8, 8), seed=1)
+    write_images(tmp_path / "test" / "dog", 1, (8, 8))
+    os.makedirs(tmp_path / "train" / ".ipynb_checkpoints")
+    data = build_data(f"folder:{tmp_path}")
+    assert data.num_classes == 2 and len(data.train) == 4 and data.test.targets.tolist() == [1]
+    os.makedirs(tmp_path / "train" / "bird")
+    with pytest.raises(UserError, match="train/bird holds no image file"):
+        build_data(f"folder:{tmp_path}")
+    os.rmdir(tmp_path / "train" / "bird")
+    shutil.rmtree(tmp_path / "train" / "dog")
+    with pytest.raises(UserError, match="test/dog is not a class of"):
+        build_data(f"folder:{tmp_path}")
+    shutil.rmtree(tmp_path / "test" / "dog")
+    write_images(tmp_path / "test" / "cat", 1, (8, 8))
+    with pytest.raises(UserError, match="one class folder"):
+        build_data(f"folder:{tmp_path}")

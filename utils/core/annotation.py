@@ -50,22 +50,24 @@ def _valid(name: str) -> bool:
     return has_file_allowed_extension(name, IMG_EXTENSIONS)
 
 
-def _class_folders(root: str, part: str, classes: list | None = None) -> tuple[list, list, list]:
+def class_folders(root: str, part: str, classes: list | None = None, reference: str = "labeled") -> tuple:
     """(classes, relative paths, labels) of ``root/part/<class>/**`` with torchvision's listing
-    (sorted, recursive, image extensions); every class folder must hold an image."""
-    from torchvision.datasets.folder import find_classes, make_dataset
+    (sorted, recursive, image extensions; hidden folders such as .ipynb_checkpoints skipped); every
+    class folder must hold an image, and with ``classes`` given (those of ``root/reference``) no
+    other class may appear."""
+    from torchvision.datasets.folder import make_dataset
 
     folder = os.path.join(root, part)
-    try:
-        found, _ = find_classes(folder)
-    except FileNotFoundError:
-        raise UserError(f"{folder} has no class folders: put the images of each class in {folder}/<class>/") from None
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")) \
+        if os.path.isdir(folder) else []
+    if not found:
+        raise UserError(f"{folder} has no class folders: put the images of each class in {folder}/<class>/")
     if classes is None:
         classes = found
     stray = sorted(set(found) - set(classes))
     if stray:
-        raise UserError(f"{folder}/{stray[0]} is not a class of {root}/labeled/ ({', '.join(classes)}); "
-                        "rename or remove it")
+        raise UserError(f"{folder}/{stray[0]} is not a class of {os.path.join(root, reference)}/ "
+                        f"({', '.join(classes)}); rename or remove it")
     try:
         items = make_dataset(folder, {c: classes.index(c) for c in found}, _extensions(), allow_empty=False)
     except FileNotFoundError as exc:
@@ -124,7 +126,7 @@ def scan(root: str, fresh: bool = True) -> OwnImages:
         if not os.path.isdir(os.path.join(root, part)):
             raise UserError(f"folder:{root} needs {os.path.join(root, part)}/ (labeled/<class>/ for the images "
                             "labeled so far, unlabeled/ for the pool); see the README's 'Label your own images'")
-    classes, labeled, labels = _class_folders(root, "labeled")
+    classes, labeled, labels = class_folders(root, "labeled")
     if UNKNOWN in classes:
         raise UserError(f"{os.path.join(root, 'labeled', UNKNOWN)}: '{UNKNOWN}' marks images of none of the classes "
                         "and cannot be a class; rename the folder")
@@ -136,7 +138,7 @@ def scan(root: str, fresh: bool = True) -> OwnImages:
                         "to label there")
     test_paths, test_labels = [], []
     if os.path.isdir(os.path.join(root, "test")):
-        _, test_paths, test_labels = _class_folders(root, "test", classes)
+        _, test_paths, test_labels = class_folders(root, "test", classes)
     return OwnImages(root, classes, labeled + pool, np.asarray(labels + [UNLABELED] * len(pool), dtype=np.int64),
                      [-1] * len(labeled) + [None] * len(pool), [None] * (len(labeled) + len(pool)),
                      test_paths, test_labels)

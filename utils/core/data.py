@@ -451,11 +451,12 @@ def _load_tinyimagenet(root: str, download: bool, image_size: int | None) -> Raw
 
 
 def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_out: str | None) -> RawSplits:
-    """``folder:PATH``: ``PATH/{train,test}/<class>/<image files>`` (every image labeled), or with
+    """``folder:PATH``: ``PATH/{train,test}/<class>/**`` (every image labeled; torchvision's listing,
+    a class folder without images is an error, so is a test class absent from train), or with
     ``own_images`` the annotation layout ``PATH/labeled/<class>/``, ``PATH/unlabeled/**``, optional
     ``PATH/test/<class>/`` (utils/core/annotation.py; ``manifest_out``: the run folder whose image
     list a resumed run reads); resized to ``image_size`` (default 32)."""
-    from utils.core.annotation import is_own_images, load_own_images
+    from utils.core.annotation import class_folders, is_own_images, load_own_images
 
     image_size = image_size or 32
     if is_own_images(path) != own_images:
@@ -470,28 +471,16 @@ def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_o
         test = FileImages(own.absolute(own.test_paths), np.asarray(own.test_labels, dtype=np.int64),
                           resize=image_size)
         return RawSplits(train, test, 3, image_size, IMAGENET_MEAN, IMAGENET_STD, max(1, image_size // 8), True, own)
-    splits = {}
     for part in ("train", "test"):
-        folder = os.path.join(path, part)
-        if not os.path.isdir(folder):
-            raise UserError(f"folder dataset: expected {folder}/<class>/<image files>")
-        splits[part] = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    classes = splits["train"]
-    unknown = sorted(set(splits["test"]) - set(classes))
-    if unknown:
-        raise UserError(f"folder dataset: test classes {unknown} have no folder under {path}/train")
-    data = {}
-    for part in ("train", "test"):
-        paths, labels = [], []
-        for label, name in enumerate(classes):
-            files = _image_files(os.path.join(path, part, name))
-            paths += files
-            labels += [label] * len(files)
-        if not paths:
-            raise UserError(f"folder dataset: no images under {os.path.join(path, part)}")
-        data[part] = FileImages(paths, labels, resize=image_size)
-    return RawSplits(data["train"], data["test"], 3, image_size, IMAGENET_MEAN, IMAGENET_STD,
-                     max(1, image_size // 8), True)
+        if not os.path.isdir(os.path.join(path, part)):
+            raise UserError(f"folder dataset: expected {os.path.join(path, part)}/<class>/<image files>")
+    classes, train_paths, train_labels = class_folders(path, "train")
+    _, test_paths, test_labels = class_folders(path, "test", classes, reference="train")
+    if len(classes) < 2:
+        raise UserError(f"folder dataset: {os.path.join(path, 'train')} has one class folder; give at least two")
+    return RawSplits(FileImages([os.path.join(path, p) for p in train_paths], train_labels, resize=image_size),
+                     FileImages([os.path.join(path, p) for p in test_paths], test_labels, resize=image_size), 3,
+                     image_size, IMAGENET_MEAN, IMAGENET_STD, max(1, image_size // 8), True)
 
 
 def _decode(data: "ImageData", threads: int) -> None:
