@@ -1,5 +1,7 @@
 """Diversity-based strategies over embeddings: k-center greedy (Sener & Savarese, ICLR'18)."""
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -103,37 +105,61 @@ def badge_positions(ctx: QueryContext) -> torch.Tensor:
 
 
 def nearest_unique(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """For each centre, the index of the nearest point, every point used at most once (centres
-    whose nearest points are taken get their next nearest free point)."""
-    import faiss
-
-    points = np.ascontiguousarray(points, dtype=np.float32)
-    centres = np.ascontiguousarray(centres, dtype=np.float32)
-    index = faiss.IndexFlatL2(points.shape[1])
-    index.add(points)
-    neighbours = min(len(points), 16)
-    _, nearest = index.search(centres, neighbours)
-    taken = np.zeros(len(points), dtype=bool)
-    chosen = np.empty(len(centres), dtype=np.int64)
-    for c in range(len(centres)):  # a loop over picks; almost always the first neighbour is free
-        free = nearest[c][~taken[nearest[c]]]
-        chosen[c] = free[0] if len(free) else np.flatnonzero(~taken)[0]
-        taken[chosen[c]] = True
+    """Greedy unique nearest neighbours, exact: the centres, in the given order, each take the point
+    nearest to them (squared L2 in float32; of equal distances the lowest index) among the points no
+    earlier centre took, however many centres share the same neighbours. Every centre searches the
+    whole pool: distances of a block of centres to all points, CHUNK_ELEMENTS floats (one row if the
+    pool is larger). Returns one point index per centre."""
+    if len(centres) > len(points):
+        raise ValueError(f"cannot give {len(centres)} centres distinct points out of {len(points)}")
+    pool = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+    queries = torch.from_numpy(np.ascontiguousarray(centres, dtype=np.float32))
+    norms = pool.pow(2).sum(1)
+    taken = torch.zeros(len(pool), dtype=torch.bool)
+    chosen = np.empty(len(queries), dtype=np.int64)
+    rows = max(1, CHUNK_ELEMENTS // max(1, len(pool)))
+    for start in range(0, len(queries), rows):
+        # ||p||^2 - 2 p.c: the squared distance less ||c||^2, which does not change a row's argmin
+        dist = torch.addmm(norms, queries[start:start + rows], pool.T, alpha=-2)
+        for offset, row in enumerate(dist):  # a loop over centres, one masked argmin over the pool each
+            pick = int(torch.argmin(row.masked_fill_(taken, float("inf"))))
+            chosen[start + offset] = pick
+            taken[pick] = True
     return chosen
 
 
-def kmeans_select(emb: torch.Tensor, query_size: int, seed: int = 0, iterations: int = 20) -> torch.Tensor:
-    """k-means with k = query size on the embeddings (faiss, k-means++-free random init,
-    ``iterations`` Lloyd steps), then the point nearest to each centre."""
-    import faiss
+KMEANS_RESTARTS = 10  # scikit-learn 1.0.2's n_init, the toolkit's
 
-    points = np.ascontiguousarray(emb.float().cpu().numpy())
+
+def kmeans_select(emb: torch.Tensor, query_size: int, seed: int = 0) -> torch.Tensor:
+    """The toolkit's KMeansSampling: scikit-learn k-means on the whole pool (k = query size,
+    k-means++ seeding, the best of KMEANS_RESTARTS runs by inertia, Lloyd until tol 1e-4 or 300
+    iterations; in float64, whose seeding scikit-learn runs about 10x faster than float32's), then
+    from every cluster its member nearest the centre (squared L2; of equal distances the lowest
+    position), in cluster order. Clusters left empty (only when the pool has fewer distinct points
+    than k) take the nearest points not yet picked (``nearest_unique``), so the answer is always
+    min(query_size, N) distinct positions."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+
+    points = np.ascontiguousarray(emb.double().cpu().numpy())
     if query_size >= len(points):
-        return torch.arange(len(points))[:query_size]
-    kmeans = faiss.Kmeans(points.shape[1], query_size, niter=iterations, seed=seed % 2**31, verbose=False,
-                          min_points_per_centroid=1)
-    kmeans.train(points)
-    return torch.from_numpy(nearest_unique(points, kmeans.centroids))
+        return torch.arange(len(points))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # fewer distinct points than clusters: handled below
+        kmeans = KMeans(query_size, n_init=KMEANS_RESTARTS, random_state=seed % 2**32).fit(points)
+    labels, centres = kmeans.labels_, kmeans.cluster_centers_
+    diff = centres[labels]
+    diff -= points
+    by_cluster = np.lexsort((np.einsum("ij,ij->i", diff, diff), labels))  # cluster, distance, position
+    nearest = by_cluster[np.r_[True, labels[by_cluster][1:] != labels[by_cluster][:-1]]]
+    chosen = np.empty(query_size, dtype=np.int64)
+    chosen[labels[nearest]] = nearest
+    empty = np.setdiff1d(np.arange(query_size), labels)
+    if len(empty):
+        free = np.setdiff1d(np.arange(len(points)), nearest)
+        chosen[empty] = free[nearest_unique(points[free], centres[empty])]
+    return torch.from_numpy(chosen)
 
 
 @register_selector("KMeansSampling", aliases=("kmeans", "k_means"))
