@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import BinaryIO
 
@@ -184,7 +185,9 @@ class ResultsFolder:
     def load_checkpoint(self, trial: int) -> dict:
         path = self.checkpoint_path(trial)
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # a damaged file: our one line, not torch's warnings too
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"checkpoint {path} is unreadable or corrupt ({reason}); "
