@@ -72,6 +72,8 @@ def main(argv=None):
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
     strategy = get_strategy("LearningLoss" if cfg.SAMPLING == "LL4AL" else "random")
+    if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
+        model_from_config(cfg, data, pretrained=True)
     run = start_run(args, cfg, data, dist, ("LL4AL", data.name, cfg.SAMPLING, cfg.AUXILIARY),
                     f"{data.name} auxiliary:{cfg.AUXILIARY} sampling:{cfg.SAMPLING}", cfg.CYCLES)
 

@@ -85,6 +85,8 @@ def main(argv=None):
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
     use_cod = cfg.AUXILIARY == "TOD"
     strategy = get_strategy(cfg.SAMPLING)
+    if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
+        model_from_config(cfg, data, pretrained=True)
     run = start_run(args, cfg, data, dist, ("TOD", data.name, cfg.SAMPLING, cfg.AUXILIARY),
                     f"{data.name} auxiliary:{cfg.AUXILIARY} sampling:{cfg.SAMPLING}", cfg.CYCLES)
 

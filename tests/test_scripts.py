@@ -186,3 +186,23 @@ def test_plot_draws_accuracy_against_labels_for_several_runs(tmp_path):
     plot.main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", figure])
     with open(figure, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("script", ["main_TOD.py", "main_LL4AL.py"])
+def test_missing_imagenet_weights_stop_before_anything_is_written(tmp_path, capsys, script):
+    import main_LL4AL
+    from utils.core.cli import run_cli
+
+    root = str(tmp_path / "data")
+    make_caltech(root, classes=3, per_class=10)
+    out = tmp_path / "run"
+    main = main_TOD.main if script == "main_TOD.py" else main_LL4AL.main
+    argv = ["--config", "caltech101", "--data-root", root, *TINY, "--set", f"PRETRAINED={tmp_path / 'none.pth'}",
+            "--out", str(out)]
+    if script == "main_LL4AL.py":
+        argv += ["--sampling", "LL4AL", "--auxiliary", "LL4AL"]
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(argv))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "weights not found" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
