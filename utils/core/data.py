@@ -28,10 +28,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.core.cli import UserError
 from utils.core.registry import Registry
+from utils.core.splits import balanced_subset
 
 if TYPE_CHECKING:
     from utils.core.annotation import OwnImages
-from utils.core.splits import balanced_subset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -113,29 +113,34 @@ class FileImages(Dataset):
         todo = np.unique(np.asarray(indices, dtype=np.int64))
         if not len(todo):
             return False
-        first = self.load(int(todo[0]))
         with ThreadPoolExecutor(max(1, threads)) as pool:
-            if len(self.paths) * first.numel() > self.cache_bytes:
+            if not self._cache_fits(int(todo[0])):
                 list(pool.map(self.verify, todo.tolist()))
                 return False
-            if self.cache is None:
-                self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
             todo = todo[~self.decoded[todo].numpy()]
+            shape = self.cache.shape[1:]
             for i, image in zip(todo.tolist(), pool.map(self.load, todo.tolist())):
-                if image.shape != first.shape:
+                if image.shape != shape:
                     raise UserError(f"image {self.paths[i]} is {tuple(image.shape[1:])} pixels, the others "
-                                    f"{tuple(first.shape[1:])}: set IMAGE_SIZE to resize them all")
+                                    f"{tuple(shape[1:])}: set IMAGE_SIZE to resize them all")
                 self.cache[i], self.decoded[i] = image, True
+        return True
+
+    def _cache_fits(self, i: int) -> bool:
+        """Whether every image fits in ``cache_bytes`` (judged from image ``i``); the first time it
+        does, the cache is allocated, holding image ``i``."""
+        if self.cache is None:
+            first = self.load(i)
+            if len(self.paths) * first.numel() > self.cache_bytes:
+                return False
+            self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
+            self.cache[i], self.decoded[i] = first, True
         return True
 
     def __getitems__(self, indices):
         indices = torch.as_tensor(indices, dtype=torch.long)
-        if self.cache is None:
-            first = self.load(int(indices[0])) if len(indices) else None
-            if first is None or len(self.paths) * first.numel() > self.cache_bytes:
-                return torch.stack([self.load(int(i)) for i in indices]), self.targets[indices], indices
-            self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
-            self.cache[indices[0]], self.decoded[indices[0]] = first, True
+        if not len(indices) or not self._cache_fits(int(indices[0])):
+            return torch.stack([self.load(int(i)) for i in indices]), self.targets[indices], indices
         for i in indices[~self.decoded[indices]].unique().tolist():
             self.cache[i], self.decoded[i] = self.load(i), True
         return self.cache[indices], self.targets[indices], indices
