@@ -160,7 +160,7 @@ def main(argv=None):
             model = models[0]
             acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) else None
             with run.timer(times, "query_seconds"):
-                queried = np.empty(0, dtype=np.int64)
+                queried, ctx = np.empty(0, dtype=np.int64), None
                 query_size = min(protocol.query_size(cycle, state), len(pool_idx))
                 if oracle.waits and cycle == cycles - 1:
                     query_size = 0  # a person's answers to a last query would train nothing
@@ -173,7 +173,9 @@ def main(argv=None):
                                        cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
                     queried = strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
-            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers)
+            scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,
+                          ctx.probs() if scored else None)
             state.discarded, state.waiting = np.concatenate([state.discarded, answer.unknown]), answer.waiting
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)
             if cfg.SAVE_MODEL:

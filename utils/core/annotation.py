@@ -349,13 +349,14 @@ class AnnotatorOracle(Oracle):
                                             self.images.classes))
 
     def report(self, out: str, cycle: int, model, pool_idx: np.ndarray, queried: np.ndarray, batch_size: int,
-               workers: int) -> None:
+               workers: int, probs: torch.Tensor | None = None) -> None:
         """After cycle ``cycle``'s query: ``predictions.csv`` (every pool image's predicted class and
         probability) and, for a query, ``to_label/cycle<C>.csv`` and ``.png``; the image list
         records the query."""
         from utils.core.train import predict, softmax_probs
 
-        probs = predict(model, self.data, pool_idx, softmax_probs, batch_size, self.dist, workers)
+        if probs is None:  # (``probs``: the pool's softmax outputs, when the query computed them)
+            probs = predict(model, self.data, pool_idx, softmax_probs, batch_size, self.dist, workers)
         score, predicted = probs.max(1)
         names = [self.images.classes[int(p)] for p in predicted]
         for i in queried.tolist():

@@ -169,7 +169,7 @@ class Oracle:
         """Whatever the oracle records in a new run folder ``out`` (nothing here)."""
 
     def report(self, out: str, cycle: int, model, pool_idx: np.ndarray, queried: np.ndarray, batch_size: int,
-               workers: int) -> None:
+               workers: int, probs: torch.Tensor | None = None) -> None:
         """Whatever the oracle shows after a cycle's query (nothing here)."""
 
     def answer(self, queried: np.ndarray, labeled_idx: np.ndarray) -> Answer:
