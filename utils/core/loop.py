@@ -74,7 +74,7 @@ class Run:
             self._lock = self.folder.lock()
             self.folder.remove_temp_files()
         state = self.folder.read_state() if self.folder.has_state() else None
-        if state is not None and not state["finished"] and not self._checkpoints():
+        if state is not None and not state["finished"] and not self.folder.checkpoints():
             self.log(f"{out} holds no finished cycle: starting over in it")
             state = None
         if state is not None:
@@ -115,13 +115,6 @@ class Run:
         set_rng_state(checkpoint["rng"])
         return checkpoint
 
-    def _checkpoints(self) -> dict:
-        """trial -> checkpoint path, for the checkpoints in the folder."""
-        folder = os.path.dirname(self.folder.checkpoint_path(0))
-        names = os.listdir(folder) if os.path.isdir(folder) else []
-        return {int(n[5:-3]): os.path.join(folder, n) for n in names
-                if n.startswith("trial") and n.endswith(".pt") and n[5:-3].isdigit()}
-
     def _relative(self, path: str) -> str:
         return os.path.relpath(path, self.folder.path)
 
@@ -136,7 +129,7 @@ class Run:
         """Finish the commit of a cycle whose checkpoint was written before a kill stopped the run
         (the checkpoint is the commit point: it holds the cycle's labeled set, RNG state and row);
         refuse a checkpoint that is neither the committed one nor the next."""
-        for trial, path in sorted(self._checkpoints().items()):
+        for trial, path in sorted(self.folder.checkpoints().items()):
             name = self._relative(path)
             if self.files.get(name) and file_sha256(path) == self.files[name]:
                 continue

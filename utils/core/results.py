@@ -116,6 +116,13 @@ class ResultsFolder:
     def checkpoint_path(self, trial: int) -> str:
         return os.path.join(self.path, "checkpoints", f"trial{trial}.pt")
 
+    def checkpoints(self) -> dict:
+        """trial -> path of each trial checkpoint in the folder."""
+        folder = os.path.dirname(self.checkpoint_path(0))
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return {int(n[5:-3]): os.path.join(folder, n) for n in names
+                if n.startswith("trial") and n.endswith(".pt") and n[5:-3].isdigit()}
+
     def has_state(self) -> bool:
         return os.path.isfile(self.state_path)
 
