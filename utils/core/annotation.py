@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
 from utils.core.cli import UserError
 from utils.core.openset import Answer, Oracle
@@ -42,12 +43,6 @@ MANIFEST_COLUMNS = ["index", "path", "label", "labeled_in", "queried_in"]
 def is_own_images(path: str) -> bool:
     """Whether ``folder:PATH`` has the annotation layout (``labeled/`` or ``unlabeled/``)."""
     return any(os.path.isdir(os.path.join(path, part)) for part in ("labeled", "unlabeled"))
-
-
-def _valid(name: str) -> bool:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
-
-    return has_file_allowed_extension(name, IMG_EXTENSIONS)
 
 
 def class_folders(root: str, part: str, classes: list | None = None, reference: str = "labeled") -> tuple:
@@ -69,7 +64,7 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
         raise UserError(f"{folder}/{stray[0]} is not a class of {os.path.join(root, reference)}/ "
                         f"({', '.join(classes)}); rename or remove it")
     try:
-        items = make_dataset(folder, {c: classes.index(c) for c in found}, _extensions(), allow_empty=False)
+        items = make_dataset(folder, {c: classes.index(c) for c in found}, IMG_EXTENSIONS, allow_empty=False)
     except FileNotFoundError as exc:
         empty = str(exc).split("classes ")[-1].split(".")[0]
         raise UserError(f"{folder}/{empty.split(', ')[0]} holds no image file (.jpg, .png, ...): add at least one, "
@@ -77,18 +72,13 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
     return classes, [os.path.relpath(p, root) for p, _ in items], [label for _, label in items]
 
 
-def _extensions():
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    return IMG_EXTENSIONS
-
-
 def _walk_images(folder: str, root: str) -> list:
     """Relative paths of every image under ``folder`` (any nesting), sorted."""
     paths = []
     for current, dirs, files in os.walk(folder, followlinks=True):
         dirs.sort()
-        paths += [os.path.relpath(os.path.join(current, f), root) for f in sorted(files) if _valid(f)]
+        paths += [os.path.relpath(os.path.join(current, f), root) for f in sorted(files)
+                  if has_file_allowed_extension(f, IMG_EXTENSIONS)]
     return sorted(paths)
 
 
@@ -151,15 +141,11 @@ def manifest_path(out: str) -> str:
 
 
 def write_manifest(out: str, images: OwnImages) -> None:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(MANIFEST_COLUMNS)
-    for i, path in enumerate(images.paths):
-        labeled_in, queried_in = images.labeled_in[i], images.queried_in[i]
-        writer.writerow([i, path, images.label_name(images.labels[i]),
-                         "" if labeled_in is None else ("initial" if labeled_in == -1 else labeled_in),
-                         "" if queried_in is None else queried_in])
-    write_text(manifest_path(out), text.getvalue())
+    rows = [[i, path, images.label_name(label), "" if given is None else ("initial" if given == -1 else given),
+             "" if asked is None else asked]
+            for i, (path, label, given, asked) in enumerate(zip(images.paths, images.labels, images.labeled_in,
+                                                                images.queried_in))]
+    write_text(manifest_path(out), _csv_text(MANIFEST_COLUMNS, rows))
 
 
 def _moved_to(root: str) -> dict:
