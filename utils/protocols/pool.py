@@ -151,10 +151,6 @@ class PoolProtocol:
         """Protocol-specific QueryContext extras."""
         return {}
 
-    def query_size_of(self, fallback: int) -> int:
-        """QUERY_SIZE (a count) when set, else the protocol's own query size."""
-        return self.cfg.QUERY_SIZE or fallback
-
     def after_query(self, run, trial: int, cycle: int, model, state: Trial, pool_idx: np.ndarray,
                     queried: np.ndarray) -> None:
         """Whatever follows a query before the cycle commits (nothing by default)."""

@@ -132,7 +132,7 @@ class Rethinking(PoolProtocol):
     def plan(self, pool_size: int) -> int:
         """AL_NB_CYCLES; the budget must fit in the pool (own images: queries stop when it is empty)."""
         cfg = self.cfg
-        query = self.query_size_of(cfg.AL_BUDGET)
+        self.query = query = cfg.QUERY_SIZE or cfg.AL_BUDGET  # --query-size, else the initial split's size
         if self.data.own is None and cfg.AL_BUDGET + cfg.AL_NB_CYCLES * query > pool_size:
             raise UserError(f"budget larger than the pool: --al-budget {cfg.AL_BUDGET} + {cfg.AL_NB_CYCLES} cycles x "
                             f"{query} queried > {pool_size} training samples")
@@ -208,7 +208,7 @@ class Rethinking(PoolProtocol):
         CycleTraining(self, model, state, pool_idx, hook).fit(run, desc)
 
     def query_size(self, cycle: int, state: Trial) -> int:
-        return self.query_size_of(self.cfg.AL_BUDGET)
+        return self.query
 
     def after_query(self, run, trial, cycle, model, state, pool_idx, queried) -> None:
         """CEAL (Wang et al., 2017) as the paper means it: unlabeled samples whose normalised entropy
