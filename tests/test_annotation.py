@@ -331,3 +331,45 @@ def test_ctrl_c_while_waiting_is_one_line_and_exit_130(capsys):
         run_cli(interrupted)
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 130 and len(err.splitlines()) == 1 and "--resume" in err
+
+
+# ------------------------------------------------------------------------------- hidden entries, hostile images
+
+def test_hidden_entries_are_never_images_nor_classes(tmp_path):
+    from utils.core.annotation import scan
+    from utils.core.data import build_data
+
+    root = tmp_path / "data"
+    make_own_images(str(root), labeled_per_class=2, n_unlabeled=20, n_test=20, classes=3)
+    before = scan(str(root))
+    apple_double = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "  # macOS metadata, not a PNG
+    for relative in ("labeled/c0/._img.png", "unlabeled/part0/._img.png", "unlabeled/.DS_Store", "test/c1/._x.png"):
+        (root / relative).write_bytes(apple_double)
+    image = next(root.glob("labeled/c0/*.png"))
+    for relative in ("labeled/c1/.ipynb_checkpoints/x-checkpoint.png", "labeled/.Trash/x.png",
+                     "unlabeled/.thumbnails/t.png", "unlabeled/part1/.cache/deep/t.png", "test/.hidden/x.png",
+                     "test/c2/.thumbnails/x.png"):
+        os.makedirs((root / relative).parent, exist_ok=True)
+        shutil.copy(image, root / relative)
+    after = scan(str(root))
+    assert after.classes == before.classes == ["c0", "c1", "c2"]
+    assert after.paths == before.paths and after.test_paths == before.test_paths
+    data = build_data(f"folder:{root}", own_images=True)  # every listed file decodes
+    assert data.decoded and len(data.train) == len(before.paths)
+
+
+@pytest.mark.parametrize("side", [12, 20])  # 144 pixels: PIL warns; 400 (over twice 100): PIL raises
+def test_an_image_over_the_decompression_bomb_limit_stops_with_one_line(tmp_path, capsys, monkeypatch, side):
+    import warnings
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    make_own_images(str(root), n_unlabeled=30, n_test=20)
+    Image.new("RGB", (side, side)).save(root / "unlabeled" / "part1" / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # the digits are 8x8
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        err = fails(command(root, out, "--n_epoch", "1", strategy="RandomSampling"), capsys)
+    shown = f"{side}x{side}" if side == 12 else side * side  # PIL's error gives the pixel count only
+    assert err == (f"error: image {root / 'unlabeled' / 'part1' / 'big.png'} is {shown} pixels, over PIL's "
+                   "decompression-bomb limit (100 pixels); shrink it or remove it")
+    assert not caught and not out.exists(), [str(w.message) for w in caught]

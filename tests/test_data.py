@@ -1,12 +1,15 @@
 """The dataset registry, splits, transforms and index samplers."""
 
+import builtins
 import os
+import pickle
 import shutil
+import warnings
 
 import numpy as np
 import pytest
 import torch
-from conftest import make_caltech, make_cifar, make_mnist, make_svhn, make_tinyimagenet, write_images
+from conftest import make_caltech, make_cifar, make_mnist, make_svhn, make_tinyimagenet, run_script, write_images
 
 from utils.core import data as data_module
 from utils.core.cli import UserError
@@ -288,3 +291,219 @@ def test_folder_dataset_lists_recursively_and_refuses_empty_or_stray_classes(tmp
     write_images(tmp_path / "test" / "cat", 1, (8, 8))
     with pytest.raises(UserError, match="one class folder"):
         build_data(f"folder:{tmp_path}")
+
+
+# ----------------------------------------------------------------------------- hostile or odd files
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2's cPickle wrote its str (SHORT_BINSTRING/BINSTRING), as in
+    the CIFAR files of the download."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        size = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([size]) + obj if size < 256 else
+                   pickle.BINSTRING + size.to_bytes(4, "little") + obj)
+        self.memoize(obj)
+
+    def save_str(self, obj):
+        self.save_bytes(obj.encode("latin1"))
+
+    dispatch[bytes], dispatch[str] = save_bytes, save_str
+
+
+def _rewrite_batches(folder, dump):
+    """Load every batch of ``folder`` with the full unpickler, add the download's other keys and
+    write it back with ``dump(obj, fh)``."""
+    for name in os.listdir(folder):
+        with open(os.path.join(folder, name), "rb") as fh:
+            batch = pickle.load(fh, encoding="bytes")
+        batch.update({b"batch_label": b"", b"filenames": [f"img{i}.png".encode() for i in range(len(batch[b"data"]))]})
+        with open(os.path.join(folder, name), "wb") as fh:
+            dump(batch, fh)
+
+
+@pytest.mark.parametrize("writer", ["protocol2", "protocol3", "protocol4", "protocol5", "numpy1-protocol2",
+                                    "numpy1-protocol5", "python2"])
+def test_cifar_batches_load_as_every_pickle_of_them_is_written(writer, fake_root, monkeypatch):
+    """The restricted unpickler takes what genuine batches hold: numpy arrays pickled by numpy 2
+    (numpy._core) or 1.x (numpy.core) at protocols 2-5, and Python 2 pickles (the download)."""
+    make_cifar(fake_root, n_train=20, n_test=10)
+    make_cifar(fake_root, n_train=20, n_test=10, classes=100, hundred=True)
+    if writer.startswith("numpy1"):  # numpy 1.x names its reconstructors numpy.core.*
+        real = pickle.whichmodule
+        monkeypatch.setattr(pickle, "whichmodule", lambda obj, name: real(obj, name).replace("numpy._core.",
+                                                                                             "numpy.core."))
+    protocol = int(writer[-1]) if writer != "python2" else 2
+    pickler = _Py2Pickler if writer == "python2" else pickle._Pickler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # numpy 2 on writing numpy.core.numeric
+        for folder in ("cifar-10-batches-py", "cifar-100-python"):
+            _rewrite_batches(os.path.join(fake_root, folder), lambda obj, fh: pickler(fh, protocol).dump(obj))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cifar = build_data("cifar10", root=fake_root)
+        cifar100 = build_data("cifar100", root=fake_root)
+    assert not caught, [str(w.message) for w in caught]  # (numpy 2 warns on loading numpy.core.numeric)
+    assert cifar.train.images.shape == (20, 3, 32, 32) and cifar.train.targets[:10].tolist() == list(range(10))
+    assert cifar100.train.images.shape == (20, 3, 32, 32) and len(cifar100.test) == 10
+    expected = make_cifar(str(fake_root) + "-plain", n_train=20, n_test=10)
+    assert torch.equal(cifar.train.images, build_data("cifar10", root=expected).train.images)
+
+
+@pytest.mark.parametrize("batch,message", [
+    ({b"data": np.zeros((4, 3071), np.uint8), b"labels": [0] * 4}, "b'data' is a uint8 array of shape (4, 3071)"),
+    ({b"data": np.zeros((4, 3072), np.float32), b"labels": [0] * 4}, "b'data' is a float32 array"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2]}, "b'labels' is not 4 labels 0..9"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 10]}, "b'labels' is not 4 labels 0..9"),
+    ({b"data": np.zeros((4, 3072), np.uint8), b"labels": ["a"] * 4}, "b'labels' is not 4 labels"),
+    ({b"data": np.zeros((4, 3072), np.uint8)}, "b'labels' is not 4 labels"),
+    ({b"labels": [0]}, "b'data' is missing"),
+    ([1, 2, 3], "it holds a list, not a dict"),
+])
+def test_a_batch_not_shaped_as_cifar_data_is_one_line(batch, message, fake_root):
+    make_cifar(fake_root, n_train=20, n_test=10)
+    with open(os.path.join(fake_root, "cifar-10-batches-py", "data_batch_3"), "wb") as fh:
+        pickle.dump(batch, fh)
+    with pytest.raises(UserError) as err:
+        build_data("cifar10", root=fake_root)
+    text = str(err.value)
+    assert "data_batch_3 is not CIFAR data: " in text and message in text and "pass --download" in text, text
+    assert "\n" not in text
+
+
+class _System:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Exec:
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return builtins.exec, (self.code,)
+
+
+def _touch(marker):
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+@pytest.mark.parametrize("payload,refused", [
+    (lambda marker: _System(f"touch {marker}"), "posix.system"),
+    (lambda marker: {b"data": _Exec(_touch(marker)), b"labels": [0]}, "builtins.exec"),
+    (lambda marker: {b"data": np.zeros((1, 3072), np.uint8), b"labels": [0], b"extra": _Exec(_touch(marker))},
+     "builtins.exec"),
+], ids=["os.system", "exec-as-data", "exec-beside-data"])
+def test_a_crafted_cifar_batch_runs_no_code(payload, refused, protocol, fake_root, tmp_path):
+    make_cifar(fake_root, n_train=20, n_test=10, classes=100, hundred=True)
+    marker, folder = tmp_path / "MARKER", os.path.join(fake_root, "cifar-100-python")
+    with open(os.path.join(folder, "train"), "wb") as fh:
+        pickle.dump(payload(marker), fh, protocol=protocol)
+    with pytest.raises(UserError) as err:
+        build_data("cifar100", root=fake_root)
+    assert not marker.exists()
+    if protocol < 3:
+        refused = refused.replace("builtins.", "__builtin__.")  # Python 2's name, which pickle writes then
+    assert str(err.value) == (f"{os.path.join(folder, 'train')} holds a {refused} object, not CIFAR data; "
+                              f"delete {folder} and pass --download")
+
+
+def test_a_crafted_cifar_batch_stops_a_script_with_one_line(fake_root, tmp_path):
+    make_cifar(fake_root)
+    marker, out = tmp_path / "MARKER", tmp_path / "run"
+    with open(os.path.join(fake_root, "cifar-10-batches-py", "data_batch_1"), "wb") as fh:
+        pickle.dump(_System(f"touch {marker}"), fh)
+    done = run_script("main_TOD.py", "--config", "cifar10", "--data-root", fake_root, "--trials", "1", "--cycles", "1",
+                      "--epochs", "1", "--out", str(out), "--quiet")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "data_batch_1 holds a posix.system object, not CIFAR data" in done.stderr and "--download" in done.stderr
+    assert "Traceback" not in done.stderr and not marker.exists() and not out.exists()
+
+
+def write_blank_png(path, width, height):
+    """A valid 1-bit PNG of ``width`` x ``height`` black pixels, written without decoding it (about
+    21 kB for 13000 x 13000)."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row, packer = bytes(1 + (width + 7) // 8), zlib.compressobj(9)
+    pixels = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                 + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_refused_quietly(tmp_path):
+    """13000 x 13000 is between PIL's limit and twice it (PIL only warns): refused, no warning."""
+    from PIL import Image
+
+    assert Image.MAX_IMAGE_PIXELS < 13000 * 13000 < 2 * Image.MAX_IMAGE_PIXELS  # PIL's default limit
+    for part in ("train", "test"):
+        write_images(tmp_path / part / "cat", 2, (8, 8))
+        write_images(tmp_path / part / "dog", 2, (8, 8), seed=1)
+    write_blank_png(str(tmp_path / "train" / "dog" / "huge.png"), 13000, 13000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError) as err:
+            build_data(f"folder:{tmp_path}", threads=2)
+    assert str(err.value) == (f"image {tmp_path / 'train' / 'dog' / 'huge.png'} is 13000x13000 pixels, over PIL's "
+                              f"decompression-bomb limit ({Image.MAX_IMAGE_PIXELS:,} pixels); shrink it or remove it")
+    assert not caught, [str(w.message) for w in caught]
+
+
+@pytest.mark.parametrize("side,how", [(40, "warned"), (50, "raised")])
+def test_every_decode_path_refuses_a_decompression_bomb(tmp_path, monkeypatch, side, how):
+    """Over the limit (PIL warns) and over twice it (PIL raises): the same line, from decode (cached
+    or only checked) and from a batch read."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40x40 = 1600: warned; 50x50 = 2500: raised
+    write_images(tmp_path / "small", 2, (8, 8))
+    write_images(tmp_path / "big", 1, (side, side))
+    paths, bomb = [str(tmp_path / "small" / "img0.png"), str(tmp_path / "small" / "img1.png"),
+                   str(tmp_path / "big" / "img0.png")], str(tmp_path / "big" / "img0.png")
+    shown = f"{side}x{side}" if how == "warned" else side * side  # PIL's error gives the pixel count only
+    message = (f"image {bomb} is {shown} pixels, over PIL's decompression-bomb limit (1,000 pixels); "
+               "shrink it or remove it")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for cache_bytes in (10**6, 0):  # the images fit in memory (decoded) or not (each one checked)
+            with pytest.raises(UserError) as err:
+                data_module.FileImages(paths, [0, 0, 1], resize=8, cache_bytes=cache_bytes).decode([0, 1, 2])
+            assert str(err.value) == message
+            with pytest.raises(UserError) as err:
+                data_module.FileImages(paths, [0, 0, 1], resize=8, cache_bytes=cache_bytes).__getitems__([2, 0])
+            assert str(err.value) == message
+    assert not caught, [str(w.message) for w in caught]
+    assert data_module.FileImages(paths[:2], [0, 0], resize=8).decode([0, 1])  # the small ones still decode
+
+
+def test_folder_dataset_skips_hidden_entries_and_names_a_file_that_is_no_image(tmp_path):
+    for part in ("train", "test"):
+        write_images(tmp_path / part / "cat", 2, (8, 8))
+        write_images(tmp_path / part / "dog", 2, (8, 8), seed=1)
+    hidden = [tmp_path / "train" / "cat" / "._img0.png",  # macOS AppleDouble: not a PNG
+              tmp_path / "train" / "cat" / ".DS_Store", tmp_path / "test" / "dog" / "._img1.jpg"]
+    for path in hidden:
+        path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+    write_images(tmp_path / "train" / "cat" / ".ipynb_checkpoints", 1, (8, 8))  # real images, not of the data
+    write_images(tmp_path / "train" / "dog" / "more" / ".thumbnails", 2, (8, 8))
+    write_images(tmp_path / "train" / ".trash", 1, (8, 8))  # never a class
+    data = build_data(f"folder:{tmp_path}")
+    assert data.num_classes == 2 and len(data.train) == 4 and len(data.test) == 4 and data.decoded
+    assert not [p for p in data.train.paths + data.test.paths if "/." in p]
+    (tmp_path / "test" / "dog" / "notes.png").write_text("not an image\n")
+    with pytest.raises(UserError) as err:
+        build_data(f"folder:{tmp_path}")
+    assert str(err.value).startswith(f"cannot read image {tmp_path / 'test' / 'dog' / 'notes.png'}: ")
+    assert str(err.value).endswith("; fix or remove the file") and "\n" not in str(err.value)

@@ -45,15 +45,21 @@ def is_own_images(path: str) -> bool:
     return any(os.path.isdir(os.path.join(path, part)) for part in ("labeled", "unlabeled"))
 
 
+def is_hidden(relative: str) -> bool:
+    """Whether ``relative`` (a path under a listed folder) is, or lies in, a hidden entry: a name
+    starting with a dot (.DS_Store, AppleDouble ._img.png files, .ipynb_checkpoints/, .thumbnails/)."""
+    return any(part.startswith(".") for part in relative.split(os.sep))
+
+
 def class_folders(root: str, part: str, classes: list | None = None, reference: str = "labeled") -> tuple:
     """(classes, relative paths, labels) of ``root/part/<class>/**`` with torchvision's listing
-    (sorted, recursive, image extensions; hidden folders such as .ipynb_checkpoints skipped); every
-    class folder must hold an image, and with ``classes`` given (those of ``root/reference``) no
-    other class may appear."""
+    (sorted, recursive, image extensions; hidden files and folders, such as ._img.png or
+    .ipynb_checkpoints/, skipped); every class folder must hold an image, and with ``classes``
+    given (those of ``root/reference``) no other class may appear."""
     from torchvision.datasets.folder import make_dataset
 
     folder = os.path.join(root, part)
-    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")) \
+    found = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not is_hidden(e.name)) \
         if os.path.isdir(folder) else []
     if not found:
         raise UserError(f"{folder} has no class folders: put the images of each class in {folder}/<class>/")
@@ -63,22 +69,26 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
     if stray:
         raise UserError(f"{folder}/{stray[0]} is not a class of {os.path.join(root, reference)}/ "
                         f"({', '.join(classes)}); rename or remove it")
-    try:
-        items = make_dataset(folder, {c: classes.index(c) for c in found}, IMG_EXTENSIONS, allow_empty=False)
-    except FileNotFoundError as exc:
-        empty = str(exc).split("classes ")[-1].split(".")[0]
-        raise UserError(f"{folder}/{empty.split(', ')[0]} holds no image file (.jpg, .png, ...): add at least one, "
-                        "or remove the folder") from None
+
+    def is_image(path: str) -> bool:
+        return has_file_allowed_extension(path, IMG_EXTENSIONS) and not is_hidden(os.path.relpath(path, folder))
+
+    items = make_dataset(folder, {c: classes.index(c) for c in found}, is_valid_file=is_image, allow_empty=True)
+    empty = sorted(set(found) - {classes[label] for _, label in items})
+    if empty:
+        raise UserError(f"{folder}/{empty[0]} holds no image file (.jpg, .png, ...): add at least one, "
+                        "or remove the folder")
     return classes, [os.path.relpath(p, root) for p, _ in items], [label for _, label in items]
 
 
 def _walk_images(folder: str, root: str) -> list:
-    """Relative paths of every image under ``folder`` (any nesting), sorted."""
+    """Relative paths of every image under ``folder`` (any nesting; hidden files and folders
+    skipped), sorted."""
     paths = []
     for current, dirs, files in os.walk(folder, followlinks=True):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
         paths += [os.path.relpath(os.path.join(current, f), root) for f in sorted(files)
-                  if has_file_allowed_extension(f, IMG_EXTENSIONS)]
+                  if has_file_allowed_extension(f, IMG_EXTENSIONS) and not is_hidden(f)]
     return sorted(paths)
 
 

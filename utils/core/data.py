@@ -16,6 +16,9 @@ tests/test_data.py asks for a fake copy of its on-disk layout.
 """
 
 import os
+import pickle
+import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypeVar
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from utils.core.cli import UserError
 from utils.core.registry import Registry
@@ -37,6 +40,52 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TO
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 SPLIT_SEED = 0  # fixed seed of the digits and Caltech-101 train/test splits
 CACHE_BYTES = 8 * 2**30  # decoded image files are kept in memory up to this size
+
+
+# ----------------------------------------------------------------------------- reading user files
+
+def one_line(text) -> str:
+    """``text`` (a path, an exception) for a one-line message: line breaks and other unprintable
+    characters escaped."""
+    text = str(text)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one Image.open at a time under it
+
+
+def open_image(path: str):
+    """``PIL.Image.open(path)`` (the header only: pixels are decoded later), refusing with one line
+    an image of more pixels than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
+    PIL raises only above twice the limit and merely warns between; here both are refused the
+    same way, with no Python warning printed."""
+    from PIL import Image
+
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise UserError(_bomb_message(path, exc)) from None
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and img.width * img.height > limit:
+        img.close()
+        raise UserError(_bomb_message(path, img.size))
+    return img
+
+
+def _bomb_message(path: str, size) -> str:
+    """The refusal of image ``path``: ``size`` is its (width, height), or the DecompressionBombError
+    PIL raised for it (whose message gives the pixel count: "Image size (N pixels) exceeds ...")."""
+    from PIL import Image
+
+    if isinstance(size, BaseException):
+        shown = str(size).partition("(")[2].partition(" ")[0] or "too many"
+    else:
+        shown = f"{size[0]}x{size[1]}"
+    limit = f" ({Image.MAX_IMAGE_PIXELS:,} pixels)" if Image.MAX_IMAGE_PIXELS else ""
+    return (f"image {one_line(path)} is {one_line(shown)} pixels, over PIL's decompression-bomb limit{limit}; "
+            "shrink it or remove it")
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -78,14 +127,17 @@ class FileImages(Dataset):
         """Image ``i`` decoded from its file, ``[3, H, W]`` uint8."""
         from PIL import Image
 
+        path = self.paths[i]
         try:
-            with Image.open(self.paths[i]) as img:
+            with open_image(path) as img:
                 img = img.convert("RGB")
                 if self.resize:
                     img = img.resize((self.resize, self.resize), Image.BILINEAR)
                 array = np.asarray(img, dtype=np.uint8)
+        except Image.DecompressionBombError as exc:  # a frame or tile over the limit, found while decoding
+            raise UserError(_bomb_message(path, exc)) from None
         except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read image {self.paths[i]}: {exc}; fix or remove the file") from None
+            raise UserError(f"cannot read image {one_line(path)}: {one_line(exc)}; fix or remove the file") from None
         image = torch.from_numpy(array.copy()).permute(2, 0, 1)
         if self.crop and self.crop != image.shape[-1]:
             top = (image.shape[-2] - self.crop) // 2
@@ -95,13 +147,12 @@ class FileImages(Dataset):
 
     def verify(self, i: int) -> None:
         """Check that image ``i`` opens as an image (its header; no full decode)."""
-        from PIL import Image
-
+        path = self.paths[i]
         try:
-            with Image.open(self.paths[i]) as img:
+            with open_image(path) as img:
                 img.verify()
         except (OSError, ValueError, SyntaxError) as exc:
-            raise UserError(f"cannot read image {self.paths[i]}: {exc}; fix or remove the file") from None
+            raise UserError(f"cannot read image {one_line(path)}: {one_line(exc)}; fix or remove the file") from None
 
     def decode(self, indices, threads: int = 1) -> bool:
         """Decode the images ``indices`` now, in ``threads`` threads (PIL decodes without the
@@ -298,19 +349,100 @@ def _torchvision_datasets():
     return tvd
 
 
-def _read_cifar(folder: str, files: Sequence[str], label_key: bytes) -> TensorImages:
-    import pickle
+def _latin1_bytes(text, encoding="latin1"):
+    """``_codecs.encode`` as Python 3 pickles bytes at protocols 0-2 (``encode(str, 'latin1')``), and nothing more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode of a {type(text).__name__} to {encoding!r}")
+    return text.encode("latin1")
 
+
+def _empty_bytes(*args):
+    """``bytes()``, as Python 3 pickles ``b""`` at protocols 0-2, and nothing more."""
+    if args:
+        raise pickle.UnpicklingError("bytes() of arguments")
+    return b""
+
+
+def _cifar_globals() -> dict:
+    """(module, name) -> object: every global a CIFAR python batch may name (dicts, lists, bytes,
+    str and ints need none): a numpy array as pickled by numpy 1.x (``numpy.core``) or 2.x
+    (``numpy._core``) at protocols 0-4 (``_reconstruct``, ``ndarray``, ``dtype``) or 5
+    (``_frombuffer``), and bytes as Python 3 pickles them at protocols 0-2 (``_codecs.encode``; ``b""``:
+    ``bytes()``)."""
+    if int(np.__version__.split(".")[0]) >= 2:
+        from numpy._core import multiarray, numeric
+    else:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes,
+               ("builtins", "bytes"): _empty_bytes, ("__builtin__", "bytes"): _empty_bytes}
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global that CIFAR data never holds; ``args[0]`` is ``module.name``."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles what the CIFAR python batches hold and nothing else: ``find_class`` answers only
+    the globals of :func:`_cifar_globals` (a crafted batch file cannot run code on load); any
+    other global raises :class:`_RefusedGlobal`."""
+
+    def __init__(self, file, **kwargs):
+        super().__init__(file, **kwargs)
+        self.allowed = _cifar_globals()
+
+    def find_class(self, module, name):
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return found
+
+
+def _cifar_problem(batch, label_key: bytes, classes: int) -> str | None:
+    """What keeps ``batch`` from being a CIFAR batch (None: nothing): a dict with ``b"data"``, an
+    N x 3072 uint8 array (N >= 1), and ``label_key``, N labels 0..classes-1."""
+    if not isinstance(batch, dict):
+        return f"it holds a {type(batch).__name__}, not a dict"
+    data, labels = batch.get(b"data"), batch.get(label_key)
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or not len(data) \
+            or data.dtype != np.uint8:
+        found = f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else \
+            "missing" if data is None else f"a {type(data).__name__}"
+        return f"its b'data' is {found}, not N x 3072 uint8"
+    try:
+        codes = np.asarray(labels) if isinstance(labels, (list, np.ndarray)) else None
+    except (ValueError, TypeError, OverflowError):
+        codes = None
+    if codes is None or codes.shape != (len(data),) or not np.issubdtype(codes.dtype, np.integer) \
+            or codes.min() < 0 or codes.max() >= classes:
+        return f"its {label_key!r} is not {len(data)} labels 0..{classes - 1} (one per image)"
+    return None
+
+
+def _read_cifar(folder: str, files: Sequence[str], label_key: bytes, classes: int) -> TensorImages:
+    """The CIFAR python batches ``files`` of ``folder`` (unpickled by :class:`CifarUnpickler`; each
+    checked to be a dict of N x 3072 uint8 ``b"data"`` and N ``label_key`` labels 0..classes-1)."""
+    fix = f"delete {one_line(folder)} and pass --download"
     images, labels = [], []
     for name in files:
         path = os.path.join(folder, name)
         try:
             with open(path, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
-            raise UserError(f"cannot read {path} ({exc}); delete {folder} and pass --download") from None
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[label_key])
+                batch = CifarUnpickler(fh, encoding="bytes").load()
+        except _RefusedGlobal as exc:
+            raise UserError(f"{one_line(path)} holds a {one_line(exc.args[0])[:100]} object, not CIFAR data; {fix}") \
+                from None
+        except Exception as exc:  # a corrupt or crafted file can fail in any way
+            raise UserError(f"cannot read {one_line(path)} ({type(exc).__name__}: {one_line(exc)[:200]}); {fix}") \
+                from None
+        problem = _cifar_problem(batch, label_key, classes)
+        if problem:
+            raise UserError(f"{one_line(path)} is not CIFAR data: {problem}; {fix}")
+        images.append(batch[b"data"].reshape(-1, 3, 32, 32))
+        labels.extend(np.asarray(batch[label_key], dtype=np.int64).tolist())
     return TensorImages(torch.from_numpy(np.concatenate(images)), labels)
 
 
@@ -338,8 +470,8 @@ def _load_cifar10(root: str, download: bool, image_size: int | None) -> RawSplit
     _require("cifar10", root, ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"], download,
              lambda: _torchvision_datasets().CIFAR10(root, download=True))
     folder = os.path.join(root, "cifar-10-batches-py")
-    return RawSplits(_read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], b"labels"),
-                     _read_cifar(folder, ["test_batch"], b"labels"), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
+    return RawSplits(_read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10),
+                     _read_cifar(folder, ["test_batch"], b"labels", 10), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
 @register_dataset("cifar100")
@@ -348,8 +480,8 @@ def _load_cifar100(root: str, download: bool, image_size: int | None) -> RawSpli
     _require("cifar100", root, ["cifar-100-python/train", "cifar-100-python/test"], download,
              lambda: _torchvision_datasets().CIFAR100(root, download=True))
     folder = os.path.join(root, "cifar-100-python")
-    return RawSplits(_read_cifar(folder, ["train"], b"fine_labels"), _read_cifar(folder, ["test"], b"fine_labels"),
-                     3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
+    return RawSplits(_read_cifar(folder, ["train"], b"fine_labels", 100),
+                     _read_cifar(folder, ["test"], b"fine_labels", 100), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
 @register_dataset("svhn")
@@ -609,15 +741,39 @@ def _collate(batch):
     return batch
 
 
+class IndexBatches(BatchSampler):
+    """``sampler``'s indices in batches of ``batch_size``; ``training`` leaves out a last batch of
+    one image (a BatchNorm layer in training mode cannot normalise a single sample: the seeds
+    crash there). ``set_epoch`` reaches the sampler."""
+
+    def __init__(self, sampler: Sampler, batch_size: int, training: bool = False):
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.training = training
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if len(batch) > 1 or not self.training or len(self.sampler) == 1:
+                yield batch
+
+    def __len__(self):
+        full, rest = divmod(len(self.sampler), self.batch_size)
+        return full + (rest > 1 or (rest == 1 and (full == 0 or not self.training)))
+
+
 def make_loader(dataset: Dataset, indices, batch_size: int, shuffle: bool = False, seed: int = 0, dist=None,
                 workers: int = 0, pad: bool = True) -> DataLoader:
     """A DataLoader over ``indices`` of ``dataset`` yielding ``(uint8 images, labels, indices)``;
-    under torch.distributed each rank reads its shard."""
+    under torch.distributed each rank reads its shard. ``shuffle`` makes it a training loader:
+    reshuffled every epoch (``batch_sampler.set_epoch``), and a last batch of one image is left
+    out (IndexBatches)."""
     rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
-    sampler = IndexSampler(indices, shuffle, seed, rank, world, pad)
+    batches = IndexBatches(IndexSampler(indices, shuffle, seed, rank, world, pad), batch_size, training=shuffle)
     pin = bool(dist and dist.device.type == "cuda")
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers or 0,
-                      collate_fn=_collate, pin_memory=pin, persistent_workers=False)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers or 0, collate_fn=_collate,
+                      pin_memory=pin, persistent_workers=False)
 
 
 def make_batch_loader(dataset: Dataset, make_batches: Callable[[int], list], dist=None, workers: int = 0) -> DataLoader:
@@ -632,7 +788,7 @@ def forever(loader: DataLoader) -> Iterator:
     """Endless batches from ``loader``, a new epoch (new shuffle) each pass."""
     epoch = 0
     while True:
-        loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         yield from loader
         epoch += 1
 

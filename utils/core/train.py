@@ -74,9 +74,8 @@ def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callab
     schedules); the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to
     the progress bar and tensorboard."""
     bar = run.progress(range(epochs), desc)
-    sampler = loader.batch_sampler if hasattr(loader.batch_sampler, "set_epoch") else loader.sampler
     for epoch in bar:
-        sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         if epoch_start is not None:
             epoch_start(epoch)
         total, batches, steps = 0.0, 0, max(1, len(loader)) if with_position else 1
