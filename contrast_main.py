@@ -30,7 +30,7 @@ from utils.core import distributed
 from utils.core.cli import UserError, parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
 from utils.core.loop import image_shape
-from utils.core.results import ResultsFolder
+from utils.core.results import ResultsFolder, check_folder
 from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
 from utils.protocols import ccal
@@ -51,6 +51,7 @@ def folders(args, cfg):
     logdir = args.logdir or args.out or f"./model/{ROLE[cfg.MODE]}"
     if args.out and os.path.abspath(args.out) != os.path.abspath(logdir):
         raise UserError("--out and --logdir name different folders; give one of them")
+    check_folder(logdir, "--logdir")
     return logdir, args.resume_path or (logdir if args.resume else None)
 
 

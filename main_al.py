@@ -45,7 +45,7 @@ import numpy as np
 
 from utils.core import distributed
 from utils.core.annotation import AnnotatorOracle
-from utils.core.cli import ArgumentParser, UserError, parse_script_args, run_cli
+from utils.core.cli import ArgumentParser, UserError, parse_script_args, positive, run_cli
 from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
 from utils.core.results import ResultsFolder
@@ -68,8 +68,10 @@ def parse_args(argv=None):
     def run_args(parser):
         protocol.add_run_args(parser)
         group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
-        group.add_argument("--jobs", type=int, default=1, help="strategies run at once, as separate processes")
-        group.add_argument("--shard", default=None, metavar="I/N", help="run the I-th of N slices of the strategies")
+        group.add_argument("--jobs", type=positive, default=1,
+                           help="strategies run at once, as separate processes (default 1)")
+        group.add_argument("--shard", default=None, metavar="I/N",
+                           help="run the I-th of N slices of the strategies (default: all of them)")
 
     return parse_script_args(f"main_al.py --protocol {protocol.NAME}", "Pool-based deep active learning (main_al.py; "
                              "--protocol deepal --help lists the toolkit's flags)", argv, run_args, protocol.refuse)
@@ -79,8 +81,6 @@ def sweep(argv, args, cfg, protocol, names):
     """One run per strategy into <--out>/<Strategy>/ (utils/core/sweep.py): same settings and
     seeds, so the strategies of a trial share its initial labeled set and network."""
     strategies = protocol.sweep_strategies(names)
-    if args.jobs < 1:
-        raise UserError(f"--jobs {args.jobs}: give at least 1")
     out = args.out or default_out("sweep", cfg.PROTOCOL, cfg.DATASET)
     drop = {protocol.STRATEGY_FLAG: True, "--out": True, "--save_path": True, "--jobs": True, "--shard": True,
             "--resume": False, "--set": (protocol.STRATEGY_KEY,)}

@@ -31,7 +31,7 @@ def shared_keys() -> dict:
         # ---------------------------------------------------------------- the seed's flags (A.1.1)
         "MODEL": Key("resnet18", "encoder backbone: CSI's CIFAR ResNet-18 (the seed's resnet18_imagenet is not "
                      "supported)", choices=("resnet18",), flags=("--model",)),
-        "MISMATCH": Key(0.8, "fraction of unknown-class images in the unlabeled pool, in [0, 1)", minimum=0,
+        "MISMATCH": Key(0.8, "fraction of unknown-class images in the unlabeled pool", minimum=0, below=1,
                         flags=("--mismatch",)),
         # ---------------------------------------------------------------- ours (other datasets)
         "KNOWN_CLASSES": Key(None, "the known classes (None: CCAL's list for cifar10 and cifar100; required for "
@@ -41,17 +41,18 @@ def shared_keys() -> dict:
                               type="int", minimum=1, flags=("--initial-budget",)),
         # ---------------------------------------------------------------- hard-coded in the seed (A.2, A.4)
         "INITIAL_FRACTION": Key(0.08, "initial labels as a fraction of the known images when INITIAL_BUDGET is None "
-                                "outside CIFAR (800 / 10,000, the CIFAR fraction)", minimum=0),
+                                "outside CIFAR (800 / 10,000, the CIFAR fraction)", above=0, maximum=1),
         "POOL_SEED": Key(0, "seed of the initial labels and of the unknown draw, the same for every run (the seed's 0)",
                          minimum=0),
-        "JITTER_P": Key(0.8, "probability of the colour jitter of a view", minimum=0),
-        "BRIGHTNESS": Key(0.4, "colour jitter: brightness factor drawn from [1 - b, 1 + b]", minimum=0),
-        "CONTRAST": Key(0.4, "colour jitter: contrast factor drawn from [1 - c, 1 + c]", minimum=0),
-        "SATURATION": Key(0.4, "colour jitter: saturation factor drawn from [1 - s, 1 + s]", minimum=0),
-        "HUE": Key(0.1, "colour jitter: hue shift drawn from [-h, h] (fraction of the colour circle)", minimum=0),
-        "GRAY_P": Key(0.2, "probability of turning a view grayscale", minimum=0),
-        "CROP_RATIO": Key([3 / 4, 4 / 3], "aspect-ratio range of the random resized crop", type="list[float]",
-                          minimum=0),
+        "JITTER_P": Key(0.8, "probability of the colour jitter of a view", minimum=0, maximum=1),
+        "BRIGHTNESS": Key(0.4, "colour jitter: brightness factor drawn from [1 - b, 1 + b]", minimum=0, maximum=1),
+        "CONTRAST": Key(0.4, "colour jitter: contrast factor drawn from [1 - c, 1 + c]", minimum=0, maximum=1),
+        "SATURATION": Key(0.4, "colour jitter: saturation factor drawn from [1 - s, 1 + s]", minimum=0, maximum=1),
+        "HUE": Key(0.1, "colour jitter: hue shift drawn from [-h, h] (fraction of the colour circle)", minimum=0,
+                   maximum=0.5),
+        "GRAY_P": Key(0.2, "probability of turning a view grayscale", minimum=0, maximum=1),
+        "CROP_RATIO": Key([3 / 4, 4 / 3], "aspect-ratio range of the random resized crop (low, high)",
+                          type="list[float]", above=0),
     }
 
 
@@ -75,23 +76,23 @@ def contrast_tree() -> Tree:
                          choices=("sgd", "adam", "lars"), flags=("--optimizer",)),
         "LR_SCHEDULER": Key("cosine", "after the warm-up: cosine annealing, or step_decay (x0.1 after half and three "
                             "quarters of EPOCHS)", choices=("cosine", "step_decay"), flags=("--lr_scheduler",)),
-        "LR_INIT": Key(0.1, "initial learning rate; the warm-up raises it to LR_INIT x WARMUP_MULTIPLIER", minimum=0,
+        "LR_INIT": Key(0.1, "initial learning rate; the warm-up raises it to LR_INIT x WARMUP_MULTIPLIER", above=0,
                        flags=("--lr_init",)),
         "WARMUP": Key(10, "warm-up epochs (below EPOCHS; 0: none)", minimum=0, flags=("--warmup",)),
         "WEIGHT_DECAY": Key(1e-6, "weight decay of the optimizer", minimum=0, flags=("--weight_decay",)),
         "SAVE_STEP": Key(10, "write the checkpoint every SAVE_STEP epochs (and at the end)", minimum=1,
                          flags=("--save_step",), resumable=True),
-        "TEMPERATURE": Key(0.5, "NT-Xent temperature (> 0; the seed hard-codes 0.5)", minimum=0,
+        "TEMPERATURE": Key(0.5, "NT-Xent temperature (the seed hard-codes 0.5)", above=0,
                            flags=("--temperature",)),
         "SIMCLR_DIM": Key(128, "projection dimension (the seed hard-codes 128)", minimum=1, flags=("--simclr_dim",)),
         "SIM_LAMBDA": Key(1.0, "weight of the contrastive loss against the shift classification loss", minimum=0,
                           flags=("--sim_lambda",)),
-        "RESIZE_FACTOR": Key(0.08, "lower crop scale of the training views, in (0, 1]", minimum=0,
+        "RESIZE_FACTOR": Key(0.08, "lower crop scale of the training views", above=0, maximum=1,
                              flags=("--resize_factor",)),
         "RESIZE_FIX": Key(False, "fix the crop scale of the training views to RESIZE_FACTOR", switch=True,
                           flags=("--resize_fix",)),
         # ---------------------------------------------------------------- hard-coded in the seed (A.3, A.4)
-        "MOMENTUM": Key(0.9, "SGD momentum", minimum=0),
+        "MOMENTUM": Key(0.9, "SGD momentum", minimum=0, maximum=1),
         "WARMUP_MULTIPLIER": Key(10.0, "the warm-up multiplies the learning rate by this (GradualWarmupScheduler)",
                                  minimum=1),
         "WIDTH": Key(64, "channels of the encoder's first ResNet stage (64: CSI's ResNet-18)", minimum=1),
@@ -115,8 +116,8 @@ def active_tree() -> Tree:
         # ---------------------------------------------------------------- forced in the seed's query (A.6)
         "QUERY_OOD_SAMPLES": Key(10, "augmented copies per image at query time (the seed forces 10)", minimum=1,
                                  flags=("--ood_samples",)),
-        "QUERY_RESIZE_FACTOR": Key(0.54, "fixed crop scale at query time, in (0, 1] (the seed forces 0.54)",
-                                   minimum=0, flags=("--resize_factor",)),
+        "QUERY_RESIZE_FACTOR": Key(0.54, "fixed crop scale at query time (the seed forces 0.54)",
+                                   above=0, maximum=1, flags=("--resize_factor",)),
         "QUERY_ROTATIONS": Key(4, "rotations 0..R-1 whose features the distinctive score averages (4: the seed)",
                                choices=(1, 2, 3, 4)),
         # ---------------------------------------------------------------- ours
@@ -126,7 +127,7 @@ def active_tree() -> Tree:
                      "from the encoder files, a number must match them", type="int", minimum=1),
         # ---------------------------------------------------------------- train_classifier/ (A.7)
         "CLASSIFIER_EPOCHS": Key(100, "training epochs of each classifier", minimum=1, flags=("--epochs", "--epoch")),
-        "CLASSIFIER_LR": Key(5e-4, "Adam learning rate of the classifier (no weight decay)", minimum=0),
+        "CLASSIFIER_LR": Key(5e-4, "Adam learning rate of the classifier (no weight decay)", above=0),
         "CLASSIFIER_BATCH": Key(32, "classifier batch (a last batch of fewer than 2 images is dropped)", minimum=2),
         "CLASSIFIER_SEEDS": Key(5, "classifiers per cycle (init seeds); the reported accuracy is their mean",
                                 minimum=1),
@@ -141,34 +142,17 @@ def _contrast_profile(values: dict) -> tuple:
     return f"--mode {values['MODE']}", {"SHIFT_TRANS_TYPE": SHIFT_OF_MODE[values["MODE"]]}
 
 
-def _fraction(cfg, key: str, low_open: bool = False) -> None:
-    value = cfg[key]
-    if value > 1 or (low_open and value <= 0):
-        flag = f" ({cfg.tree[key].flags[0]})" if cfg.tree[key].flags else ""
-        raise UserError(f"{key}{flag} must be in {'(0' if low_open else '[0'}, 1], got {value:g}")
-
-
 def _check(cfg) -> None:
-    if cfg.MISMATCH >= 1:
-        raise UserError(f"--mismatch {cfg.MISMATCH:g}: MISMATCH must be in [0, 1) (the unknown fraction of the pool)")
-    for key in ("INITIAL_FRACTION", "JITTER_P", "GRAY_P", "BRIGHTNESS", "CONTRAST", "SATURATION"):
-        _fraction(cfg, key)
-    if cfg.HUE > 0.5:
-        raise UserError(f"HUE must be in [0, 0.5], got {cfg.HUE:g}")
-    if len(cfg.CROP_RATIO) != 2 or not 0 < cfg.CROP_RATIO[0] <= cfg.CROP_RATIO[1]:
+    if len(cfg.CROP_RATIO) != 2 or not cfg.CROP_RATIO[0] <= cfg.CROP_RATIO[1]:
         raise UserError(f"CROP_RATIO needs two ratios 0 < low <= high, e.g. 0.75,1.3333, got {cfg.CROP_RATIO}")
     known = cfg.KNOWN_CLASSES
     if known is not None and len(set(known)) != len(known):
         raise UserError(f"--known-classes needs distinct class numbers, got {cfg.KNOWN_CLASSES}")
     if cfg.script == CONTRAST:
         _check_contrast(cfg)
-    else:
-        _fraction(cfg, "QUERY_RESIZE_FACTOR", low_open=True)
-        if cfg.CLASSIFIER_LR <= 0:
-            raise UserError(f"CLASSIFIER_LR must be positive, got {cfg.CLASSIFIER_LR:g}")
-        if cfg.CYCLES is not None and cfg.CYCLES > cfg.SPLIT + 1:
-            raise UserError(f"--cycles {cfg.CYCLES} needs more than --split {cfg.SPLIT} queries; raise --split or "
-                            f"lower --cycles to at most {cfg.SPLIT + 1}")
+    elif cfg.CYCLES is not None and cfg.CYCLES > cfg.SPLIT + 1:
+        raise UserError(f"--cycles {cfg.CYCLES} needs more than --split {cfg.SPLIT} queries; raise --split or "
+                        f"lower --cycles to at most {cfg.SPLIT + 1}")
 
 
 def _check_contrast(cfg) -> None:
@@ -180,7 +164,3 @@ def _check_contrast(cfg) -> None:
     if cfg.WARMUP >= cfg.EPOCHS:
         raise UserError(f"--warmup {cfg.WARMUP} is not below --epochs {cfg.EPOCHS}: the learning rate would never "
                         f"leave the warm-up; lower --warmup (e.g. --warmup 0) or raise --epochs")
-    _fraction(cfg, "RESIZE_FACTOR", low_open=True)
-    for key in ("LR_INIT", "TEMPERATURE"):
-        if cfg[key] <= 0:
-            raise UserError(f"{key} ({cfg.tree[key].flags[0]}) must be positive, got {cfg[key]:g}")

@@ -34,7 +34,7 @@ def _keys(dataset: str, strategy: str, strategies_help: str) -> dict:
         # ---------------------------------------------------------------- the seed's flags (B.1)
         "BATCH_SIZE": Key(128, "images per training, pool-scoring and test batch (per process)", minimum=1,
                           flags=("--batch-size",)),
-        "LR_MODEL": Key(0.01, "SGD learning rate of the networks (> 0)", minimum=0, flags=("--lr-model",)),
+        "LR_MODEL": Key(0.01, "SGD learning rate of the networks", above=0, flags=("--lr-model",)),
         "LR_CENT": Key(0.5, "SGD learning rate of the center-loss centers", minimum=0, flags=("--lr-cent",)),
         "WEIGHT_CENT": Key(1.0, "center-loss weight (0: off; the README runs use 0)", minimum=0,
                            flags=("--weight-cent",)),
@@ -48,7 +48,7 @@ def _keys(dataset: str, strategy: str, strategies_help: str) -> dict:
                               flags=("--query-strategy",)),
         "STEPSIZE": Key(20, "StepLR step in epochs (scaled by --epochs, not by --max-epoch)", minimum=1,
                         per_epochs="MAX_EPOCH", flags=("--stepsize",)),
-        "GAMMA": Key(0.5, "StepLR factor", minimum=0, flags=("--gamma",)),
+        "GAMMA": Key(0.5, "StepLR factor", above=0, flags=("--gamma",)),
         "MODEL": Key("resnet18", "the 2-d-bottleneck CIFAR ResNet (models/lfosa.py)", choices=("resnet18", "resnet34"),
                      flags=("--model",)),
         "EVAL_FREQ": Key(100, "log the test accuracy every N epochs (besides the cycle's final test)", minimum=1,
@@ -58,18 +58,20 @@ def _keys(dataset: str, strategy: str, strategies_help: str) -> dict:
         "KNOWN_CLASSES_RANDOM": Key(False, "a random choice of the K known classes, seeded by SEED (ours)",
                                     switch=True, flags=("--known-classes-random",)),
         "INIT_PERCENT": Key(16, "percent of the known training images labeled at start (the README: 8 for "
-                            "CIFAR-100 and TinyImageNet, 1 for CIFAR-10)", minimum=1, flags=("--init-percent",)),
+                            "CIFAR-100 and TinyImageNet, 1 for CIFAR-10)", minimum=1, maximum=100,
+                            flags=("--init-percent",)),
         # ---------------------------------------------------------------- per dataset (the profile, B.2)
         "MEAN": Key(None, "normalisation mean per channel (None: the dataset's own)", type="list[float]"),
-        "STD": Key(None, "normalisation std per channel (None: the dataset's own)", type="list[float]"),
+        "STD": Key(None, "normalisation std per channel (None: the dataset's own)", type="list[float]", above=0),
         # ---------------------------------------------------------------- hard-coded in the seed (B.2-B.4)
-        "MOMENTUM": Key(0.9, "SGD momentum of the networks", minimum=0),
+        "MOMENTUM": Key(0.9, "SGD momentum of the networks", minimum=0, maximum=1),
         "WEIGHT_DECAY": Key(5e-4, "SGD weight decay of the networks", minimum=0),
         "WIDTH": Key(64, "channels of the first ResNet stage", minimum=1),
         "BOTTLENECK": Key(2, "width of fc1, the feature between the pooled 512-d vector and fc2 (B.3)", minimum=1),
-        "ROTATION": Key(15.0, "random rotation in degrees after crop and flip (B.2); 0: off", minimum=0),
+        "ROTATION": Key(15.0, "random rotation in degrees after crop and flip (B.2); 0: off", minimum=0,
+                          maximum=180),
         "MC_DROPOUT": Key(0.2, "dropout before fc1 of the querying network, only for MC-dropout strategies (BALD)",
-                          minimum=0),
+                          minimum=0, below=1),
         "MC_SAMPLES": Key(10, "MC-dropout passes of the MC-dropout strategies", minimum=1),
     }
 
@@ -85,11 +87,11 @@ def temperature_tree() -> Tree:
     keys = _keys("cifar100", "AV_temperature",
                  "AV_temperature (LfOSA), random, uncertainty, AV_based, AV_uncertainty, Max_AV, KMeans, BALD")
     keys.update({
-        "KNOWN_T": Key(0.5, "detector A: cross-entropy temperature of the known samples (> 0)", minimum=0,
+        "KNOWN_T": Key(0.5, "detector A: cross-entropy temperature of the known samples", above=0,
                        flags=("--known-T",)),
-        "UNKNOWN_T": Key(2.0, "detector A: cross-entropy temperature of the queried unknowns (> 0; the README "
-                         "uses 0.5)", minimum=0, flags=("--unknown-T",)),
-        "MODELB_T": Key(1.0, "names the run folder only: model B uses no temperature, as the seed", minimum=0,
+        "UNKNOWN_T": Key(2.0, "detector A: cross-entropy temperature of the queried unknowns (the README "
+                         "uses 0.5)", above=0, flags=("--unknown-T",)),
+        "MODELB_T": Key(1.0, "names the run folder only: model B uses no temperature, as the seed", above=0,
                         flags=("--modelB-T",)),
     })
     return Tree(TEMPERATURE_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH")
@@ -105,16 +107,5 @@ def _profile(values: dict) -> tuple:
 
 
 def _check(cfg) -> None:
-    if cfg.INIT_PERCENT > 100:
-        raise UserError(f"INIT_PERCENT (--init-percent) must be in (0, 100], got {cfg.INIT_PERCENT}")
-    positive = ["LR_MODEL"] + (["KNOWN_T", "UNKNOWN_T"] if cfg.script == TEMPERATURE_SCRIPT else [])
-    for key in positive:
-        if cfg[key] <= 0:
-            flag = cfg.tree[key].flags[0]
-            raise UserError(f"{key} ({flag}) must be positive, got {cfg[key]:g}")
-    if cfg.MC_DROPOUT >= 1:
-        raise UserError(f"MC_DROPOUT is a dropout probability in [0, 1), got {cfg.MC_DROPOUT:g}")
-    if cfg.STD is not None and min(cfg.STD) <= 0:
-        raise UserError(f"STD must be positive per channel, got {cfg.STD}")
     if cfg.QUERY_STRATEGY.lower() == "av_based2":
         raise UserError("AV_based2 (the seed's default) ranks every sample alike (spec B.5); use AV_based")

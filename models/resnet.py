@@ -21,6 +21,7 @@ from models.layers import ConsistentDropout
 from models.output import ModelOutput
 from models.registry import register_model
 from utils.core.cli import UserError
+from utils.core.results import load_tensors
 
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"
 RESNET18_BLOCKS = (2, 2, 2, 2)  # BasicBlocks per stage
@@ -130,11 +131,7 @@ class ImageNetResNet18(_TwoHeadResNet):
                 f"ImageNet ResNet-18 weights not found at {path}: download {IMAGENET_RESNET18_URL} "
                 "and put it there (or pass --set PRETRAINED=PATH)"
             )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated download, an HTML error page, ...
-            raise UserError(f"cannot read ImageNet weights {path} ({exc}); "
-                            f"download it again from {IMAGENET_RESNET18_URL}") from None
+        state = load_tensors(path, "ImageNet weights file", f"download it again from {IMAGENET_RESNET18_URL}")
         renames = {"conv1.": "stem.0.", "bn1.": "stem.1."}
         own = self.state_dict()
         loaded = {}

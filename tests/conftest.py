@@ -211,3 +211,33 @@ def fill_labels(csv_path, truth, override=None):
         writer.writeheader()
         writer.writerows(rows)
     return rows
+
+
+# script (settings tree) -> (entry module, the smallest argv it accepts, the folder flag it writes to)
+ENTRY = {
+    "main_TOD.py": ("main_TOD", ["--config", "digits"], "--out"),
+    "main_LL4AL.py": ("main_LL4AL", ["--config", "digits"], "--out"),
+    "main_al.py --protocol deepal": ("main_al", ["--protocol", "deepal", "--dataset", "digits", "--strategy",
+                                                 "EntropySampling", "--model", "LeNet"], "--out"),
+    "main_al.py --protocol rethinking": ("main_al", ["--dataset", "digits", "--al-method", "random"], "--out"),
+    "contrast_main.py": ("contrast_main", ["--dataset", "digits", "--known-classes", "0,1", "--mode", "senmatic"],
+                         "--logdir"),
+    "active_main.py": ("active_main", ["--dataset", "digits", "--known-classes", "0,1"], "--out"),
+    "AL_center.py": ("AL_center", ["--dataset", "digits", "--known-class", "5"], "--save-dir"),
+    "AL_center_temperature.py": ("AL_center_temperature", ["--dataset", "digits", "--known-class", "5"],
+                                 "--save-dir"),
+}
+
+
+def run_main(script, argv, capsys):
+    """(exit code, stdout, stderr) of ``script``'s main(argv) in this process."""
+    import importlib
+
+    from utils.core.cli import run_cli
+
+    module = importlib.import_module(ENTRY[script][0])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: module.main(argv))
+        raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err.strip()

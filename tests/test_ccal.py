@@ -523,9 +523,9 @@ def test_seed_flags_map_onto_the_settings_and_bad_ones_stop_with_one_line():
                           (["--model", "resnet18_imagenet"], "MODEL expects one of resnet18"),
                           (["--mode", "simclr"], "MODE expects one of senmatic, feature"),
                           (["--epochs", "10"], "lower --warmup (e.g. --warmup 0) or raise --epochs"),
-                          (["--resize_factor", "0"], "RESIZE_FACTOR (--resize_factor) must be in (0, 1]"),
-                          (["--temperature", "0"], "TEMPERATURE (--temperature) must be positive"),
-                          (["--mismatch", "1"], "--mismatch 1: MISMATCH must be in [0, 1)")):
+                          (["--resize_factor", "0"], "--resize_factor 0: RESIZE_FACTOR expects a number in (0, 1]"),
+                          (["--temperature", "0"], "--temperature 0: TEMPERATURE expects a number > 0"),
+                          (["--mismatch", "1"], "--mismatch 1: MISMATCH expects a number in [0, 1)")):
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
             contrast_main.parse_args(["--mode", "feature", *argv])
     assert contrast_main.parse_args(["--mode", "feature", "--epochs", "11"])[1].WARMUP == 10

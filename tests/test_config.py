@@ -8,40 +8,15 @@ import json
 import os
 
 import pytest
-from conftest import ROOT, write_images
+from conftest import ENTRY, ROOT, run_main, write_images
 
 import config
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import UserError
 from utils.core.config import Key, Settings, Tree, resolve
-
-# script (settings tree) -> (entry module, the smallest argv it accepts, the folder flag it writes to)
-ENTRY = {
-    "main_TOD.py": ("main_TOD", ["--config", "digits"], "--out"),
-    "main_LL4AL.py": ("main_LL4AL", ["--config", "digits"], "--out"),
-    "main_al.py --protocol deepal": ("main_al", ["--protocol", "deepal", "--dataset", "digits", "--strategy",
-                                                 "EntropySampling", "--model", "LeNet"], "--out"),
-    "main_al.py --protocol rethinking": ("main_al", ["--dataset", "digits", "--al-method", "random"], "--out"),
-    "contrast_main.py": ("contrast_main", ["--dataset", "digits", "--known-classes", "0,1", "--mode", "senmatic"],
-                         "--logdir"),
-    "active_main.py": ("active_main", ["--dataset", "digits", "--known-classes", "0,1"], "--out"),
-    "AL_center.py": ("AL_center", ["--dataset", "digits", "--known-class", "5"], "--save-dir"),
-    "AL_center_temperature.py": ("AL_center_temperature", ["--dataset", "digits", "--known-class", "5"],
-                                 "--save-dir"),
-}
 
 
 def test_every_script_has_a_tree_and_an_entry_here():
     assert set(ENTRY) == set(config.SCRIPTS)
-
-
-def run_main(script, argv, capsys):
-    """(exit code, stdout, stderr) of ``script``'s main(argv) in this process."""
-    module = importlib.import_module(ENTRY[script][0])
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: module.main(argv))
-        raise SystemExit(0)
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err.strip()
 
 
 def bad_values(script):

@@ -263,12 +263,12 @@ def test_two_process_torchrun_writes_one_results_folder(tmp_path):
     (AL_center, ["--max-query", "0"], "--max-query 0: MAX_QUERY expects an integer >= 1"),
     (AL_center, ["--set", "BOTTLENECK=wide"], "--set BOTTLENECK=wide: BOTTLENECK expects an integer"),  # WIDTH: set
     (AL_center, ["--set", "WIDTH=16"], "--set WIDTH= and --set WIDTH both set WIDTH"),  # in DIGITS already
-    (AL_center_temperature, ["--known-T", "0"], "must be positive"),
+    (AL_center_temperature, ["--known-T", "0"], "KNOWN_T expects a number > 0"),
     (AL_center_temperature, ["--batch-size", "many"], "--batch-size many: BATCH_SIZE expects an integer"),
     (AL_center, ["--plot"], "--plot: the seed's per-epoch 2-d feature scatter is not supported"),
     (AL_center_temperature, ["--is-mini", "False"], "--is-mini: False is not supported"),
     (AL_center, ["--max-epoch", "3", "--epochs", "3"], "--max-epoch and --epochs both set MAX_EPOCH"),
-    (AL_center, ["--init-percent", "101"], "INIT_PERCENT (--init-percent) must be in (0, 100]"),
+    (AL_center, ["--init-percent", "101"], "--init-percent 101: INIT_PERCENT expects an integer in [1, 100]"),
     (AL_center, ["--query-strategy", "VAAL"], "trains networks of its own"),
 ])
 def test_bad_input_is_one_line_exit_code_2_and_writes_nothing(tmp_path, capsys, script, argv, message):

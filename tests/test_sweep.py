@@ -50,7 +50,7 @@ def test_all_means_every_strategy_the_protocol_can_run():
     (["--strategy", "EntropySampling,AV_temperature"], "needs unknown_class"),
     (["--strategy", "EntropySampling,RandomSampling", "--shard", "3/2"], "--shard 3/2"),
     (["--strategy", "EntropySampling", "--jobs", "2"], "apply to sweeps"),
-    (["--strategy", "EntropySampling,RandomSampling", "--jobs", "0"], "--jobs 0"),
+    (["--strategy", "EntropySampling,RandomSampling", "--jobs", "0"], "--jobs: expected 1 or more"),
 ])
 def test_bad_sweeps_stop_with_one_line_before_anything_is_written(tmp_path, capsys, argv, message):
     out = tmp_path / "cmp"

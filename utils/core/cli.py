@@ -28,12 +28,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The run-control flags every entry script shares (the common flags that are settings, such
     as --epochs and --seed, are declared by the settings trees: see add_setting_flags)."""
     group = parser.add_argument_group("common")
-    group.add_argument("--data-root", default="./data", help="dataset root (default ./data)")
+    group.add_argument("--data-root", default="./data", type=path, help="dataset root (default ./data)")
     group.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    group.add_argument("--out", default=None, help="results folder")
+    group.add_argument("--out", default=None, type=path, help="results folder (default: a name under results/ "
+                       "made from the script and its settings)")
     group.add_argument("--resume", nargs="?", const=True, default=False, type=str2bool,
-                       help="continue the run in --out from its last finished cycle")
-    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+                       help="continue the run in --out from its last finished cycle (default: a new run)")
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="auto: CUDA when there is a device, else the CPU (default auto)")
     group.add_argument("--workers", type=count, default=None,
                        help="data-loader worker processes (default: 0 when the images fit in memory, else up to 4)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -130,15 +132,27 @@ def parse_script_args(script: str, description: str, argv: list | None = None, r
     return parse_command_line(parser, settings, argv, refuse)
 
 
-def count(text: str) -> int:
-    """A whole number >= 0 (argparse type)."""
+def count(text: str, least: int = 0) -> int:
+    """A whole number >= ``least`` (argparse type)."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"expected {least} or more, got {value}")
     return value
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    return count(text, least=1)
+
+
+def path(text: str) -> str:
+    """A file or folder path: not empty (argparse type)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 def str2bool(text: str) -> bool:

@@ -16,6 +16,7 @@ explicitly; a tree's ``check`` validates the keys together; the result is a froz
 from __future__ import annotations
 
 import ast
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,8 @@ class Key:
     names); ``flags`` are the command-line options that set it; ``switch`` makes its flags take no
     value (store True); ``optional`` admits None; ``resumable`` keys may change on --resume;
     ``per_epochs`` names the key of the epochs this one counts in (scaled with --epochs);
-    ``minimum`` bounds numbers (and every element of a list) from below."""
+    ``minimum``/``maximum`` bound numbers (and every element of a list) inclusively, ``above``/
+    ``below`` strictly; a float must be finite."""
 
     default: Any
     help: str
@@ -45,6 +47,9 @@ class Key:
     resumable: bool = False
     per_epochs: str | None = None
     minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
     nargs: str | None = None
 
     def __post_init__(self):
@@ -70,9 +75,21 @@ class Key:
                     "list[int]": "a list of integers, e.g. [1,2] or 1,2",
                     "list[float]": "a list of numbers, e.g. [0.5,0.5] or 0.5,0.5",
                     "list[str]": "a list of names, e.g. a,b"}[self.type]
-        if self.minimum is not None:
-            text += f" >= {self.minimum:g}"
-        return text + (" or None" if self.optional else "")
+        return text + self.bounds() + (" or None" if self.optional else "")
+
+    def bounds(self) -> str:
+        """The allowed range as text: '' (any), ' >= 1', ' in (0, 1]', ..."""
+        low = (f"[{_number(self.minimum)}" if self.minimum is not None else
+               f"({_number(self.above)}" if self.above is not None else None)
+        high = (f"{_number(self.maximum)}]" if self.maximum is not None else
+                f"{_number(self.below)})" if self.below is not None else None)
+        if low and high:
+            return f" in {low}, {high}"
+        if low:
+            return f" {'>=' if low[0] == '[' else '>'} {low[1:]}"
+        if high:
+            return f" {'<=' if high[-1] == ']' else '<'} {high[:-1]}"
+        return ""
 
     def parse(self, text: Any) -> Any:
         """A command-line value (a string, or a list of strings for ``nargs``) as this key's type.
@@ -133,6 +150,8 @@ class Key:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError
             value = float(value)
+            if not math.isfinite(value):
+                raise ValueError
         elif not isinstance(value, str):
             raise ValueError
         if self.choices:
@@ -140,9 +159,19 @@ class Key:
             if str(value).lower() not in names:
                 raise ValueError
             value = names[str(value).lower()]
-        if self.minimum is not None and value < self.minimum:
+        if kind in ("int", "float") and not self.in_range(value):
             raise ValueError
         return value
+
+    def in_range(self, value: float) -> bool:
+        return not ((self.minimum is not None and value < self.minimum) or
+                    (self.maximum is not None and value > self.maximum) or
+                    (self.above is not None and value <= self.above) or
+                    (self.below is not None and value >= self.below))
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def infer_type(default: Any) -> str:

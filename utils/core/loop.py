@@ -31,7 +31,7 @@ import torch
 from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
-from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, file_sha256, read_cycles
+from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
 from utils.core.train import rng_state, set_rng_state
 
 
@@ -67,8 +67,7 @@ class Run:
         self.rows = []
         self._tb = None
         self._lock = None
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise UserError(f"--out {out} is a file, not a folder; choose another --out")
+        check_folder(out)
         barrier(dist)  # every rank has checked the folder before rank 0 takes it
         if self.is_main:
             self._lock = self.folder.lock()

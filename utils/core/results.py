@@ -91,6 +91,20 @@ def write_json(path: str, obj) -> str:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def check_folder(path: str, flag: str = "--out") -> None:
+    """``path`` can be (or become) a folder this process writes in: not a file, not under a file,
+    not in a folder it may not write to. Raises UserError naming ``flag``."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{flag} {path} is a file, not a folder; choose another {flag}")
+    parent = os.path.abspath(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"{flag} {path} lies under the file {parent}; choose another {flag}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {parent} is not writable; choose another {flag}")
+
+
 def read_json(path: str, what: str):
     try:
         with open(path) as fh:
@@ -190,34 +204,62 @@ class ResultsFolder:
         return atomic_write(self.checkpoint_path(trial), lambda fh: torch.save(checkpoint, fh))
 
     def load_checkpoint(self, trial: int) -> dict:
-        path = self.checkpoint_path(trial)
-        try:
-            with warnings.catch_warnings():  # a damaged file: our one line, not torch's warnings too
-                warnings.simplefilter("ignore")
-                return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"checkpoint {path} is unreadable or corrupt ({reason}); "
-                            "delete the run folder and start again") from None
+        return load_tensors(self.checkpoint_path(trial), "checkpoint", "delete the run folder and start again")
+
+
+def load_tensors(path: str, what: str, fix: str):
+    """``torch.load(path)`` of tensors and plain containers only (``weights_only``: a file that would
+    run code is refused); a file that cannot be read, or holds anything else, stops with one line
+    naming it, the first line of torch's reason and ``fix``."""
+    try:
+        with warnings.catch_warnings():  # a damaged file: our one line, not torch's warnings too
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc).strip()
+        reason = text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
+        if "unsupported global" in text.lower():
+            reason = "it holds Python objects other than tensors; they are not loaded, as they could run code"
+        elif "WeightsUnpickler error" in text:
+            reason = "not a PyTorch file"
+        raise UserError(f"{what} {path} is unreadable or corrupt ({reason}); {fix}") from None
 
 
 def read_cycles(path: str) -> list[dict]:
-    """Rows of ``<run>/cycles.csv`` as dicts with numeric values."""
+    """Rows of ``<run>/cycles.csv`` as dicts with numeric values (an empty cell stays ""). A file
+    that is not such a table (not UTF-8, no trial/cycle/n_labeled columns, ragged or non-integer
+    rows) stops with one line naming it."""
+    file = os.path.join(path, "cycles.csv")
     try:
-        with open(os.path.join(path, "cycles.csv")) as fh:
-            rows = list(csv.DictReader(fh))
+        with open(file, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            header = reader.fieldnames or []
     except OSError as exc:
-        raise UserError(f"cannot read the results of {path} ({exc})") from None
-    for row in rows:
+        raise UserError(f"cannot read the results of {path} ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise UserError(f"{file} is not a results table ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in ("trial", "cycle", "n_labeled") if c not in header]
+    if missing:
+        raise UserError(f"{file} is not a results table of this project (no {', '.join(missing)} column)")
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():
+            raise UserError(f"{file} line {line}: {len(header)} columns expected")
         for key, value in row.items():
-            try:
-                row[key] = int(value)
-            except ValueError:
-                try:
-                    row[key] = float(value)
-                except ValueError:
-                    pass
+            row[key] = _number(value)
+            if key in ("trial", "cycle", "n_labeled") and not isinstance(row[key], int):
+                raise UserError(f"{file} line {line}: {key} {value!r} is not a whole number")
     return rows
+
+
+def _number(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
 
 
 def read_config(path: str) -> dict:

@@ -100,12 +100,13 @@ def load_trunk(model, path):
     import os
 
     from utils.core.cli import UserError
+    from utils.core.results import load_tensors
 
     if not os.path.isfile(path):
         raise UserError(f"no DeepCluster weights at {path}: run once with --learn-unsupervised-pretraining True "
                         "(it trains and saves them there)")
+    state = load_tensors(path, "DeepCluster weights", "train them again with --learn-unsupervised-pretraining True")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         missing, unexpected = model.load_state_dict(state, strict=False)
     except Exception as exc:
         raise UserError(f"cannot load DeepCluster weights {path} into this model ({exc}); "

@@ -18,10 +18,10 @@ import torch
 from config.ccal import CONTRAST, ROLE, SHIFT_OF_MODE
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags, path
 from utils.core.data import make_batch_loader
 from utils.core.openset import CCAL_KNOWN, mismatch_pool
-from utils.core.results import atomic_write
+from utils.core.results import atomic_write, load_tensors
 from utils.methods.contrastive import SimCLRAugment, hflip, rotate
 
 CIFAR_INITIAL_BUDGET = 800  # the seed's initial_budget (A.1.1), on cifar10 and cifar100
@@ -58,17 +58,17 @@ def add_ccal_args(parser, script):
     ``refuse=refuse_mode`` to parse_command_line)."""
     group = parser.add_argument_group(f"{script} (the seed's paths and logging)")
     if script == CONTRAST:
-        group.add_argument("--logdir", default=None, help="checkpoint folder (created; default ./model/semantic or "
-                           "./model/distinctive; --out is the same)")
-        group.add_argument("--resume_path", default=None, help="continue the training saved in this folder "
-                           "(--resume: in --logdir)")
+        group.add_argument("--logdir", default=None, type=path, help="checkpoint folder (created; default "
+                           "./model/semantic or ./model/distinctive; --out is the same)")
+        group.add_argument("--resume_path", default=None, type=path, help="continue the training saved in this folder "
+                           "(--resume: in --logdir; default: a new training)")
         group.add_argument("--no_strict", action="store_true", help="non-strict weight loading on --resume_path")
         others = {flag: "a flag of active_main.py" for flag in sorted(ACTIVE_ONLY)}
     else:
-        group.add_argument("--load_feature_path", default="./model/distinctive/last.model",
-                           help="the distinctive encoder (contrast_main.py --mode feature)")
-        group.add_argument("--load_senmatic_path", default="./model/semantic/last.model",
-                           help="the semantic encoder (contrast_main.py --mode senmatic)")
+        group.add_argument("--load_feature_path", type=path, default="./model/distinctive/last.model",
+                           help="the distinctive encoder (contrast_main.py --mode feature; default %(default)s)")
+        group.add_argument("--load_senmatic_path", type=path, default="./model/semantic/last.model",
+                           help="the semantic encoder (contrast_main.py --mode senmatic; default %(default)s)")
         group.add_argument("--print_score", action="store_true",
                            help="log, every query, how many pool images each known class pseudo-labels")
         add_refused_flags(parser, {"--mode": "active_main.py only runs --mode eval (the query; the seed's other "
@@ -183,10 +183,7 @@ def save_encoder(logdir, model, optimizer, scheduler, epoch, record):
 
 
 def read_checkpoint(path, what):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"{what} {path} is unreadable or corrupt ({str(exc).splitlines()[0]})") from None
+    return load_tensors(path, what, "train it again with contrast_main.py")
 
 
 def load_encoder(path, mode, flag, cfg, data):

@@ -29,7 +29,7 @@ from torch import nn
 from config.lfosa import SEED_STRATEGIES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, str2bool
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
 from utils.core.config import Settings
 from utils.core.data import load_data, make_loader
 from utils.core.loop import start_run
@@ -58,13 +58,22 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     """The seed's flags that are run control (not settings), inert or refused."""
     group = parser.add_argument_group("run control (the seed's flags)")
     group.add_argument("-j", dest="workers", type=count, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    group.add_argument("--gpu", default=None, help="CUDA device index (ignored, with a notice, without CUDA)")
+    group.add_argument("--gpu", default=None, type=gpu_indices,
+                       help="CUDA device index, e.g. 0 (the seed's 0,1 lists: the first is used; ignored, with a "
+                       "notice, without CUDA; default: the current device)")
     group.add_argument("--use-cpu", action="store_true", help="run on the CPU")
-    group.add_argument("--save-dir", default="log_AL/",
+    group.add_argument("--save-dir", default="log_AL/", type=path,
                        help="results go to <save-dir>/<the seed's run name> (--out overrides; default log_AL/)")
     add_inert_flags(parser, INERT_FLAGS)
     add_refused_flags(parser, REFUSED_SWITCHES, action="store_true")
     add_refused_flags(parser, TRUE_ONLY, type=str2bool)
+
+
+def gpu_indices(text: str) -> str:
+    """The seed's --gpu value: CUDA device indices, comma-separated (argparse type)."""
+    if not all(part.strip().isdigit() for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected a device index such as 0 (or 0,1), got {text!r}")
+    return text
 
 
 def get_lfosa_strategy(cfg: Settings, provides: set):
@@ -89,10 +98,7 @@ def device_and_rank(args: argparse.Namespace) -> tuple[str, int | None, str | No
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return device, args.local_rank, f"--gpu {args.gpu} ignored under a launcher: every rank uses its local " \
                                         "rank's GPU"
-    try:
-        gpu = int(str(args.gpu).split(",")[0])
-    except ValueError:
-        raise UserError(f"--gpu expects a device index such as 0, got {args.gpu!r}") from None
+    gpu = int(args.gpu.split(",")[0])
     if not 0 <= gpu < torch.cuda.device_count():
         raise UserError(f"--gpu {gpu}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device, gpu, None
@@ -259,7 +265,7 @@ class Experiment:
         bar = self.run.progress(range(cfg.MAX_EPOCH), desc)
         for epoch in bar:
             for member, net, optimizer, loader in zip(members, nets, optimizers, loaders):
-                loader.sampler.set_epoch(epoch)
+                loader.batch_sampler.set_epoch(epoch)
                 net.train()
                 total = 0.0
                 for images, targets, _ in loader:

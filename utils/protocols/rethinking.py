@@ -16,7 +16,7 @@ from torch import nn
 from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, str2bool
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, path, positive, str2bool
 from utils.core.data import make_batch_loader
 from utils.core.splits import make_split, read_split, split_path, write_split
 from utils.core.train import fit, predict, seed_everything, softmax_probs
@@ -68,10 +68,11 @@ class Rethinking(PoolProtocol):
         """--make-splits and DeepCluster's folder (not settings), the seed's inert and refused flags."""
         group = parser.add_argument_group("split files and DeepCluster weights")
         group.add_argument("--make-splits", action="store_true", help="write class-balanced split files and stop")
-        group.add_argument("--nr-splits", type=int, default=5, help="split files --make-splits writes")
-        group.add_argument("--split-size", type=int, default=100, help="labels per split file of --make-splits")
-        group.add_argument("--pretrained-dir", default="./pretrained",
-                           help="where DeepCluster weights are saved and loaded")
+        group.add_argument("--nr-splits", type=positive, default=5, help="split files --make-splits writes (default 5)")
+        group.add_argument("--split-size", type=positive, default=100,
+                           help="labels per split file of --make-splits (default 100)")
+        group.add_argument("--pretrained-dir", default="./pretrained", type=path,
+                           help="where DeepCluster weights are saved and loaded (default ./pretrained)")
         parser.add_argument("-j", dest="workers", type=count, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         add_inert_flags(parser, INERT)
         add_refused_flags(parser, REFUSED)

@@ -1,0 +1,229 @@
+"""Every bad input is one clear line (exit code 2, no traceback) and leaves nothing behind: a table
+of values outside the range of every numeric setting of every script, of the run-control flags,
+of output folders, of hostile weight files and of damaged results folders."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import ENTRY, run_main
+
+import config
+from utils.core.cli import UserError
+from utils.core.data import make_loader
+from utils.core.loop import Run
+from utils.core.results import load_tensors
+
+# numeric keys without a range of their own, and why
+UNBOUNDED = {
+    "K": "the steepness of CCAL's squashing: any finite number",
+    "T": "the threshold of CCAL's squashing: any finite number",
+    "MEAN": "a normalisation mean: any finite number per channel",
+    "N_QUERY": "-1 or a percent: checked with N_END by the deepal tree",
+    "N_END": "-1 or a percent: checked with N_START by the deepal tree",
+    "QUERY_ROTATIONS": "one of 1..4 (choices)",
+}
+
+
+def numeric_keys(script):
+    return {name: key for name, key in config.tree(script).keys.items()
+            if key.type in ("int", "float", "list[int]", "list[float]")}
+
+
+def outside(key) -> list[str]:
+    """Values just outside ``key``'s range, and a float's nan and inf."""
+    step = 1 if key.type.endswith("int") or key.type.endswith("int]") else 0.5
+    values = []
+    if key.minimum is not None:
+        values.append(key.minimum - step)
+    if key.above is not None:
+        values.append(key.above)
+    if key.maximum is not None:
+        values.append(key.maximum + step)
+    if key.below is not None:
+        values.append(key.below)
+    texts = [str(int(v)) if step == 1 else f"{v:g}" for v in values]
+    return texts + (["nan", "inf"] if "float" in key.type else [])
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY))
+def test_every_numeric_setting_has_a_range(script):
+    unranged = [name for name, key in numeric_keys(script).items()
+                if name not in UNBOUNDED and not key.choices and
+                all(bound is None for bound in (key.minimum, key.maximum, key.above, key.below))]
+    assert unranged == [], f"{script}: give these keys a range (minimum/maximum/above/below): {unranged}"
+
+
+SETTING_CASES = [(script, name, text) for script in sorted(ENTRY) for name, key in numeric_keys(script).items()
+                 for text in outside(key)]
+
+
+@pytest.mark.parametrize("script,name,text", SETTING_CASES, ids=[f"{s}-{n}={t}" for s, n, t in SETTING_CASES])
+def test_a_setting_outside_its_range_is_one_line_before_anything_is_written(script, name, text, tmp_path, capsys,
+                                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output folders would appear here
+    _, argv, folder_flag = ENTRY[script]
+    key = config.tree(script).keys[name]
+    given = [key.flags[0].split("|")[0], text] if key.flags and not key.switch else ["--set", f"{name}={text}"]
+    code, _, err = run_main(script, [*argv, *given, folder_flag, str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and f"{name} expects" in err, (given, err)
+    assert "Traceback" not in err and os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "afile"
+    path.write_text("not a folder")
+    return str(path)
+
+
+def evil_weights(path):
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {path}.ran",)
+
+    torch.save({"conv1.weight": Payload()}, path)
+    return str(path)
+
+
+# what makes ENTRY's smallest command line a valid run, quickly
+VALID = {"contrast_main.py": ["--warmup", "0"], "AL_center.py": ["--query-batch", "10", "--max-query", "1"],
+         "AL_center_temperature.py": ["--query-batch", "10", "--max-query", "1"]}
+
+# (script, extra argv with {file} / {tmp} placeholders, what the one line says)
+FLAG_CASES = [
+    ("main_TOD.py", ["--workers", "-1"], "--workers: expected 0 or more"),
+    ("main_al.py --protocol rethinking", ["--make-splits", "--nr-splits", "0"], "--nr-splits: expected 1 or more"),
+    ("main_al.py --protocol rethinking", ["--make-splits", "--nr-splits", "-1"], "--nr-splits: expected 1 or more"),
+    ("main_al.py --protocol rethinking", ["--make-splits", "--split-size", "0"], "--split-size: expected 1 or more"),
+    ("main_al.py --protocol deepal", ["--jobs", "0"], "--jobs: expected 1 or more"),
+    ("main_al.py --protocol deepal", ["--strategy", "RandomSampling,EntropySampling", "--shard", "3/2"],
+     "--shard 3/2"),
+    ("AL_center.py", ["--gpu", "first"], "--gpu: expected a device index"),
+    ("AL_center_temperature.py", ["--gpu", "-1"], "--gpu: expected a device index"),
+    ("main_TOD.py", ["--data-root", ""], "--data-root: expected a path"),
+    ("main_TOD.py", ["--out", ""], "--out: expected a path"),
+    ("main_LL4AL.py", ["--out", ""], "--out: expected a path"),
+    ("main_al.py --protocol deepal", ["--out", ""], "--out: expected a path"),
+    ("main_al.py --protocol rethinking", ["--out", ""], "--out: expected a path"),
+    ("contrast_main.py", ["--logdir", ""], "--logdir: expected a path"),
+    ("active_main.py", ["--out", ""], "--out: expected a path"),
+    ("active_main.py", ["--load_feature_path", ""], "--load_feature_path: expected a path"),
+    ("AL_center.py", ["--save-dir", ""], "--save-dir: expected a path"),
+    ("main_TOD.py", ["--out", "{file}"], "is a file, not a folder"),
+    ("main_TOD.py", ["--out", "/dev/null"], "is a file, not a folder"),
+    ("main_TOD.py", ["--out", "{file}/run"], "lies under the file"),
+    ("main_al.py --protocol deepal", ["--out", "{file}/run"], "lies under the file"),
+    ("main_al.py --protocol rethinking", ["--out", "{file}/run"], "lies under the file"),
+    ("contrast_main.py", ["--logdir", "{file}/run"], "lies under the file"),
+    ("contrast_main.py", ["--logdir", "/dev/null"], "is a file, not a folder"),
+    ("AL_center.py", ["--save-dir", "{file}/runs"], "lies under the file"),
+    ("AL_center_temperature.py", ["--out", "{file}"], "is a file, not a folder"),
+    ("main_TOD.py", ["--set", "MODEL=imagenet_resnet18", "--set", "PRETRAINED={tmp}/evil.pth"],
+     "holds Python objects other than tensors"),
+    ("main_TOD.py", ["--set", "MODEL=imagenet_resnet18", "--set", "PRETRAINED={file}"], "not a PyTorch file"),
+]
+
+
+@pytest.mark.parametrize("script,extra,message", FLAG_CASES, ids=[f"{s}-{' '.join(e)}" for s, e, _ in FLAG_CASES])
+def test_bad_flags_and_output_folders_are_one_line(script, extra, message, tmp_path, a_file, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    evil_weights(tmp_path / "evil.pth")
+    before = sorted(os.listdir(tmp_path))
+    _, argv, folder_flag = ENTRY[script]
+    extra = [e.format(file=a_file, tmp=tmp_path) for e in extra]
+    out = [] if any(flag in extra for flag in (folder_flag, "--out")) else [folder_flag, str(tmp_path / "out")]
+    code, _, err = run_main(script, [*argv, *VALID.get(script, []), "--epochs", "1", *extra, *out], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and message in err, (extra, err)
+    assert "Traceback" not in err and sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    code, _, err = run_main("main_TOD.py", ["--config", "digits", "--out", str(locked / "run")], capsys)
+    assert code == 2 and "is not writable" in err and len(err.splitlines()) == 1
+    assert os.listdir(locked) == []
+
+
+def test_hostile_weight_files_are_refused_without_running_them(tmp_path):
+    path = evil_weights(tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="holds Python objects other than tensors") as err:
+        load_tensors(path, "weights", "fix it")
+    assert not os.path.exists(f"{path}.ran") and "\n" not in str(err.value)
+    (tmp_path / "page.pt").write_text("<html>404</html>")
+    torch.save({"w": torch.ones(3)}, tmp_path / "good.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "good.pt").read_bytes()[:40])
+    for name, reason in (("page.pt", "not a PyTorch file"), ("cut.pt", "zip archive"), ("none.pt", "No such file")):
+        with pytest.raises(UserError, match=reason) as err:
+            load_tensors(str(tmp_path / name), "weights", "fix it")
+        assert "\n" not in str(err.value)
+
+
+def test_gpu_must_name_a_device_of_the_machine(monkeypatch):
+    from types import SimpleNamespace
+
+    from utils.protocols.lfosa import device_and_rank
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = SimpleNamespace(use_cpu=False, device="auto", gpu="99", local_rank=None)
+    with pytest.raises(UserError, match="--gpu 99: this machine has 1 CUDA device"):
+        device_and_rank(args)
+    assert device_and_rank(SimpleNamespace(**{**vars(args), "gpu": "0"}))[1] == 0
+
+
+@pytest.mark.parametrize("n,batch,sizes", [(129, 64, [64, 64]), (130, 64, [64, 64, 2]), (1, 64, [1]),
+                                           (65, 64, [64]), (128, 64, [64, 64])])
+def test_training_batches_never_end_with_a_single_image(n, batch, sizes):
+    from torch.utils.data import TensorDataset
+
+    dataset = TensorDataset(torch.zeros(n))
+    loader = make_loader(dataset, np.arange(n), batch, shuffle=True)
+    assert [len(b) for b in loader] == sizes and len(loader) == len(sizes)
+    scoring = make_loader(dataset, np.arange(n), batch)  # scoring keeps every image
+    assert sum(len(b) for b in scoring) == n
+
+
+IDENTITY = {"SEED": 0}
+
+
+def finished_run(out):
+    run = Run(str(out), {"settings": IDENTITY}, IDENTITY)
+    run.commit(0, 0, np.array([1, 2]), np.array([2]), 50.0, {"train_seconds": 1.0}, {"weights": torch.ones(2)})
+    run.close()
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda out: (out / "cycles.csv").write_bytes(b"\xff\xfe\x00\x81garbage"), "is not a results table"),
+    (lambda out: (out / "cycles.csv").write_text("name,age\nbob,3\n"), "no trial, cycle, n_labeled column"),
+    (lambda out: (out / "cycles.csv").write_text("trial,cycle,n_labeled\n0,zero,2\n"), "is not a whole number"),
+    (lambda out: (out / "cycles.csv").write_text("trial,cycle,n_labeled\n0,0\n"), "3 columns expected"),
+    (lambda out: (out / "state.json").write_text("[1, 2]"), "corrupt"),
+    (lambda out: (out / "state.json").write_text('{"identity": "SEED", "finished": {}}'), "corrupt"),
+    (lambda out: (out / "state.json").write_text('{"identity": {}, "finished": {"zero": 0}}'), "corrupt"),
+    (lambda out: (out / "state.json").write_bytes(b"\xff\xfe{"), "corrupt"),
+    (lambda out: (out / "config.json").unlink() or (out / "state.json").write_text("{"), "corrupt"),
+])
+def test_damaged_results_files_are_refused_on_resume_with_one_line(tmp_path, damage, message):
+    out = tmp_path / "run"
+    finished_run(out)
+    damage(out)
+    with pytest.raises(UserError, match=message) as err:
+        Run(str(out), {"settings": IDENTITY}, IDENTITY, resume=True)
+    assert "\n" not in str(err.value)
+
+
+def test_a_folder_the_user_cannot_write_to_is_named(tmp_path, monkeypatch):
+    from utils.core.results import check_folder
+
+    monkeypatch.setattr(os, "access", lambda path, mode: os.path.realpath(path) != str(tmp_path))
+    with pytest.raises(UserError, match=f"--save-dir {tmp_path}/a/b: {tmp_path} is not writable"):
+        check_folder(str(tmp_path / "a" / "b"), "--save-dir")
+    monkeypatch.undo()
+    check_folder(str(tmp_path / "a" / "b"), "--save-dir")  # writable: no error, nothing made
+    assert os.listdir(tmp_path) == []
