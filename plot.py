@@ -18,21 +18,40 @@ recall.png, precision.png and accuracy_per_cycle.png. ``--out FIG.png`` (or FIG.
 first and puts the others next to it as FIG_recall.png, ...; ``--out DIR`` (by default the first
 PATH when it is a folder of runs, else the first run's parent folder) receives all four under their
 own names. summary.md and summary.csv go to the same folder; the Markdown table is printed.
+
+A run whose cycles.csv or config.json is damaged, or that has no finished cycle yet, is skipped with
+a warning line; when no run is left, or --out cannot receive the files, plot.py stops with one line
+(exit code 2) before anything is written.
 """
 
+from __future__ import annotations
+
 import os
+import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from utils.core import summary
 from utils.core.cli import ArgumentParser, UserError, run_cli
-from utils.core.results import read_config, read_cycles, write_text
+from utils.core.cli import path as path_arg
+from utils.core.results import check_folder, read_config, read_cycles, write_text
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DESCRIPTION = ("Draw, from the cycles.csv of results folders, test accuracy against the number of labeled images "
+               "and, for open-set runs, selection recall, selection precision and accuracy per query cycle: mean "
+               "and a band over trials, one line per run (runs differing only in their seed pooled). Also writes "
+               "summary.md and summary.csv (AUBC, final accuracy, seconds per cycle, difference against random) "
+               "next to the figures and prints the table.")
 
 DEFAULT_ROOTS = ("log_AL", "results")  # the LfOSA scripts' --save-dir, the other scripts' default
 PER_CYCLE = (("recall", "selection recall", "recall"), ("precision", "selection precision", "precision"),
              ("test_acc", "test accuracy (%)", "accuracy_per_cycle"))  # metric, y label, file name
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 FORMATS = ("png", "pdf")
+SUMMARY_FILES = ("summary.md", "summary.csv")
 # line styles: colour i % 10, dashes i % 4, marker i % 7 (every pair of the first 20 lines differs in
 # colour or dashes, every one of the first 140 in the triple)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
@@ -43,11 +62,11 @@ LEGEND_RIGHT_MAX = 12  # up to this many lines the legend sits right of the axes
 
 
 # --------------------------------------------------------------------------- finding and reading runs
-def is_run(folder):
+def is_run(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, "cycles.csv"))
 
 
-def find_runs(root="results"):
+def find_runs(root: str = "results") -> list[str]:
     """Run folders (holding cycles.csv) at or under ``root``, sorted; run folders are not searched."""
     if is_run(root):
         return [root]
@@ -60,35 +79,53 @@ def find_runs(root="results"):
     return sorted(found)
 
 
-def resolve_paths(paths):
+def resolve_paths(paths: list[str]) -> list[str]:
     """The run folders of ``paths`` (run folders or folders of runs), in order, without repeats."""
     runs = []
     for path in paths:
         if not os.path.exists(path):
-            raise UserError(f"{path} does not exist")
+            raise UserError(f"{path} does not exist; pass a run folder (one holding cycles.csv) or a folder of runs")
         found = find_runs(path) if os.path.isdir(path) else []
         if not found:
-            raise UserError(f"{path} is not a run folder and holds none (no cycles.csv in it or under it)")
+            raise UserError(f"{path} is not a run folder and holds none (no cycles.csv in it or under it); pass a "
+                            "run folder or a folder of runs")
         runs.extend(found)
     seen = set()
     return [r for r in runs if not (os.path.realpath(r) in seen or seen.add(os.path.realpath(r)))]
 
 
-def load_run(path):
-    try:
-        config = read_config(path)
-    except UserError:
-        config = {}
-    return summary.Run(path, config if isinstance(config, dict) else {}, read_cycles(path))
+def load_run(folder: str) -> summary.Run:
+    """The run in ``folder``: its config.json (``{}`` when it has none) and cycles.csv. UserError
+    when either is damaged or no finished cycle holds a test accuracy."""
+    config_file, cycles_file = os.path.join(folder, "config.json"), os.path.join(folder, "cycles.csv")
+    config = read_config(folder) if os.path.exists(config_file) else {}
+    if not isinstance(config, dict):
+        raise UserError(f"config file {config_file} is not a JSON object")
+    rows = read_cycles(folder)
+    if not rows:
+        raise UserError(f"{cycles_file} has no finished cycle yet")
+    if not any(isinstance(row.get("test_acc"), (int, float)) for row in rows):
+        raise UserError(f"{cycles_file} has no test_acc value")
+    return summary.Run(folder, config, rows)
 
 
-def load_groups(runs):
-    """[summary.Group] of the run folders ``runs``: runs identical but for SEED pooled."""
-    return summary.group_runs([load_run(r) for r in runs])
+def load_groups(runs: list[str], skipped: list | None = None) -> list[summary.Group]:
+    """[summary.Group] of the run folders ``runs``: runs identical but for SEED pooled. An unreadable
+    run is a UserError or, given the list ``skipped``, left out and appended to it as (run, reason)."""
+    loaded = []
+    for run in runs:
+        try:
+            loaded.append(load_run(run))
+        except UserError as exc:
+            if skipped is None:
+                raise
+            skipped.append((run, str(exc)))
+    return summary.group_runs(loaded)
 
 
 # --------------------------------------------------------------------------- figures
-def curve(rows, metric, x="n_labeled"):
+def curve(rows: list[dict], metric: str, x: str = "n_labeled"
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
     """(x, mean, std, trials) per cycle over the trials that reached it (std with ddof=0)."""
     rows = [r for r in rows if isinstance(r.get(metric), (int, float))]
     cycles = sorted({r["cycle"] for r in rows})
@@ -103,13 +140,14 @@ def curve(rows, metric, x="n_labeled"):
     return np.array(xs), np.array(means), np.array(stds), counts
 
 
-def line_style(i):
+def line_style(i: int) -> dict:
     """Colour, dashes and marker of the i-th line (deterministic)."""
     return {"color": COLORS[i % len(COLORS)], "linestyle": LINESTYLES[i % len(LINESTYLES)],
             "marker": MARKERS[i % len(MARKERS)]}
 
 
-def draw(lines, metric, ylabel, x="n_labeled", xlabel="labeled images", band="std"):
+def draw(lines: list[tuple[str, list[dict], int]], metric: str, ylabel: str, x: str = "n_labeled",
+         xlabel: str = "labeled images", band: str = "std") -> Figure:
     """A figure with one line per (label, rows, style index): mean of ``metric`` against ``x``, the
     band (std, sem = std / sqrt(trials), or none) shaded; the legend outside the axes."""
     import matplotlib
@@ -144,7 +182,7 @@ def draw(lines, metric, ylabel, x="n_labeled", xlabel="labeled images", band="st
     return fig
 
 
-def save(fig, out):
+def save(fig: Figure, out: str) -> str:
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -153,32 +191,60 @@ def save(fig, out):
     return out
 
 
-def figure_paths(out, fmt="png"):
+def is_figure_file(out: str) -> bool:
+    """Whether ``--out`` names the accuracy figure (FIG.png, ...) rather than a folder."""
+    return out.lower().endswith(IMAGE_SUFFIXES)
+
+
+def output_folder(out: str) -> str:
+    """The folder ``--out`` puts the figures and tables in."""
+    return (os.path.dirname(out) or os.curdir) if is_figure_file(out) else out
+
+
+def figure_paths(out: str, fmt: str = "png") -> dict[str, str]:
     """{name: path} of the four figures for ``--out`` (a figure file or a folder)."""
     names = ["accuracy"] + [name for _, _, name in PER_CYCLE]
-    if out.lower().endswith(IMAGE_SUFFIXES):
+    if is_figure_file(out):
         stem, suffix = os.path.splitext(out)
         return {name: out if name == "accuracy" else f"{stem}_{name}{suffix}" for name in names}
     return {name: os.path.join(out, f"{name}.{fmt}") for name in names}
 
 
+def check_out(out: str, fmt: str = "png") -> None:
+    """UserError unless ``--out`` can receive the figures and tables: its folder is not a file, not
+    under one and writable, and none of the paths to write exists as something else than a file."""
+    folder = output_folder(out)
+    check_folder(folder, "--out")
+    for path in [*figure_paths(out, fmt).values(), *(os.path.join(folder, name) for name in SUMMARY_FILES)]:
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise UserError(f"--out {out}: {path} exists and is not a file; choose another --out")
+
+
 # --------------------------------------------------------------------------- one set of figures and tables
-def prepare(runs, labels=None):
-    """(groups, labels) of the run folders ``runs``; ``labels`` (a list) replaces the built ones."""
+def prepare(runs: list[str], where: str, labels: list[str] | None = None
+            ) -> tuple[list[summary.Group], list[str], list[tuple[str, str]]]:
+    """(groups, labels, skipped) of the run folders ``runs`` (found in ``where``): the unreadable
+    runs are left out, as (run, reason) in ``skipped``, and none readable is a UserError.
+    ``labels`` (a list) replaces the built ones."""
     missing = [r for r in runs if not is_run(r)]
     if missing:
         raise UserError(f"{missing[0]} is not a run folder (no cycles.csv)")
-    groups = load_groups(runs)
+    skipped = []
+    groups = load_groups(runs, skipped)
     if not groups:
-        raise UserError(f"no finished cycle to plot in {', '.join(runs[:3])}{' ...' if len(runs) > 3 else ''}")
+        others = len(skipped) - 1
+        more = f" (and {others} more unreadable run{'s' if others > 1 else ''})" if others else ""
+        raise UserError(f"nothing to plot in {where}: {skipped[0][1]}{more}; pass folders of runs this project's "
+                        "scripts wrote, with a finished cycle")
     built = summary.make_labels(groups)
     if labels is not None and len(labels) != len(groups):
         raise UserError(f"--labels names {len(labels)} line(s), the runs make {len(groups)} (runs differing only "
                         f"in SEED are one line); in order: {'; '.join(built)}")
-    return groups, list(labels) if labels is not None else built
+    return groups, list(labels) if labels is not None else built, skipped
 
 
-def write_outputs(groups, labels, out, band="std", x="labels", fmt="png"):
+def write_outputs(groups: list[summary.Group], labels: list[str], out: str, band: str = "std", x: str = "labels",
+                  fmt: str = "png") -> tuple[list[str], str]:
     paths = figure_paths(out, fmt)
     lines = [(label, group.rows, i) for i, (label, group) in enumerate(zip(labels, groups))]
     by_cycle = x == "cycle"
@@ -191,52 +257,67 @@ def write_outputs(groups, labels, out, band="std", x="labels", fmt="png"):
                                 paths[name]))
     table = summary.summary_table(groups, labels)
     markdown = summary.to_markdown(table)
-    folder = out if not out.lower().endswith(IMAGE_SUFFIXES) else os.path.dirname(os.path.abspath(out))
-    for name, text in (("summary.md", markdown), ("summary.csv", summary.to_csv(table))):
-        path = os.path.join(folder, name)
+    for name, text in zip(SUMMARY_FILES, (markdown, summary.to_csv(table))):
+        path = os.path.join(output_folder(out), name)
         write_text(path, text)
         written.append(path)
     return written, markdown
 
 
-def main(argv=None):
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", metavar="PATH",
-                        help=f"run folders or folders of runs (default: every run under {' and '.join(DEFAULT_ROOTS)})")
-    parser.add_argument("--out", default=None, help="accuracy figure file (the others go next to it) or a folder "
-                                                    "(default: the first PATH if it is a folder of runs, else the "
-                                                    "first run's parent folder)")
-    parser.add_argument("--labels", default=None, help="comma-separated line labels, in the order of the lines")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("runs", nargs="*", metavar="PATH", type=path_arg,
+                        help="run folders (holding cycles.csv) or folders searched for them (default: every run "
+                             f"under {' and under '.join(DEFAULT_ROOTS)}, each folder's figures in it)")
+    parser.add_argument("--out", default=None, type=path_arg,
+                        help="accuracy figure file (the others go next to it) or a folder (default: the first PATH "
+                             "if it is a folder of runs, else the first run's parent folder)")
+    parser.add_argument("--labels", default=None,
+                        help="comma-separated line labels, in the order of the lines (default: the settings that "
+                             "differ between the lines)")
     parser.add_argument("--band", choices=("std", "sem", "none"), default="std",
-                        help="shaded band: one standard deviation over trials (default), the standard error "
-                             "std/sqrt(trials), or none")
+                        help="shaded band: std (one standard deviation over trials), sem (std/sqrt(trials)) or none "
+                             "(default: std)")
     parser.add_argument("--x", choices=("labels", "cycle"), default="labels",
-                        help="x axis of the accuracy figure: labeled-set size (default) or cycle number")
+                        help="x axis of the accuracy figure: labels (labeled-set size) or cycle (default: labels)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="figure format (default: --out FIG's suffix, else png)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     fmt = args.format or "png"
-    if args.out and args.out.lower().endswith(IMAGE_SUFFIXES):
+    if args.out and is_figure_file(args.out):
         suffix = os.path.splitext(args.out)[1].lower().lstrip(".")
         if args.format and suffix != args.format:
             raise UserError(f"--out {args.out} and --format {args.format} disagree")
         fmt = suffix
     labels = [name.strip() for name in args.labels.split(",")] if args.labels is not None else None
 
-    if args.runs:
+    if args.runs:  # batches of (run folders, --out, where they were found)
         runs = resolve_paths(args.runs)
         first = args.runs[0]
         default_out = first if os.path.isdir(first) and not is_run(first) else os.path.dirname(os.path.abspath(runs[0]))
-        batches = [(runs, args.out or default_out)]
+        batches = [(runs, args.out or default_out, ", ".join(args.runs))]
     else:
-        found = [(find_runs(root), root) for root in DEFAULT_ROOTS if os.path.isdir(root)]
-        found = [(runs, root) for runs, root in found if runs]
-        batches = [([r for runs, _ in found for r in runs], args.out)] if args.out and found else found
+        found = {root: find_runs(root) for root in DEFAULT_ROOTS if os.path.isdir(root)}
+        found = {root: runs for root, runs in found.items() if runs}
+        if args.out and found:
+            batches = [([r for runs in found.values() for r in runs], args.out, " and ".join(found))]
+        else:
+            batches = [(runs, root, root) for root, runs in found.items()]
     if not batches:
         raise UserError(f"no runs to plot: pass run folders, or run an experiment first (results go to "
                         f"{' or '.join(DEFAULT_ROOTS)})")
-    prepared = [(prepare(runs, labels), out) for runs, out in batches]  # every check before anything is written
-    for (groups, names), out in prepared:
+    prepared = []
+    for runs, out, where in batches:  # every check before anything is written
+        check_out(out, fmt)
+        prepared.append((*prepare(runs, where, labels), out))
+    for _, _, skipped, _ in prepared:
+        for run, reason in skipped:
+            print(f"warning: skipping {run}: {reason}", file=sys.stderr)
+    for groups, names, _, out in prepared:
         written, markdown = write_outputs(groups, names, out, args.band, args.x, fmt)
         print(markdown)
         for path in written:

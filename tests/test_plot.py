@@ -1,20 +1,20 @@
 """plot.py and utils/core/summary.py on hand-written results folders: accuracy against labels, and for
 open-set runs selection recall, selection precision and accuracy per cycle, one line per setting
 (seeds pooled); AUBC, final accuracy, the paired difference against random, the summary table;
-labels from the settings that differ; folders of runs; readable figures with 20 runs."""
+labels from the settings that differ; folders of runs; readable figures with 20 runs; bad input
+(--out, damaged runs, --help) as one line and exit code 2 with nothing written."""
 
 import csv
 import io
 import json
 import os
-import subprocess
-import sys
+import warnings
 
 import pytest
 
 import plot
 from utils.core import summary
-from utils.core.cli import UserError
+from utils.core.cli import UserError, run_cli
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -236,10 +236,106 @@ def test_parent_folders_are_searched_for_runs(tmp_path, capsys):
     assert not (tmp_path / "figs").exists()
 
 
-def test_bad_input_is_one_line_and_exit_code_2(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(plot.__file__), "plot.py"),
-                             str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
+# --------------------------------------------------------------------------- bad input
+def run_plot(argv, capsys):
+    """(exit code, stdout, stderr) of plot.py's main(argv) in this process; a python warning fails the test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(lambda: plot.main(argv))
+            raise SystemExit(0)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def listing(root):
+    return sorted(os.path.relpath(os.path.join(folder, name), root)
+                  for folder, subfolders, files in os.walk(root) for name in subfolders + files)
+
+
+def assert_refused(argv, tmp_path, capsys, *fragments):
+    """plot.py ``argv`` stops with one line holding ``fragments``, exit code 2, and writes nothing."""
+    before = listing(tmp_path)
+    code, out, err = run_plot(argv, capsys)
+    assert (code, out, err.count("\n")) == (2, "", 1) and "error: " in err, err
+    for fragment in fragments:
+        assert fragment in err
+    assert listing(tmp_path) == before
+
+
+BAD_OUTS = [  # (--out, relative to tmp_path; what the line says)
+    ("", "expected a path"),
+    ("afile/x.png", "--out afile is a file, not a folder"),  # the folder the figures go into
+    ("afile", "--out afile is a file, not a folder"),
+    ("afile/sub/", "lies under the file"),
+    ("/dev/null", "/dev/null is a file, not a folder"),
+    ("fig.png", "fig.png exists and is not a file"),  # a folder named like a figure
+]
+
+
+@pytest.mark.parametrize("out, says", BAD_OUTS, ids=[out or "empty" for out, _ in BAD_OUTS])
+def test_an_out_that_cannot_receive_the_figures_is_one_line(out, says, tmp_path, capsys, monkeypatch):
+    run = write_deepal_run(tmp_path / "runs" / "a", "EntropySampling", [[50, 60]])
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "fig.png").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert_refused([run, "--out", out], tmp_path, capsys, says, *(["choose another --out"] if out else []))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes in any folder")
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    run = write_deepal_run(tmp_path / "runs" / "a", "EntropySampling", [[50, 60]])
+    (tmp_path / "locked").mkdir(mode=0o555)
+    try:
+        assert_refused([run, "--out", str(tmp_path / "locked")], tmp_path, capsys, "is not writable")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
+GOOD_CSV = CLOSED_HEADER + "0,0,10,50.0,1,1\n0,1,20,60.0,1,1\n"
+BAD_RUNS = [  # (files of the one run in the folder, what the line says besides the folder)
+    ({}, "holds none"),  # an empty subfolder: no run at all
+    ({"cycles.csv": CLOSED_HEADER}, "has no finished cycle"),
+    ({"cycles.csv": "garbage; really\nnot a table {\n"}, "no trial, cycle, n_labeled column"),
+    ({"cycles.csv": bytes(range(128, 256))}, "UnicodeDecodeError"),
+    ({"cycles.csv": "name,age\nbob,3\n"}, "no trial, cycle, n_labeled column"),
+    ({"cycles.csv": "trial,cycle,n_labeled\n0,0,10\n"}, "has no test_acc value"),
+    ({"cycles.csv": GOOD_CSV, "config.json": "{damaged"}, "config file"),
+    (None, "does not exist"),  # a path that does not exist
+]
+
+
+@pytest.mark.parametrize("files, says", BAD_RUNS, ids=["no runs", "header only", "garbage", "binary", "foreign",
+                                                       "no accuracy", "damaged config", "nonexistent"])
+def test_no_readable_run_is_one_line_naming_the_folder(files, says, tmp_path, capsys):
+    folder = tmp_path / "sweep"
+    if files is not None:
+        (folder / "run").mkdir(parents=True)
+    for name, content in (files or {}).items():
+        (folder / "run" / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert_refused([str(folder)], tmp_path, capsys, str(folder), says, "; pass ")
+
+
+def test_unreadable_runs_are_skipped_with_a_warning_when_others_are_readable(tmp_path, capsys):
+    good = write_deepal_run(tmp_path / "sweep" / "good", "EntropySampling", [[50, 60]])
+    bad = tmp_path / "sweep" / "bad"
+    bad.mkdir()
+    (bad / "cycles.csv").write_text("garbage; really\nnot a table {\n")
+    code, out, err = run_plot([str(tmp_path / "sweep")], capsys)
+    assert code == 0 and err.splitlines() == [f"warning: skipping {bad}: {bad / 'cycles.csv'} is not a results "
+                                              "table of this project (no trial, cycle, n_labeled column)"]
+    assert magic(tmp_path / "sweep" / "accuracy.png") == PNG and "digits LeNet EntropySampling" in out
+    with pytest.raises(UserError, match="not a results table"):  # without a list for them, no run is skipped
+        plot.load_groups([good, str(bad)])
+
+
+def test_help_says_what_is_drawn_from_what_and_every_default(capsys):
+    code, out, _ = run_plot(["--help"], capsys)
+    parser = plot.build_parser()
+    assert code == 0 and " ".join(parser.description.split()) in " ".join(out.split())
+    assert "from the cycles.csv" in parser.description and "test accuracy against the number" in parser.description
+    options = [a for a in parser._actions if a.dest != "help"]
+    assert len(options) == 6 and all("(default: " in a.help for a in options), [a.dest for a in options]
 
 
 def many_runs(root, n):
