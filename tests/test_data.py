@@ -117,6 +117,21 @@ def test_caltech_drops_background_and_splits_90_10_per_class(fake_root):
     assert again.test.paths == data.test.paths  # the split is seeded
 
 
+def test_caltech_and_tinyimagenet_skip_hidden_files_and_folders(fake_root):
+    make_caltech(fake_root, classes=2, per_class=10)
+    make_tinyimagenet(fake_root, classes=2, per_class=3, n_val=4)
+    caltech, tiny = os.path.join(fake_root, "101_ObjectCategories"), os.path.join(fake_root, "tiny-imagenet-200")
+    for folder in (os.path.join(caltech, ".ipynb_checkpoints"), os.path.join(tiny, "train", ".thumbnails")):
+        write_images(folder, 2, (40, 30), ext="jpg")
+    for folder in (os.path.join(caltech, "class_0"), os.path.join(tiny, "train", "n00000000", "images")):
+        with open(os.path.join(folder, "._img0.jpg"), "wb") as fh:  # an AppleDouble file: not an image
+            fh.write(b"\x00\x05\x16\x07")
+    data = build_data("caltech101", root=fake_root)
+    assert data.num_classes == 2 and len(data.train) + len(data.test) == 20
+    data = build_data("tinyimagenet", root=fake_root)
+    assert data.num_classes == 2 and len(data.train) == 6
+
+
 def test_tinyimagenet_reads_val_annotations(fake_root):
     folder = os.path.join(fake_root, "tiny-imagenet-200")
     for wnid in ("n01", "n02"):

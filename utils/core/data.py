@@ -521,11 +521,17 @@ def _load_digits(root: str, download: bool, image_size: int | None) -> RawSplits
                      TensorImages(images[test], digits.target[test]), 1, 8, (mean,), (std,), 1, False)
 
 
+def _visible(folder: str, dirs: bool = False) -> list[str]:
+    """Sorted names in ``folder`` (its sub-folders with ``dirs``), hidden ones (.DS_Store, ._img.jpg,
+    .ipynb_checkpoints) left out."""
+    return sorted(n for n in os.listdir(folder) if not n.startswith(".") and
+                  (not dirs or os.path.isdir(os.path.join(folder, n))))
+
+
 def _image_files(folder: str) -> list[str]:
     from torchvision.datasets.folder import IMG_EXTENSIONS
 
-    names = sorted(os.listdir(folder))
-    return [os.path.join(folder, n) for n in names if n.lower().endswith(IMG_EXTENSIONS)]
+    return [os.path.join(folder, n) for n in _visible(folder) if n.lower().endswith(IMG_EXTENSIONS)]
 
 
 @register_dataset("caltech101", image_files=True)
@@ -539,8 +545,7 @@ def _load_caltech101(root: str, download: bool, image_size: int | None) -> RawSp
     folder = next((c for c in candidates if os.path.isdir(c)), None)
     if folder is None:
         raise _missing("caltech101", candidates[0])
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    classes = [c for c in classes if c != "BACKGROUND_Google"]  # TOD drops the background class
+    classes = [c for c in _visible(folder, dirs=True) if c != "BACKGROUND_Google"]  # TOD drops the background class
     rng = np.random.default_rng(SPLIT_SEED)
     split = {"train": ([], []), "test": ([], [])}
     for label, name in enumerate(classes):
@@ -568,7 +573,7 @@ def _load_tinyimagenet(root: str, download: bool, image_size: int | None) -> Raw
     annotations = os.path.join(folder, "val", "val_annotations.txt")
     if not os.path.isfile(annotations):
         raise _missing("tinyimagenet", annotations)
-    wnids = sorted(os.listdir(os.path.join(folder, "train")))
+    wnids = _visible(os.path.join(folder, "train"), dirs=True)
     label_of = {w: i for i, w in enumerate(wnids)}
     train_paths, train_labels = [], []
     for wnid in wnids:
