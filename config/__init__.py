@@ -31,7 +31,7 @@ def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
         "MAX_TEST_SAMPLES": Key(None, "use a seeded class-balanced subset of this many test images",
                                 type="int", minimum=1, flags=("--max-test-samples",)),
         # SEED + trial stays a valid 32-bit seed for numpy and torch
-        "SEED": Key(seed, "base random seed; trial t uses SEED + t", minimum=0, maximum=2**31 - 1001,
+        "SEED": Key(seed, "base random seed; trial t uses SEED + t", minimum=0, maximum=2**30,
                     flags=("--seed",)),
         "TRIALS": Key(trials, "repetitions of the whole run", minimum=1, maximum=1000, flags=("--trials",),
                       resumable=True),

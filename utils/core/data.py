@@ -760,12 +760,12 @@ class IndexBatches(BatchSampler):
 
     def __iter__(self):
         for batch in super().__iter__():
-            if len(batch) > 1 or not self.training or len(self.sampler) == 1:
+            if len(batch) > 1 or not self.training:
                 yield batch
 
     def __len__(self):
         full, rest = divmod(len(self.sampler), self.batch_size)
-        return full + (rest > 1 or (rest == 1 and (full == 0 or not self.training)))
+        return full + (rest > 1 or (rest == 1 and not self.training))
 
 
 def make_loader(dataset: Dataset, indices, batch_size: int, shuffle: bool = False, seed: int = 0, dist=None,

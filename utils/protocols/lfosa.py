@@ -268,9 +268,7 @@ class Experiment:
                 loader.batch_sampler.set_epoch(epoch)
                 net.train()
                 total = 0.0
-                for images, targets, _ in loader:
-                    if len(images) < 2:  # BatchNorm cannot train on one image (1x1 maps on small inputs)
-                        continue
+                for images, targets, _ in loader:  # never a batch of one image (make_loader)
                     targets = targets.to(dist.device)
                     out = net(data.train_transform(images.to(dist.device)))
                     loss = member.loss(out.logits, targets) + center(out.features, targets)
