@@ -58,6 +58,15 @@ from utils.samplers import QueryContext, get_strategy
 PROTOCOLS = {"rethinking": Rethinking, "deepal": DeepAL}
 
 
+def strategy_settings(cfg) -> dict:
+    """The strategies' own settings (config/deepal.py strategy_keys) as the extras they read."""
+    return {"asal": {"steps": cfg.ASAL_STEPS},
+            "cluster_margin": {"margin_multiple": cfg.CLUSTER_MARGIN_KM, "clusters": cfg.CLUSTER_MARGIN_CLUSTERS,
+                               "pick": cfg.CLUSTER_MARGIN_PICK},
+            "batchbald": {"num_samples": cfg.BATCHBALD_SAMPLES, "max_candidates": cfg.BATCHBALD_CANDIDATES or "auto"},
+            "coreset": {"outlier_fraction": cfg.CORESET_OUTLIER_FRACTION, "time_limit": cfg.CORESET_TIME_LIMIT}}
+
+
 def parse_args(argv=None):
     """(run-control args, frozen settings) of the chosen protocol's tree (config/rethinking.py or
     config/deepal.py)."""
@@ -165,7 +174,7 @@ def main(argv=None):
                 if oracle.waits and cycle == cycles - 1:
                     query_size = 0  # a person's answers to a last query would train nothing
                 if query_size:
-                    extras = {"state": state.strategy_state, "mc_dropout": True, "asal": {"steps": cfg.ASAL_STEPS},
+                    extras = {"state": state.strategy_state, "mc_dropout": True, **strategy_settings(cfg),
                               **protocol.query_extras(models), **(hook.extras() if hook else {})}
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)

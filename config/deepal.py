@@ -39,6 +39,21 @@ def strategy_keys(epochs_key: str, asal_flag: str) -> dict:
         "ASAL_STEPS": Key(2000, "GAN training steps of ASAL per query", minimum=1, flags=(asal_flag,)),
         "VAE_WIDTH": Key(128, "channels of the first layer of VAAL's VAE (the paper's 128 takes about 3 s per "
                          "batch of 64 on 2 CPU cores; 32 is about 16x cheaper)", minimum=1),
+        "CLUSTER_MARGIN_KM": Key(10, "ClusterMarginSampling: the k_m x query-size lowest-margin points are "
+                                 "clustered (the toolkit's 10)", minimum=1),
+        "CLUSTER_MARGIN_CLUSTERS": Key(20, "ClusterMarginSampling: clusters of the average-linkage HAC (the "
+                                       "toolkit's 20)", minimum=1),
+        "CLUSTER_MARGIN_PICK": Key("lowest", "ClusterMarginSampling: the point taken from a cluster in each "
+                                   "round: lowest margin (the toolkit) or random (the paper)",
+                                   choices=("lowest", "random")),
+        "BATCHBALD_SAMPLES": Key(10_000, "BatchBALD: sampled label configurations once the joint entropy is "
+                                 "no longer exact", minimum=1),
+        "BATCHBALD_CANDIDATES": Key(None, "BatchBALD: the highest-BALD points the greedy batch is chosen "
+                                    "from (None: max(1000, 10 x query size))", type="int", minimum=1),
+        "CORESET_OUTLIER_FRACTION": Key(1e-4, "CoreSet: the outliers the robust k-center may leave, as a "
+                                        "fraction of pool + labeled (the paper's 1e-4)", minimum=0, below=1),
+        "CORESET_TIME_LIMIT": Key(60.0, "CoreSet: seconds for the MIP phase before the best solution so far "
+                                  "(greedy at worst) is taken", above=0),
     }
 
 

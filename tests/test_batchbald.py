@@ -202,3 +202,16 @@ def test_registered_strategy_queries_candidates_through_a_query_context():
     assert np.array_equal(chosen, strategy.select(dropout_context(candidates, 6, mc_dropout=True)))
     with pytest.raises(UserError, match="mc_dropout"):
         strategy.select(dropout_context(candidates, 6))
+
+
+def test_batchbald_settings_choose_the_candidates_and_the_samples():
+    """BATCHBALD_CANDIDATES=1 keeps only the top-BALD candidate before the greedy batch: a batch of
+    one is then that point; BATCHBALD_SAMPLES reaches batchbald_select."""
+    from unittest import mock
+
+    candidates = np.arange(10, 50)
+    ctx = dropout_context(candidates, 1, mc_dropout=True, batchbald={"num_samples": 3, "max_candidates": 1})
+    top = candidates[int(bald_scores(ctx.mc_probs(consistent=True)).argmax())]
+    with mock.patch("utils.samplers.batchbald.batchbald_select", wraps=batchbald_select) as spy:
+        assert get_strategy("BatchBALD").select(ctx).tolist() == [top]
+    assert spy.call_args.args[2] == 3 and spy.call_args.args[4] == 1  # num_samples, max_candidates

@@ -149,3 +149,26 @@ def test_registered_strategy_runs_through_a_query_context():
     assert coreset.coreset_positions.last_solution.path == "mip"
     assert coreset.coreset_positions.last_solution.radius == pytest.approx(3.0)
     assert get_strategy("KCenterGreedy").select(ctx()).tolist() == [4]
+
+
+def test_coreset_settings_reach_the_solver(monkeypatch):
+    seen = {}
+    real = coreset.robust_kcenter_solve
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(coreset, "robust_kcenter_solve", spy)
+    pixels = [[0, 0], [3, 0], [5, 0], [8, 0], [10, 0]]
+    images = torch.tensor(pixels, dtype=torch.uint8).view(-1, 1, 1, 2)
+    dataset = TensorImages(images, [0] * len(pixels))
+    identity = BatchTransform((0.0,), (1 / 255,))
+    data = ImageData("line", dataset, dataset, 2, 1, 1, identity, identity, np.arange(5), np.arange(5))
+    ctx = QueryContext(PixelFeatures(), data, np.array([0]), np.array([4, 2, 1, 3]), 1, Dist(), batch_size=2,
+                       rng=np.random.default_rng(0), extras={"coreset": {"outlier_fraction": 0.5, "time_limit": 7.0}})
+    # 2 of the 5 points may be outliers: greedy's 10 leaves 3, 5 and 8 at 3, 5 and 2, radius 2 once 3 and 5
+    # are given up, which no centre beats (without outliers the optimum is 8, radius 3: see above)
+    assert get_strategy("CoreSet").select(ctx).tolist() == [4]
+    assert coreset.coreset_positions.last_solution.radius == pytest.approx(2.0)
+    assert seen == {"outlier_fraction": 0.5, "time_limit": 7.0}

@@ -186,6 +186,33 @@ def test_cluster_margin_round_robin_from_the_smallest_cluster():
     assert cluster_margin_select(margins, labels, 2, margin_multiple=2).tolist() == [3, 0]
 
 
+def test_cluster_margin_random_pick_takes_a_random_member_of_each_cluster_in_turn():
+    margins = torch.arange(12, dtype=torch.float) / 100
+    labels = torch.tensor([0, 1] * 6)  # the 8 lowest margins: 4 in cluster 0, 4 in cluster 1
+    picks = set()
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        chosen = cluster_margin_select(margins, labels, 4, margin_multiple=2, generator=generator)
+        assert sorted(labels[chosen].tolist()) == [0, 0, 1, 1] and (chosen < 8).all()  # one per cluster per round
+        picks.add(tuple(chosen.tolist()))
+    assert len(picks) > 5  # not the lowest margins every time, as the toolkit's [1, 0, 3, 2]
+    assert cluster_margin_select(margins, labels, 4, margin_multiple=2).tolist() == [0, 1, 2, 3]
+
+
+def test_cluster_margin_settings_reach_the_strategy(monkeypatch):
+    from utils.samplers import diversity
+
+    seen = {}
+    monkeypatch.setattr(diversity, "hac_labels", lambda emb, n, seed: seen.setdefault("clusters", n) and
+                        torch.arange(len(emb)) % 2)
+    ctx = tiny_context(np.arange(10, 50), 4)
+    ctx.extras["cluster_margin"] = {"margin_multiple": 1, "clusters": 7, "pick": "random"}
+    chosen = get_strategy("ClusterMarginSampling").select(ctx)
+    margins = (lambda p: p.topk(2, dim=1).values)(ctx.probs())
+    lowest = np.asarray(ctx.candidates)[torch.argsort(margins[:, 0] - margins[:, 1])[:4].numpy()]
+    assert seen["clusters"] == 7 and sorted(chosen.tolist()) == sorted(lowest.tolist())  # k_m = 1: the 4 lowest
+
+
 def test_cluster_margin_clusters_once_per_trial():
     ctx = tiny_context(np.arange(10, 50), 5)
     get_strategy("ClusterMarginSampling").select(ctx)

@@ -167,6 +167,9 @@ def batchbald_select(mc_probs: torch.Tensor, query_size: int, num_samples: int =
 @register_selector("BatchBALD", aliases=("batch_bald",), needs=MC)
 def batchbald_positions(ctx: QueryContext) -> torch.Tensor:
     """Greedy BatchBALD on ``ctx.mc_probs(consistent=True)`` (K = ``ctx.mc_samples`` consistent MC-dropout
-    passes: pass k is one network omega_k for every candidate)."""
+    passes: pass k is one network omega_k for every candidate); ``ctx.extras['batchbald']`` may set
+    ``num_samples`` and ``max_candidates`` (see batchbald_select)."""
+    settings = {"num_samples": NUM_SAMPLES, "max_candidates": "auto", **ctx.extras.get("batchbald", {})}
     generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31)))
-    return batchbald_select(ctx.mc_probs(consistent=True).to(ctx.dist.device), ctx.query_size, generator=generator)
+    return batchbald_select(ctx.mc_probs(consistent=True).to(ctx.dist.device), ctx.query_size,
+                            settings["num_samples"], generator, settings["max_candidates"])

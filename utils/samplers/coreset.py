@@ -250,9 +250,11 @@ def robust_kcenter(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size
 @register_selector("CoreSet", aliases=("core_set",))  # "coreset" is the name itself (case is ignored)
 def coreset_positions(ctx: QueryContext) -> torch.Tensor:
     """Robust k-center on the penultimate embeddings of the candidates and the labeled set, with the defaults of
-    ``robust_kcenter_solve`` (Ξ = 1e-4 · n, 60 s for the MIP phase, at most 5000 MIP nodes). The last
+    ``robust_kcenter_solve`` (Ξ = 1e-4 · n, 60 s for the MIP phase, at most 5000 MIP nodes);
+    ``ctx.extras['coreset']`` may set ``outlier_fraction`` and ``time_limit``. The last
     ``RobustKCenterResult`` (path taken, radii, time) is kept in ``coreset_positions.last_solution``."""
-    result = robust_kcenter_solve(ctx.features(), ctx.labeled_features(), ctx.query_size)
+    result = robust_kcenter_solve(ctx.features(), ctx.labeled_features(), ctx.query_size,
+                                  **ctx.extras.get("coreset", {}))
     coreset_positions.last_solution = result
     return result.positions
 

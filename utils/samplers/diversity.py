@@ -189,17 +189,20 @@ def hac_labels(emb: torch.Tensor, n_clusters: int = 20, max_points: int = 5000, 
 
 
 def cluster_margin_select(margins: torch.Tensor, labels: torch.Tensor, query_size: int,
-                          margin_multiple: int = 10) -> torch.Tensor:
+                          margin_multiple: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
     """Cluster-Margin (Citovsky et al., NeurIPS'21, Alg. 1): take the ``margin_multiple * k``
-    lowest-margin points, group them by cluster, and pick round-robin over the clusters from the
-    smallest to the largest, each time the lowest-margin point left in the cluster (as the
-    toolkit; the paper samples within a cluster at random). ``margins`` are p_(1) - p_(2)."""
+    lowest-margin points (k_m = ``margin_multiple``), group them by cluster, and pick round-robin
+    over the clusters from the smallest to the largest, each time the lowest-margin point left in
+    the cluster (as the toolkit) or, given a ``generator``, a random one (as the paper).
+    ``margins`` are p_(1) - p_(2)."""
     order = torch.argsort(margins, stable=True)[: min(len(margins), margin_multiple * query_size)]
+    if generator is not None:  # a random order within each cluster: the sorts below are stable
+        order = order[torch.randperm(len(order), generator=generator)]
     member_labels = labels[order]
     _, dense, counts = torch.unique(member_labels, return_inverse=True, return_counts=True)
     cluster_rank = torch.empty_like(counts)
     cluster_rank[torch.argsort(counts, stable=True)] = torch.arange(len(counts))  # smallest cluster first
-    by_cluster = torch.argsort(dense, stable=True)  # members grouped by cluster, margins ascending
+    by_cluster = torch.argsort(dense, stable=True)  # members grouped by cluster, in the order above
     starts = torch.cumsum(counts, 0) - counts
     rank_in_cluster = torch.empty_like(dense)
     rank_in_cluster[by_cluster] = torch.arange(len(dense)) - starts[dense[by_cluster]]
@@ -207,17 +210,24 @@ def cluster_margin_select(margins: torch.Tensor, labels: torch.Tensor, query_siz
     return order[round_robin[:query_size]]
 
 
+CLUSTER_MARGIN_DEFAULTS = {"margin_multiple": 10, "clusters": 20, "pick": "lowest"}  # the toolkit's
+
+
 @register_selector("ClusterMarginSampling", aliases=("cluster_margin", "clustermargin"), needs=("state",))
 def cluster_margin_positions(ctx: QueryContext) -> torch.Tensor:
-    """HAC labels of every training sample are computed at the first query of a trial (with
-    that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later queries."""
+    """HAC labels (``clusters`` clusters) of every training sample are computed at the first query
+    of a trial (with that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later
+    queries; ``ctx.extras['cluster_margin']`` may set ``margin_multiple``, ``clusters`` and ``pick``
+    (lowest or random, see cluster_margin_select)."""
+    settings = {**CLUSTER_MARGIN_DEFAULTS, **ctx.extras.get("cluster_margin", {})}
     state = ctx.extras["state"]
     if "cluster_margin_labels" not in state:
         everything = np.concatenate([ctx.labeled_idx, ctx.candidates])
         emb = ctx.predict(lambda out, _y: out.features.float(), everything)
         labels = torch.full((len(ctx.data.train),), -1, dtype=torch.long)
-        labels[torch.as_tensor(everything)] = hac_labels(emb, seed=int(ctx.rng.integers(2**31)))
+        labels[torch.as_tensor(everything)] = hac_labels(emb, settings["clusters"], seed=int(ctx.rng.integers(2**31)))
         state["cluster_margin_labels"] = labels
     margins = -margin_scores(ctx.probs())
+    generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31))) if settings["pick"] == "random" else None
     return cluster_margin_select(margins, state["cluster_margin_labels"][torch.as_tensor(ctx.candidates)],
-                                 ctx.query_size)
+                                 ctx.query_size, settings["margin_multiple"], generator)
