@@ -98,6 +98,10 @@ FLAG_CASES = [
     ("main_al.py --protocol rethinking", ["--make-splits", "--nr-splits", "-1"], "--nr-splits: expected 1 or more"),
     ("main_al.py --protocol rethinking", ["--make-splits", "--split-size", "0"], "--split-size: expected 1 or more"),
     ("main_al.py --protocol deepal", ["--jobs", "0"], "--jobs: expected 1 or more"),
+    ("main_al.py --protocol deepal", ["--optimizer", "YF"], "use --optimizer SGD"),
+    ("main_al.py --protocol deepal", ["--load_ckpt"], "--load_ckpt: not supported: to continue a run, give its --out "
+                                                      "and --resume"),
+    ("main_al.py --protocol deepal", ["--add_imagenet"], "--add_imagenet: not supported"),
     ("main_al.py --protocol deepal", ["--strategy", "RandomSampling,EntropySampling", "--shard", "3/2"],
      "--shard 3/2"),
     ("AL_center.py", ["--gpu", "first"], "--gpu: expected a device index"),
@@ -227,3 +231,13 @@ def test_a_folder_the_user_cannot_write_to_is_named(tmp_path, monkeypatch):
     monkeypatch.undo()
     check_folder(str(tmp_path / "a" / "b"), "--save-dir")  # writable: no error, nothing made
     assert os.listdir(tmp_path) == []
+
+
+def test_the_toolkits_flags_that_change_nothing_say_so(capsys):
+    import main_al
+
+    main_al.parse_args(["--protocol", "deepal", "--strategy", "RandomSampling", "--save_file", "r.csv",
+                        "--proxy_model", "ResNet18", "--nEmb", "256"])
+    out = capsys.readouterr().out
+    for flag in ("--save_file", "--proxy_model", "--nEmb"):
+        assert f"notice: {flag} is accepted and changes nothing" in out

@@ -1,4 +1,4 @@
-"""The results folder (DESIGN.md, 'The results folder') and its readers.
+"""The results folder (README.md, 'The results folder') and its readers.
 
 ```
 <out>/config.json                       every resolved setting, versions, git commit

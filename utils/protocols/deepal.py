@@ -15,7 +15,7 @@ from torch import nn
 from config.deepal import MODELS
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags
+from utils.core.cli import UserError, add_inert_flags, add_refused_flags
 from utils.core.data import make_loader
 from utils.core.splits import random_subset
 from utils.core.train import fit
@@ -54,7 +54,14 @@ class DeepAL(PoolProtocol):
         parser.add_argument("--data_path", dest="data_root", default=argparse.SUPPRESS,
                             help="the toolkit's name for --data-root")
         parser.add_argument("--save_path", dest="out", default=argparse.SUPPRESS, help="the toolkit's name for --out")
-        add_inert_flags(parser, {"--nEmb": "the toolkit defines it and never reads it"})
+        add_inert_flags(parser, {"--nEmb": "the toolkit defines it and never reads it",
+                                 "--save_file": "the rounds' results go to <out>/cycles.csv (with a header)",
+                                 "--proxy_model": "the toolkit's selection-via-proxy strategy is not exported there "
+                                                  "either"})
+        add_refused_flags(parser, {"--load_ckpt": "not supported: to continue a run, give its --out and --resume",
+                                   "--add_imagenet": "not supported: only the toolkit's semi-supervised (MixMatch) "
+                                                     "strategies read it, and they are not implemented"},
+                          action="store_true")
 
     refuse = None
 
