@@ -63,8 +63,9 @@ def known_class_data(data, pool):
 
 def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam CLASSIFIER_LR, batches of
-    CLASSIFIER_BATCH (none smaller than 2), CLASSIFIER_EPOCHS epochs; returns its final-epoch test
-    accuracy (%)."""
+    CLASSIFIER_BATCH (none smaller than 2), CLASSIFIER_EPOCHS epochs in train mode (with
+    CLASSIFIER_FROZEN_BN, as the seed, only the first: the others in eval mode); returns its
+    final-epoch test accuracy (%)."""
     seed_everything(seed)
     model = build_model("imagenet_resnet18", data.num_classes, data.in_channels, consistency_head=False)
     model = model.to(dist.device)
@@ -81,7 +82,8 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
         optimizer.step()
         return loss.item()
 
-    fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, epoch_start=lambda _e: net.train(), optimizer=optimizer)
+    fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
+        epoch_start=lambda epoch: net.train(epoch == 0 or not cfg.CLASSIFIER_FROZEN_BN))
     return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers)
 
 

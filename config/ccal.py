@@ -129,6 +129,9 @@ def active_tree() -> Tree:
         "CLASSIFIER_EPOCHS": Key(100, "training epochs of each classifier", minimum=1, flags=("--epochs", "--epoch")),
         "CLASSIFIER_LR": Key(5e-4, "Adam learning rate of the classifier (no weight decay)", above=0),
         "CLASSIFIER_BATCH": Key(32, "classifier batch (a last batch of fewer than 2 images is dropped)", minimum=2),
+        "CLASSIFIER_FROZEN_BN": Key(False, "train the classifier's epochs after the first in eval mode (BatchNorm "
+                                    "frozen at epoch-1 statistics), as the seed did by accident: its per-epoch "
+                                    "test never switched back to train mode; the published accuracies"),
         "CLASSIFIER_SEEDS": Key(5, "classifiers per cycle (init seeds); the reported accuracy is their mean",
                                 minimum=1),
     })

@@ -570,3 +570,23 @@ def test_image_size_sets_the_images_the_encoders_and_the_classifier_see(tmp_path
     saved = json.load(open(out / "config.json"))
     assert saved["run"]["image_shape"] == [3, 24, 24] and saved["settings"]["IMAGE_SIZE"] == 24
     assert [r["n_queried"] for r in read_cycles(str(out))] == [4, 0]
+
+
+@pytest.mark.parametrize("frozen,modes", [(False, [True, True, True]), (True, [True, False, False])])
+def test_classifier_frozen_bn_trains_after_the_first_epoch_in_eval_mode_as_the_seed(monkeypatch, frozen, modes):
+    seen = []
+
+    def fit(loader, epochs, step, run, desc, optimizer=None, epoch_start=None):
+        for epoch in range(epochs):
+            epoch_start(epoch)
+            seen.append(net_of[0].training)
+
+    net_of = []
+    monkeypatch.setattr(active_main, "fit", fit)
+    monkeypatch.setattr(active_main, "evaluate", lambda *args: 0.0)
+    real_wrap = distributed.wrap
+    monkeypatch.setattr(distributed, "wrap", lambda model, dist: net_of.append(real_wrap(model, dist)) or net_of[0])
+    data = build_data("digits", max_train_samples=40)
+    cfg = settings("CLASSIFIER_EPOCHS=3", f"CLASSIFIER_FROZEN_BN={frozen}", "CLASSIFIER_BATCH=8")
+    active_main.train_classifier(data, np.arange(16), 0, cfg, SimpleNamespace(workers=0), distributed.Dist(), None, "c")
+    assert seen == modes
