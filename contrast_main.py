@@ -116,7 +116,9 @@ def main(argv=None):
         optimizer = torch.optim.SGD(net.parameters(), lr=peak, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY)
     else:
         optimizer = torch.optim.Adam(net.parameters(), lr=peak, weight_decay=cfg.WEIGHT_DECAY)
-    scheduler = warmup_schedule(optimizer, cfg.EPOCHS, steps, cfg.WARMUP, cfg.WARMUP_MULTIPLIER, cfg.LR_SCHEDULER)
+    decay = 0.1 if cfg.OPTIMIZER == "sgd" else 0.3  # CSI's step_decay factor per optimizer
+    scheduler = warmup_schedule(optimizer, cfg.EPOCHS, steps, cfg.WARMUP, cfg.WARMUP_MULTIPLIER, cfg.LR_SCHEDULER,
+                                decay)
     first_epoch = 0
     if dist.is_main:  # one training per folder; a killed one's temp files go
         ResultsFolder(logdir).lock()

@@ -549,6 +549,45 @@ def test_step_decay_drops_the_lr_after_half_and_three_quarters_of_the_epochs_pas
     assert lrs == pytest.approx(expected, abs=1e-9)
 
 
+@pytest.mark.parametrize("optimizer,gamma", [("sgd", 0.1), ("adam", 0.3)])
+def test_step_decay_drops_by_csis_factor_of_the_optimizer(tmp_path, monkeypatch, optimizer, gamma):
+    class Built(Exception):
+        pass
+
+    def stop(*args):
+        raise Built(args[-1])
+
+    monkeypatch.setattr(contrast_main, "warmup_schedule", stop)
+    with pytest.raises(Built) as built:
+        contrast_main.main([*TINY, *NO_WARMUP, "--mode", "senmatic", "--optimizer", optimizer, "--lr_scheduler",
+                            "step_decay", "--epochs", "1", "--logdir", str(tmp_path / "enc")])
+    assert built.value.args[0] == gamma
+    torch_optimizer = torch.optim.Adam(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    scheduler = warmup_schedule(torch_optimizer, epochs=4, steps_per_epoch=1, warmup=0, multiplier=10,
+                                kind="step_decay", gamma=gamma)
+    lrs = []
+    for _ in range(4):
+        lrs.append(torch_optimizer.param_groups[0]["lr"])
+        torch_optimizer.step()
+        scheduler.step()
+    assert lrs == pytest.approx([1.0, 1.0, gamma, gamma**2])
+
+
+def test_hue_shift_is_csis_factor_times_255_over_360():
+    """A pure-red image shifted by the largest factor 0.1 moves 0.1 x 255/360 = 0.0708 round the
+    colour circle, as CSI's ColorJitterLayer (not 0.1)."""
+    from utils.methods.contrastive import rgb_to_hsv
+
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 1.0
+    jitter = SimCLRAugment({"p": 1.0, "brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.1}, 0.0,
+                           scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    params = jitter.sample(1, torch.Generator().manual_seed(0), "cpu")
+    params["hue"] = torch.tensor([0.1])
+    hue = rgb_to_hsv(jitter(red, params))[0, 0]
+    assert torch.allclose(hue, torch.full_like(hue, 0.1 * 255 / 360), atol=1e-4)
+
+
 # ----------------------------------------------------------------------------- IMAGE_SIZE on an image folder
 
 @pytest.mark.slow

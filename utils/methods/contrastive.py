@@ -58,10 +58,14 @@ def hsv_to_rgb(x):
     return v - v * s * torch.minimum(k, 4 - k).clamp(0, 1)
 
 
+HUE_SCALE = 255 / 360  # CSI shifts the hue (a fraction of the circle) by factor x 255/360: +-0.071 at HUE 0.1
+
+
 class SimCLRAugment(nn.Module):
     """CSI's ``simclr_aug`` (A.4) on a float batch in [0, 1], every image with its own parameters:
-    colour jitter with probability ``jitter['p']`` (a contrast step and an HSV step -- hue shift,
-    saturation and value scaling -- in random order), grayscale with probability ``gray_p``, and a
+    colour jitter with probability ``jitter['p']`` (a contrast step and an HSV step -- hue shift by
+    U(-hue, hue) x HUE_SCALE of the colour circle as CSI, saturation and value scaling -- in random
+    order), grayscale with probability ``gray_p``, and a
     random resized crop by grid sampling (area in ``scale``, or exactly ``scale[0]`` when ``fixed``;
     aspect ratio in ``ratio``; reflection padding), output at the input size."""
 
@@ -114,7 +118,7 @@ class SimCLRAugment(nn.Module):
         if x.shape[1] != 3:  # hue and saturation do not apply to one-channel images
             return (x * brightness.view(-1, 1, 1, 1)).clamp(0, 1)
         hsv = rgb_to_hsv(x)
-        hsv = torch.stack([(hsv[:, 0] + hue.view(-1, 1, 1)) % 1.0, hsv[:, 1] * saturation.view(-1, 1, 1),
+        hsv = torch.stack([(hsv[:, 0] + HUE_SCALE * hue.view(-1, 1, 1)) % 1.0, hsv[:, 1] * saturation.view(-1, 1, 1),
                            hsv[:, 2] * brightness.view(-1, 1, 1)], 1).clamp(0, 1)
         return hsv_to_rgb(hsv)
 
@@ -177,18 +181,18 @@ def contrastive_losses(out, shift_labels, temperature, sim_lambda):
 
 # ----------------------------------------------------------------------------- schedule
 
-def warmup_schedule(optimizer, epochs, steps_per_epoch, warmup, multiplier, kind="cosine"):
+def warmup_schedule(optimizer, epochs, steps_per_epoch, warmup, multiplier, kind="cosine", gamma=0.1):
     """The seed's GradualWarmupScheduler(multiplier, warmup) around cosine annealing (A.4), stepped
     every iteration: with the optimizer's lr set to the peak lr_init * multiplier, the lr rises
     linearly from lr_init to the peak over ``warmup`` epochs, then follows
-    peak * (1 + cos(pi (e - warmup) / epochs)) / 2 (or, for 'step_decay', x0.1 after 50 % and 75 %
-    of ``epochs`` past the warm-up)."""
+    peak * (1 + cos(pi (e - warmup) / epochs)) / 2 (or, for 'step_decay', x``gamma`` after 50 % and
+    75 % of ``epochs`` past the warm-up; CSI's gamma is 0.1 with SGD, 0.3 with Adam)."""
     total = epochs * steps_per_epoch
     if kind == "cosine":
         after = lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     else:
         after = lr_scheduler.MultiStepLR(optimizer, [int(0.5 * epochs) * steps_per_epoch,
-                                                     int(0.75 * epochs) * steps_per_epoch], gamma=0.1)
+                                                     int(0.75 * epochs) * steps_per_epoch], gamma=gamma)
     if not warmup:
         return after
     warm = lr_scheduler.LinearLR(optimizer, 1 / multiplier, 1.0, total_iters=warmup * steps_per_epoch)
