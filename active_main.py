@@ -100,8 +100,10 @@ def main(argv=None):
     pool = ccal.ccal_pool(cfg, data)
     targets = data.train_targets  # the original classes: the oracle
     label_of = pool.label_map(data.num_classes)
-    distinctive = ccal.load_encoder(args.load_feature_path, "feature", "--load_feature_path", cfg, data).to(dist.device)
-    semantic = ccal.load_encoder(args.load_senmatic_path, "senmatic", "--load_senmatic_path", cfg, data).to(dist.device)
+    distinctive = ccal.load_encoder(args.load_feature_path, "feature", "--load_feature_path", cfg, data,
+                                    pool).to(dist.device)
+    semantic = ccal.load_encoder(args.load_senmatic_path, "senmatic", "--load_senmatic_path", cfg, data,
+                                 pool).to(dist.device)
     classifier_data = known_class_data(data, pool).to(dist.device)
     num_known = classifier_data.num_classes
     feature_idx = ccal.contrast_set(pool)  # L0 + U_in + U_out, the images the encoders were trained on

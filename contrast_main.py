@@ -97,7 +97,8 @@ def main(argv=None):
     k_shift = ccal.K_SHIFT[cfg.SHIFT_TRANS_TYPE]
     identity = {**cfg.identity(), "dataset": data.name, "known_classes": pool.known_classes.tolist(),
                 "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size}
-    record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data)}
+    record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data),
+              "pool": ccal.pool_fingerprint(pool)}
     saved = resume_state(logdir, resume_path, identity)
     batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
     loader = make_batch_loader(data.train, batches, dist, args.workers)

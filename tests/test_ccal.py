@@ -345,6 +345,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(encoders, tmp_path, cap
     assert "pass the distinctive one" in bad(active_main.main, swapped, capsys)
     assert "raise --split" in bad(active_main.main, active_args(encoders, out, "--cycles", "5"), capsys)
     assert "--mode eval" in bad(active_main.main, active_args(encoders, out, "--mode", "simclr"), capsys)
+    other_pool = bad(active_main.main, active_args(encoders, out, "--mismatch", "0.4"), capsys)
+    assert "was trained on another pool (MISMATCH 0.8 there, 0.4 here)" in other_pool
     assert not os.path.exists(out)
 
 

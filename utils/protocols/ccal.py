@@ -142,6 +142,18 @@ def contrast_set(pool):
     return np.union1d(pool.labeled_idx, pool.pool_idx)
 
 
+POOL_KEYS = ("DATASET", "MAX_TRAIN_SAMPLES", "SEED", "IMAGE_SIZE", "KNOWN_CLASSES", "MISMATCH", "INITIAL_BUDGET",
+             "INITIAL_FRACTION", "POOL_SEED")  # the settings the contrastive training set depends on
+
+
+def pool_fingerprint(pool) -> str:
+    """sha256 of the contrastive training set (contrast_set): an encoder records it, and
+    active_main.py only queries with encoders trained on its own pool."""
+    import hashlib
+
+    return hashlib.sha256(np.asarray(contrast_set(pool), dtype=np.int64).tobytes()).hexdigest()
+
+
 def even_batches(indices, batch_size, world, seed, min_size):
     """``make_batches(epoch)`` for utils.core.data.make_batch_loader: a seeded shuffle of ``indices`` in
     global batches of ``batch_size`` x ``world``, each split into ``world`` per-rank batches, so
@@ -186,19 +198,26 @@ def read_checkpoint(path, what):
     return load_tensors(path, what, "train it again with contrast_main.py")
 
 
-def load_encoder(path, mode, flag, cfg, data):
+def load_encoder(path, mode, flag, cfg, data, pool=None):
     """The encoder contrast_main.py saved at ``path`` with ``--mode mode``, built as MODEL with the
-    shapes its weights hold (WIDTH, when set, must match), for the images of ``data``."""
+    shapes its weights hold (WIDTH, when set, must match), for the images of ``data``; trained on
+    ``pool``'s contrastive set when given (the fingerprint its last.config records)."""
     role = ROLE[mode]
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: no {role} encoder there; train it first with contrast_main.py --mode {mode} "
                         f"--shift_trans_type {SHIFT_OF_MODE[mode]} --logdir {os.path.dirname(path) or '.'}")
     config_path = os.path.join(os.path.dirname(path), "last.config")
     if os.path.isfile(config_path):
-        saved = read_checkpoint(config_path, "encoder settings").get("mode")
+        record = read_checkpoint(config_path, "encoder settings")
+        saved = record.get("mode")
         if saved != mode:
             raise UserError(f"{flag} {path} holds a {ROLE.get(saved, saved)} encoder (--mode {saved}); pass the "
                             f"{role} one (--mode {mode})")
+        if pool is not None and record.get("pool") not in (None, pool_fingerprint(pool)):
+            theirs = record.get("settings", {})
+            changed = [f"{k} {theirs.get(k)!r} there, {cfg[k]!r} here" for k in POOL_KEYS if theirs.get(k) != cfg[k]]
+            raise UserError(f"{flag} {path} was trained on another pool ({'; '.join(changed) or 'other images'}); "
+                            f"query with the settings it was trained with, or train it with these")
     state = read_checkpoint(path, "encoder")
     try:
         stem = state["stem.0.weight"]
