@@ -98,6 +98,9 @@ def _profile(values: dict) -> tuple:
 def _check(cfg) -> None:
     if cfg.PRETRAINED and (cfg.ADD_UNSUPERVISED_PRETRAINING or cfg.LEARN_UNSUPERVISED_PRETRAINING):
         raise UserError("--pretrained (ImageNet weights) and DeepCluster pre-training both set the trunk; give one")
+    if cfg.sources["ISL2"] != "default" and cfg.ARCH != "cifar_cnn":
+        raise UserError(f"--isL2 applies to --arch cifar_cnn only (the {cfg.ARCH} classifier reads its feature as it "
+                        "is); leave it out")
     if cfg.ADD_LP and cfg.ADD_CEAL:
         raise UserError("--add-lp and --add-ceal cannot be combined (as in the seed)")
     if cfg.EPOCHS > cfg.LR_RAMPDOWN_EPOCHS:

@@ -99,6 +99,7 @@ FLAG_CASES = [
     ("main_al.py --protocol rethinking", ["--make-splits", "--split-size", "0"], "--split-size: expected 1 or more"),
     ("main_al.py --protocol deepal", ["--jobs", "0"], "--jobs: expected 1 or more"),
     ("main_al.py --protocol deepal", ["--optimizer", "YF"], "use --optimizer SGD"),
+    ("main_al.py --protocol rethinking", ["--arch", "resnet18", "--isL2", "True"], "--isL2 applies to --arch"),
     ("main_al.py --protocol deepal", ["--load_ckpt"], "--load_ckpt: not supported: to continue a run, give its --out "
                                                       "and --resume"),
     ("main_al.py --protocol deepal", ["--add_imagenet"], "--add_imagenet: not supported"),
