@@ -180,7 +180,7 @@ def main(argv=None):
                         extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
                                        cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
-                    queried = strategy.select(ctx)
+                    queried = strategy.select(ctx, lowest=untrained is not None and cfg.TOD_CYCLE0 == "lowest")
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
             oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,

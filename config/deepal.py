@@ -39,6 +39,9 @@ def strategy_keys(epochs_key: str, asal_flag: str) -> dict:
         "ASAL_STEPS": Key(2000, "GAN training steps of ASAL per query", minimum=1, flags=(asal_flag,)),
         "VAE_WIDTH": Key(128, "channels of the first layer of VAAL's VAE (the paper's 128 takes about 3 s per "
                          "batch of 64 on 2 CPU cores; 32 is about 16x cheaper)", minimum=1),
+        "TOD_CYCLE0": Key("lowest", "TOD: cycle 0 compares with an untrained network; the authors' code queries "
+                          "the lowest discrepancies there (main_TOD.py's default), 'highest' as at every later cycle",
+                          choices=("lowest", "highest"), flags=("--tod-cycle0",)),
         "CLUSTER_MARGIN_KM": Key(10, "ClusterMarginSampling: the k_m x query-size lowest-margin points are "
                                  "clustered (the toolkit's 10)", minimum=1),
         "CLUSTER_MARGIN_CLUSTERS": Key(20, "ClusterMarginSampling: clusters of the average-linkage HAC (the "

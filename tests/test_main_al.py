@@ -114,3 +114,25 @@ def test_the_oracle_discards_unknown_answers_and_counts_them():
     assert columns == {"n_queried": 3, "n_queried_known": 1, "precision": round(1 / 3, 6), "recall": round(2 / 6, 6)}
     assert oracle.unlabeled(np.arange(8), np.array([0, 3]), discarded).tolist() == [1, 4, 6, 7]
     assert oracle.labelable(np.arange(8)).tolist() == [0, 1, 3, 4, 6, 7]
+
+
+@pytest.mark.parametrize("protocol,switch,expected", [
+    (["--protocol", "deepal", "--model", "LeNet", "--strategy", "TOD"], [], [True, False]),
+    (["--protocol", "deepal", "--model", "LeNet", "--strategy", "TOD"], ["--tod-cycle0", "highest"], [False, False]),
+    (["--protocol", "rethinking", "--arch", "lenet", "--al-method", "TOD", "--al-budget", "20", "--epochs", "1"], [],
+     [True, False]),
+])
+def test_tod_takes_the_lowest_discrepancies_at_cycle_0_in_both_protocols(tmp_path, monkeypatch, protocol, switch,
+                                                                        expected):
+    """As TOD's code and main_TOD.py: cycle 0 compares with an untrained network and queries the
+    lowest scores there; --tod-cycle0 highest takes the highest at every cycle."""
+    from utils.samplers.registry import Strategy
+
+    seen, real = [], Strategy.select
+    monkeypatch.setattr(Strategy, "select", lambda self, ctx, lowest=False: seen.append(lowest) or
+                        real(self, ctx, lowest=lowest))
+    budget = ["--nStart", "10", "--nQuery", "5", "--nEnd", "20", "--n_epoch", "1"]
+    common = [] if protocol[1] == "rethinking" else budget
+    main_al.main([*protocol, "--dataset", "digits", *common, "--cycles", "2", "--quiet", *switch,
+                  "--out", str(tmp_path / "run")])
+    assert seen == expected
