@@ -32,7 +32,7 @@ def numeric_keys(script):
 
 
 def outside(key) -> list[str]:
-    """Values just outside ``key``'s range, and a float's nan and inf."""
+    """Values just outside ``key``'s range (nan and inf: test_floats_must_be_finite)."""
     step = 1 if key.type.endswith("int") or key.type.endswith("int]") else 0.5
     values = []
     if key.minimum is not None:
@@ -43,8 +43,7 @@ def outside(key) -> list[str]:
         values.append(key.maximum + step)
     if key.below is not None:
         values.append(key.below)
-    texts = [str(int(v)) if step == 1 else f"{v:g}" for v in values]
-    return texts + (["nan", "inf"] if "float" in key.type else [])
+    return [str(int(v)) if step == 1 else f"{v:g}" for v in values]
 
 
 @pytest.mark.parametrize("script", sorted(ENTRY))
@@ -69,6 +68,19 @@ def test_a_setting_outside_its_range_is_one_line_before_anything_is_written(scri
     code, _, err = run_main(script, [*argv, *given, folder_flag, str(tmp_path / "out")], capsys)
     assert code == 2 and len(err.splitlines()) == 1 and f"{name} expects" in err, (given, err)
     assert "Traceback" not in err and os.listdir(tmp_path) == []
+
+
+FINITE_CASES = [(script, next(n for n, k in numeric_keys(script).items() if k.type == "float"), text)
+                for script in sorted(ENTRY) for text in ("nan", "inf", "-inf")]
+
+
+@pytest.mark.parametrize("script,name,text", FINITE_CASES, ids=[f"{s}-{n}={t}" for s, n, t in FINITE_CASES])
+def test_floats_must_be_finite(script, name, text, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _, argv, folder_flag = ENTRY[script]
+    code, _, err = run_main(script, [*argv, "--set", f"{name}={text}", folder_flag, str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and f"{name} expects" in err, err
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.fixture
