@@ -1,5 +1,6 @@
 """Seeded, class-balanced index subsets and the split files of the Rethinking protocol."""
 
+import hashlib
 import os
 
 import numpy as np
@@ -43,10 +44,18 @@ def random_subset(indices, size):
     return indices[np.random.permutation(len(indices))[:size]]
 
 
-def split_path(root, dataset, size, split):
-    """``<root>/labels/<dataset>/<size>_balanced_labels/<split>.txt`` (the seed's layout)."""
+def pool_fingerprint(indices) -> str:
+    """A short fingerprint of a pool: the first 12 hex digits of the sha256 of its sorted indices."""
+    return hashlib.sha256(np.sort(np.asarray(indices, dtype=np.int64)).tobytes()).hexdigest()[:12]
+
+
+def split_path(root: str, dataset: str, size: int, split: int, pool=None) -> str:
+    """``<root>/labels/<dataset>/<size>_balanced_labels/<split>.txt`` (the seed's layout) for a split
+    of the whole training set (``pool`` None); a split of some of its images (``pool``: their
+    indices) lives in ``<size>_balanced_labels_pool-<pool_fingerprint>/`` instead."""
     name = dataset.replace("folder:", "folder-").replace(os.sep, "-")
-    return os.path.join(root, "labels", name, f"{size}_balanced_labels", f"{split:02d}.txt")
+    folder = f"{size}_balanced_labels" + ("" if pool is None else f"_pool-{pool_fingerprint(pool)}")
+    return os.path.join(root, "labels", name, folder, f"{split:02d}.txt")
 
 
 def make_split(targets, indices, size, split):
@@ -62,12 +71,19 @@ def write_split(path, indices, targets):
     write_text(path, "".join(f"{i} {targets[i]}\n" for i in indices))
 
 
-def read_split(path, num_train):
+def read_split(path: str, pool) -> np.ndarray:
+    """The indices of the split file ``path``, every one of them in ``pool`` (the images the run
+    may label), each once."""
     try:
         with open(path) as fh:
             indices = np.array([int(line.split()[0]) for line in fh if line.strip()], dtype=np.int64)
     except (OSError, ValueError, IndexError) as exc:
         raise UserError(f"split file {path} is unreadable ({exc}); delete it to have it made again") from None
-    if len(indices) == 0 or indices.min() < 0 or indices.max() >= num_train or len(np.unique(indices)) != len(indices):
-        raise UserError(f"split file {path} does not fit this dataset; delete it to have it made again")
+    if len(indices) == 0 or len(np.unique(indices)) != len(indices):
+        raise UserError(f"split file {path} is empty or repeats an index; delete it to have it made again")
+    outside = np.count_nonzero(~np.isin(indices, pool))
+    if outside:
+        raise UserError(f"split file {path}: {outside} of its {len(indices)} images are not in this run's pool of "
+                        f"{len(pool)} (drawn for another --max-train-samples, --seed or dataset?); delete it to "
+                        "have it made again")
     return indices

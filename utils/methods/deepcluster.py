@@ -4,14 +4,25 @@ Every epoch: embed the whole pool, PCA-whiten and L2-normalise the embeddings, c
 k-means into k = 5 C groups, use the cluster ids as labels, re-initialise the classifier head, and
 train one epoch of cross-entropy with the clusters sampled uniformly (every cluster contributes
 equally many images, Sec. 3.4 "avoiding trivial solutions").
+
+The trunk is saved with its provenance (the data and settings it was trained with), and loaded
+only where they match; the seed's released weights (its ``models/pretrained/*.pickle``) load too.
 """
+
+import collections
+import io
+import pickle
+import re
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
 from utils.core import distributed
+from utils.core.cli import UserError
 from utils.core.data import make_loader
+from utils.core.results import atomic_write, load_tensors
 from utils.core.train import predict
 
 CLUSTERS_PER_CLASS = 5
@@ -87,31 +98,144 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
     return model
 
 
-def save_trunk(model, path):
-    """Save every weight of ``model`` except its heads (``model.HEADS``), atomically."""
-    from utils.core.results import atomic_write
-
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(h + "." for h in model.HEADS))}
-    atomic_write(path, lambda fh: torch.save(state, fh))
-
-
-def load_trunk(model, path):
-    """Overwrite every weight but the heads with the pre-trained ones in ``path``."""
-    import os
-
-    from utils.core.cli import UserError
-    from utils.core.results import load_tensors
-
-    if not os.path.isfile(path):
-        raise UserError(f"no DeepCluster weights at {path}: run once with --learn-unsupervised-pretraining True "
-                        "(it trains and saves them there)")
-    state = load_tensors(path, "DeepCluster weights", "train them again with --learn-unsupervised-pretraining True")
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except Exception as exc:
-        raise UserError(f"cannot load DeepCluster weights {path} into this model ({exc}); "
-                        "train them again with --learn-unsupervised-pretraining True") from None
+def trunk_state(model: nn.Module) -> dict:
+    """Every weight of ``model`` except its heads (``model.HEADS``)."""
     heads = tuple(h + "." for h in model.HEADS)
-    if unexpected or any(not k.startswith(heads) for k in missing):
-        raise UserError(f"DeepCluster weights {path} do not fit this model (another --arch or dataset?)")
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
+
+
+def save_trunk(model: nn.Module, path: str, provenance: dict) -> None:
+    """Save the trunk of ``model`` with its ``provenance`` (what read_trunk checks), atomically."""
+    record = {"provenance": provenance, "trunk": trunk_state(model)}
+    atomic_write(path, lambda fh: torch.save(record, fh))
+
+
+def read_trunk(path: str, provenance: dict, model: nn.Module) -> dict:
+    """The trunk weights in ``path``, checked to fit ``model``: a file of save_trunk whose provenance
+    is ``provenance``, or the seed's released weights (seed_weights_name), which record none."""
+    state = _read_weights_file(path)
+    if any(_SEED_KEY.fullmatch(k) for k in state):
+        trunk = from_seed_layout(state)
+    else:
+        _check_provenance(path, state.get("provenance"), provenance)
+        trunk = state["trunk"] if _is_named(state.get("trunk")) else {}
+    _check_fits(path, trunk, model)
+    return trunk
+
+
+def load_trunk(model: nn.Module, trunk: dict) -> nn.Module:
+    """Overwrite every weight of ``model`` but its heads with ``trunk`` (of read_trunk)."""
+    model.load_state_dict(trunk, strict=False)
     return model
+
+
+# ----------------------------------------------------------------------------- the seed's weights files
+
+SEED_WEIGHTS = "pretrained_{}_cifar_cnn_lr0.02_batch_128_final.pickle"  # its models/pretrained/
+SEED_WEIGHTS_DATASET = {"cifar10": "cifar", "cifar100": "cifar", "svhn": "svhn", "mnist": "mnist"}
+_SEED_KEY = re.compile(r"(?:module\.)?(conv|bn)([1-3])([abc])\.(\w+)")  # conv1a.weight_g, bn3c.running_var, ...
+_SEED_HEAD = re.compile(r"(?:module\.)?fc[12]\.")
+_WEIGHT_NORM = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+_LEGACY_TORCH_HEAD = pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=2)  # how torch.save's old format starts
+_RETRAIN = "train them again with --learn-unsupervised-pretraining True"
+
+
+def seed_weights_name(dataset: str, arch: str) -> str | None:
+    """The name of the seed's released DeepCluster weights for ``dataset`` (``cifar_cnn`` only;
+    one CIFAR file for CIFAR-10 and CIFAR-100, as the seed), None when it released none."""
+    if arch != "cifar_cnn" or dataset not in SEED_WEIGHTS_DATASET:
+        return None
+    return SEED_WEIGHTS.format(SEED_WEIGHTS_DATASET[dataset])
+
+
+def from_seed_layout(state: dict) -> dict:
+    """The seed's ``cifar_cnn`` state dict in our names: DataParallel's ``module.`` dropped,
+    ``conv1a``, ``bn1a``, ``conv1b``, ... ``bn3c`` as ``block1.0``, ``block1.1``, ``block1.3``, ...
+    ``block3.7``, the old-style weight norm ``weight_g``/``weight_v`` as the parametrization's
+    ``original0``/``original1``; its heads fc1 and fc2 are left out, other keys kept as they are."""
+    trunk = {}
+    for key, value in state.items():
+        match = _SEED_KEY.fullmatch(key)
+        if match:
+            kind, block, layer, name = match.groups()
+            key = f"block{block}.{3 * 'abc'.index(layer) + (kind == 'bn')}.{_WEIGHT_NORM.get(name, name)}"
+        elif _SEED_HEAD.match(key):
+            continue
+        trunk[key] = value
+    return trunk
+
+
+class _TensorUnpickler(pickle.Unpickler):
+    """What ``pickle.dump`` made of a state dict (how the seed saved its weights), read without
+    running code: the only globals are those rebuilding tensors, whose storages ``torch.load``
+    reads with ``weights_only`` (on the CPU: the seed's were on the GPU)."""
+
+    def find_class(self, module, name):
+        allowed = {("collections", "OrderedDict"): collections.OrderedDict,
+                   ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+                   ("torch.storage", "_load_from_bytes"): _storage_from_bytes}
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"it names {module}.{name}, which does not rebuild a tensor")
+        return allowed[(module, name)]
+
+
+def _storage_from_bytes(data: bytes):
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def _read_weights_file(path: str) -> dict:
+    """A torch.save'd file (load_tensors), or a pickle.dump'd one as the seed writes them."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(_LEGACY_TORCH_HEAD))
+    except OSError as exc:
+        raise UserError(f"cannot read DeepCluster weights {path} ({exc.strerror or exc}); {_RETRAIN}") from None
+    if head.startswith(b"PK\x03\x04") or head == _LEGACY_TORCH_HEAD:  # torch.save's zip file, or its old format
+        state = load_tensors(path, "DeepCluster weights", _RETRAIN)
+    else:
+        state = _read_pickle(path)
+    if not _is_named(state):
+        raise UserError(f"DeepCluster weights {path} hold a {type(state).__name__}, not named weights; {_RETRAIN}")
+    return state
+
+
+def _is_named(obj) -> bool:
+    return isinstance(obj, dict) and all(isinstance(k, str) for k in obj)
+
+
+def _read_pickle(path: str):
+    try:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _TensorUnpickler(fh).load()
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"DeepCluster weights {path} is unreadable or corrupt ({reason}); {_RETRAIN}") from None
+
+
+def _check_provenance(path: str, recorded: dict | None, expected: dict) -> None:
+    if not isinstance(recorded, dict):
+        raise UserError(f"DeepCluster weights {path} do not record how they were trained (saved by an older "
+                        f"version): {_RETRAIN}")
+    differs = [f"{key} {recorded.get(key)!r} there, {value!r} here" for key, value in expected.items()
+               if recorded.get(key) != value]
+    if differs:
+        raise UserError(f"DeepCluster weights {path} were trained otherwise ({'; '.join(differs)}): train them for "
+                        "this run with --learn-unsupervised-pretraining True, or run with the settings they record")
+
+
+def _check_fits(path: str, trunk: dict, model: nn.Module) -> None:
+    """Every weight of ``trunk`` is one of ``model``'s, of the same shape, and every trunk weight of
+    ``model`` is there (BatchNorm's num_batches_tracked may be missing: older PyTorch had none)."""
+    own = trunk_state(model)
+    problems = [f"this model has no {k}" for k in trunk if k not in own]
+    problems += [f"{k} is {_shape(v)} there, {_shape(own[k])} here" for k, v in trunk.items()
+                 if k in own and _shape(v) != _shape(own[k])]
+    problems += [f"it lacks {k}" for k in own if k not in trunk and not k.endswith("num_batches_tracked")]
+    if problems:
+        raise UserError(f"DeepCluster weights {path} do not fit this model ({problems[0]}; another --arch or "
+                        "dataset?): train them for it with --learn-unsupervised-pretraining True")
+
+
+def _shape(value) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"

@@ -18,7 +18,8 @@ from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, path, positive, str2bool
 from utils.core.data import make_batch_loader
-from utils.core.splits import make_split, read_split, split_path, write_split
+from utils.core.openset import open_set
+from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
 from utils.core.train import fit, predict, seed_everything, softmax_probs
 from utils.methods import deepcluster
 from utils.methods.label_propagation import knn_graph, propagate, pseudo_labels
@@ -44,6 +45,8 @@ REFUSED = {
     "--weighted_unlabeled_batch": "--weighted_unlabeled_batch is not supported (it crashes in the seed with LP)",
     "--loss_type": "--loss_type accepts ce only (the seed's kl and mse are experimental)",
 }
+# the settings DeepCluster weights record and must match, besides the dataset, pool and arch (weights_provenance)
+PROVENANCE_KEYS = ("PRETRAIN_EPOCHS", "PRETRAIN_LR", "PRETRAIN_BATCH_SIZE", "SEED", "IMAGE_SIZE")
 
 
 def rethinking_lr(cfg, epoch: float) -> float:
@@ -106,29 +109,80 @@ class Rethinking(PoolProtocol):
         return native.resize_inputs(size) if native.image_size < size else native
 
     def side_task(self) -> bool:
-        """--make-splits: write --nr-splits class-balanced initial sets of --split-size labels."""
-        args = self.args
+        """--make-splits: write --nr-splits class-balanced initial sets of --split-size labels, drawn
+        from the pool a run with these settings would label (and where such a run reads them)."""
+        args, cfg = self.args, self.cfg
         if not args.make_splits:
             return False
-        data = self.load_data()
+        data, oracle = open_set(self.load_data(), cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
+        labelable = oracle.labelable(data.train_idx)
         for split in range(args.nr_splits):
-            path = split_path(args.data_root, data.name, args.split_size, split)
-            write_split(path, make_split(data.train_targets, data.train_idx, args.split_size, split),
-                        data.train_targets)
+            path = self.split_file(data, labelable, args.split_size, split)
+            write_split(path, make_split(data.train_targets, labelable, args.split_size, split), data.train_targets)
             print(path)
         return True
 
+    def split_file(self, data, labelable: np.ndarray, size: int, split: int) -> str:
+        """Where split ``split`` of ``size`` labels drawn from ``labelable`` lives: the seed's path
+        when that is the whole training set, else a folder named by the pool's fingerprint
+        (a --max-train-samples subset, the known classes of an open set)."""
+        cfg = self.cfg
+        name = data.name + (f"-known{cfg.KNOWN_CLASSES}" + ("-random" if cfg.KNOWN_CLASSES_RANDOM else "")
+                            if cfg.KNOWN_CLASSES else "")
+        pool = None if len(labelable) == len(data.train) else labelable
+        return split_path(self.args.data_root, name, size, split, pool)
+
     def fit_inputs(self) -> None:
+        """DeepCluster weights to load (+PRE alone, or kept on --resume) and the split files are read
+        and checked here, before anything is written."""
         cfg = self.cfg
         self.dropout = cfg.MC_DROPOUT if "mc_dropout" in self.strategy.needs else 0.0
-        self.pretrained = os.path.join(self.args.pretrained_dir,
-                                       f"deepcluster_{self.data.name.replace(os.sep, '-')}_{cfg.ARCH}.pt")
-        self.use_pretrained = cfg.ADD_UNSUPERVISED_PRETRAINING or cfg.LEARN_UNSUPERVISED_PRETRAINING
-        if cfg.ADD_UNSUPERVISED_PRETRAINING and not cfg.LEARN_UNSUPERVISED_PRETRAINING and \
-                not os.path.isfile(self.pretrained):
-            deepcluster.load_trunk(self.new_model(), self.pretrained)  # the one-line error naming the fix
+        add, learn = cfg.ADD_UNSUPERVISED_PRETRAINING, cfg.LEARN_UNSUPERVISED_PRETRAINING
+        self.use_pretrained = add or learn
+        self.pretrained, self.trunk = self.weights_path(), None
+        kept = learn and self.args.resume and os.path.isfile(self.pretrained)
+        if add and not learn or kept:
+            self.trunk = self.read_weights()
+        self.check_split_files()
         if cfg.PRETRAINED:  # a wrong model or an unreadable file stops here, before anything is written
             self.imagenet_init(self.new_model())
+
+    def check_split_files(self) -> None:
+        """Read the trials' split files that exist now, so that one of another pool stops the run
+        before anything is written."""
+        cfg, data = self.cfg, self.data
+        if data.own is not None:
+            return
+        labelable = data.train_idx[data.train_targets[data.train_idx] < data.num_classes]  # open sets: unknown = K
+        for trial in range(cfg.TRIALS):
+            path = self.split_file(data, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
+            if os.path.isfile(path):
+                read_split(path, labelable)
+
+    def weights_path(self) -> str:
+        """``--pretrained-dir``/deepcluster_<dataset>_<arch>.pt; to load without it there, the seed's
+        released file for the dataset (seed_weights_name) when --pretrained-dir holds it."""
+        cfg, folder = self.cfg, self.args.pretrained_dir
+        ours = os.path.join(folder, f"deepcluster_{self.data.name.replace(os.sep, '-')}_{cfg.ARCH}.pt")
+        seed = deepcluster.seed_weights_name(self.data.name, cfg.ARCH)
+        if cfg.LEARN_UNSUPERVISED_PRETRAINING or os.path.isfile(ours) or not seed:
+            return ours
+        return os.path.join(folder, seed) if os.path.isfile(os.path.join(folder, seed)) else ours
+
+    def weights_provenance(self) -> dict:
+        """What DeepCluster weights depend on: saved with them, checked when they are loaded."""
+        cfg, pool = self.cfg, self.data.train_idx
+        return {"dataset": self.data.name, "pool": pool_fingerprint(pool), "pool_size": len(pool), "arch": cfg.ARCH,
+                **{key: cfg[key] for key in PROVENANCE_KEYS}}
+
+    def read_weights(self) -> dict:
+        """The trunk of ``self.pretrained``, checked (deepcluster.read_trunk)."""
+        if not os.path.isfile(self.pretrained):
+            seed = deepcluster.seed_weights_name(self.data.name, self.cfg.ARCH)
+            raise UserError(f"no DeepCluster weights at {self.pretrained}: run once with "
+                            "--learn-unsupervised-pretraining True (it trains and saves them there)" +
+                            (f", or put the seed's {seed} in --pretrained-dir" if seed else ""))
+        return deepcluster.read_trunk(self.pretrained, self.weights_provenance(), self.new_model())
 
     def plan(self, pool_size: int) -> int:
         """AL_NB_CYCLES; the budget must fit in the pool (own images: queries stop when it is empty)."""
@@ -159,30 +213,32 @@ class Rethinking(PoolProtocol):
 
     def pretrain(self, run) -> None:
         """--learn-unsupervised-pretraining: DeepCluster on the whole pool, saved to --pretrained-dir
-        (kept on --resume)."""
+        with its provenance (kept on --resume)."""
         cfg, dist = self.cfg, self.dist
-        if not cfg.LEARN_UNSUPERVISED_PRETRAINING or (self.args.resume and os.path.isfile(self.pretrained)):
+        if self.trunk is not None:
+            run.log(f"+PRE: every cycle starts from the DeepCluster weights {self.pretrained}")
+            return
+        if not cfg.LEARN_UNSUPERVISED_PRETRAINING:
             return
         seed_everything(cfg.SEED)
         learner = self.new_model().to(dist.device)
         deepcluster.pretrain(learner, self.data, self.data.train_idx, self.data.num_classes, cfg.PRETRAIN_EPOCHS,
                              cfg.PRETRAIN_BATCH_SIZE, cfg.PRETRAIN_LR, dist, run, cfg.SEED, self.args.workers)
         if dist.is_main:
-            deepcluster.save_trunk(learner, self.pretrained)
+            deepcluster.save_trunk(learner, self.pretrained, self.weights_provenance())
         distributed.barrier(dist)
+        self.trunk = self.read_weights()
         run.log(f"DeepCluster weights saved to {self.pretrained}")
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
-        """L_0: the split file SPLIT + trial; a missing file is made (deterministically) and saved.
-        Open-set splits have their own files; own images: PATH/labeled/."""
-        cfg, args, data = self.cfg, self.args, self.data
+        """L_0: the split file SPLIT + trial of the pool (split_file); a missing file is made
+        (deterministically) and saved. Own images: PATH/labeled/."""
+        cfg, data = self.cfg, self.data
         if data.own is not None:
             return Trial(labelable)
-        name = data.name + (f"-known{cfg.KNOWN_CLASSES}" + ("-random" if cfg.KNOWN_CLASSES_RANDOM else "")
-                            if cfg.KNOWN_CLASSES else "")
-        path = split_path(args.data_root, name, cfg.AL_BUDGET, cfg.SPLIT + trial)
+        path = self.split_file(data, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
         if os.path.isfile(path):
-            return Trial(read_split(path, len(data.train)))
+            return Trial(read_split(path, labelable))
         indices = make_split(data.train_targets, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
         try:
             write_split(path, indices, data.train_targets)
@@ -193,8 +249,8 @@ class Rethinking(PoolProtocol):
     def models(self, state: Trial, cycle: int) -> list:
         """A fresh network (its trunk from DeepCluster with +PRE; --finetuning: last cycle's weights)."""
         model = self.imagenet_init(self.new_model())
-        if self.use_pretrained:
-            deepcluster.load_trunk(model, self.pretrained)
+        if self.trunk is not None:
+            deepcluster.load_trunk(model, self.trunk)
         if self.cfg.FINETUNING and state.previous is not None:
             model.load_state_dict(state.previous)
         return [model.to(self.dist.device)]
