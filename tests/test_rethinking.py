@@ -396,3 +396,17 @@ def test_tod_compares_with_the_previous_cycles_model_under_the_rethinking_protoc
         lowest = np.setdiff1d(train_idx, before)[:20]
         assert len(queried) == 20 and not np.array_equal(np.sort(queried), lowest), cycle
         before = labeled[cycle]
+
+
+def test_a_data_root_that_cannot_take_the_split_file_still_runs(tmp_path, monkeypatch):
+    """The split file is a cache (the same split is drawn again): a read-only --data-root is no error."""
+    import utils.protocols.rethinking as rethinking
+
+    def refuse(path, *args):
+        raise UserError(f"cannot write {path} (Read-only file system): choose another --out or fix its permissions")
+
+    monkeypatch.setattr(rethinking, "write_split", refuse)
+    out = tmp_path / "run"
+    main_al.main(["--dataset", "digits", "--al-method", "random", "--arch", "lenet", "--epochs", "1", "--al-budget",
+                  "20", "--al-nb-cycles", "1", "--quiet", "--data-root", str(tmp_path / "data"), "--out", str(out)])
+    assert [r["n_labeled"] for r in read_cycles(str(out))] == [20]

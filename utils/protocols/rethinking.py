@@ -242,8 +242,8 @@ class Rethinking(PoolProtocol):
         indices = make_split(data.train_targets, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
         try:
             write_split(path, indices, data.train_targets)
-        except OSError:
-            pass  # a read-only data root: the split is the same on every run anyway
+        except UserError:
+            pass  # a read-only data root (atomic_write's one line): the split is the same on every run anyway
         return Trial(indices)
 
     def models(self, state: Trial, cycle: int) -> list:
