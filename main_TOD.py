@@ -75,6 +75,8 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
 
     fit(labeled, cfg.EPOCH, train_step, run, desc, epoch_start=lambda _e: net.train(),
         epoch_end=lambda _e: scheduler.step(), optimizer=optimizer)
+    if ema is not None:  # the teacher's BatchNorm statistics (of each rank's batches) as rank 0's, which it saves
+        distributed.broadcast_buffers(ema, dist)
     return step
 
 

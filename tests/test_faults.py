@@ -241,3 +241,24 @@ def test_out_naming_a_file_is_one_line(tmp_path):
     path.write_text("x")
     with pytest.raises(UserError, match="is a file"):
         Run(str(path), {"settings": IDENTITY}, IDENTITY)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_a_two_process_run_stopped_after_a_cycle_resumes_to_the_uninterrupted_run(tmp_path):
+    """Under torchrun every rank scores its shard of the pool with its own copy of the models, and a
+    resumed run gives every rank rank 0's checkpoint: the copies must be rank 0's in the
+    uninterrupted run too, BatchNorm statistics included (TOD scores with the previous cycle's
+    model, so rank 1's own statistics reordered the resumed query). ``--cycles 1`` stops the run
+    after cycle 0's commit, as a kill there does."""
+    from conftest import run_script
+
+    common = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main_TOD.py", "--config", "digits",
+              "--epochs", "1", "--trials", "1", "--quiet"]
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    for argv in (["--cycles", "2", "--out", full], ["--cycles", "1", "--out", cut],
+                 ["--cycles", "2", "--out", cut, "--resume"]):
+        result = run_script(*common, *argv)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 process(es) on cpu" in result.stdout and "resuming" in result.stdout
+    assert outcome(cut) == outcome(full)

@@ -62,13 +62,45 @@ def barrier(dist):
 
 
 def wrap(model, dist, find_unused_parameters=False):
-    """DistributedDataParallel under a launcher, the model itself otherwise."""
+    """DistributedDataParallel under a launcher, the model itself otherwise.
+
+    Every rank's copy of ``model`` stays rank 0's, buffers included: DDP's own buffer sync comes
+    before each forward, so after a cycle's last training step each rank would keep the BatchNorm
+    statistics of its own last batch, and rank 1 would score its shard of the pool (and the test
+    set) with another model than the one rank 0 reports and checkpoints (a resumed run, whose
+    ranks all load rank 0's checkpoint, then queries differently). Here rank 0's buffers are
+    broadcast after each training-mode forward instead; rank 0's model is what it was."""
     if not dist.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [dist.device.index] if dist.device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
+    net = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=find_unused_parameters,
+                                  forward_sync_buffers=False)  # (buffers are still synced here, at init)
+    if any(True for _ in model.buffers()):
+        def sync_after_training_forward(_net, _inputs, _output):
+            if model.training:  # (the same on every rank, as every DDP forward)
+                broadcast_buffers(model, dist)
+
+        net.register_forward_hook(sync_after_training_forward)
+    return net
+
+
+@torch.no_grad()
+def broadcast_buffers(module, dist):
+    """Rank 0's buffers of ``module`` (BatchNorm statistics, ...), on every rank, in place."""
+    if dist is None or not dist.enabled:
+        return
+    groups = {}
+    for buffer in module.buffers():
+        groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+    for buffers in groups.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers]).to(dist.device)
+        torch_dist.broadcast(flat, src=0)
+        offset = 0
+        for b in buffers:  # through .data: a training forward's graph saved the buffers (BatchNorm's backward
+            b.data.copy_(flat[offset:offset + b.numel()].view_as(b))  # does not read running statistics)
+            offset += b.numel()
 
 
 def unwrap(model):
