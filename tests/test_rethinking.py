@@ -410,3 +410,15 @@ def test_a_data_root_that_cannot_take_the_split_file_still_runs(tmp_path, monkey
     main_al.main(["--dataset", "digits", "--al-method", "random", "--arch", "lenet", "--epochs", "1", "--al-budget",
                   "20", "--al-nb-cycles", "1", "--quiet", "--data-root", str(tmp_path / "data"), "--out", str(out)])
     assert [r["n_labeled"] for r in read_cycles(str(out))] == [20]
+
+
+@pytest.mark.parametrize("batches", [1, 3, 4])
+def test_every_rank_takes_as_many_steps_as_the_others(batches):
+    """An epoch of an odd number of batches under 2 processes: rank 1 would take one step fewer and
+    the ranks' gradient all-reduce would wait for ever; the list is padded with its first batches."""
+    from utils.core.data import BatchListSampler
+
+    lists = [[[2 * b, 2 * b + 1] for b in range(batches)]] * 2
+    ranks = [list(BatchListSampler(lambda _epoch, r=r: lists[r], rank=r, world=2)) for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == -(-batches // 2)
+    assert set(map(tuple, ranks[0] + ranks[1])) == set(map(tuple, lists[0]))  # every batch is taken

@@ -725,8 +725,9 @@ class IndexSampler(Sampler):
 
 class BatchListSampler(Sampler):
     """Yields the batches ``make_batches(epoch)`` returns (lists of dataset indices), every
-    ``world``-th one on each rank. ``make_batches`` must give every rank the same list (draw from
-    an RNG seeded by the epoch)."""
+    ``world``-th one on each rank, the list padded with its first batches to a multiple of
+    ``world`` (as DistributedSampler pads indices) so every rank takes the same number of steps.
+    ``make_batches`` must give every rank the same list (draw from an RNG seeded by the epoch)."""
 
     def __init__(self, make_batches, rank=0, world=1):
         self.make_batches, self.rank, self.world = make_batches, rank, world
@@ -735,11 +736,17 @@ class BatchListSampler(Sampler):
     def set_epoch(self, epoch):
         self.epoch = epoch
 
+    def _mine(self) -> list:
+        batches = self.make_batches(self.epoch)
+        if self.world > 1 and len(batches) % self.world:
+            batches = batches + batches[: self.world - len(batches) % self.world]
+        return batches[self.rank::self.world]
+
     def __iter__(self):
-        return iter(self.make_batches(self.epoch)[self.rank::self.world])
+        return iter(self._mine())
 
     def __len__(self):
-        return len(self.make_batches(self.epoch)[self.rank::self.world])
+        return len(self._mine())
 
 
 def _collate(batch):
