@@ -135,7 +135,7 @@ FLAG_CASES = [
     ("main_al.py --protocol rethinking", ["--out", "{file}/run"], "lies under the file"),
     ("contrast_main.py", ["--logdir", "{file}/run"], "lies under the file"),
     ("contrast_main.py", ["--logdir", "/dev/null"], "is a file, not a folder"),
-    ("AL_center.py", ["--save-dir", "{file}/runs"], "lies under the file"),
+    ("AL_center.py", ["--save-dir", "{file}/runs"], "--save-dir {file}/runs/"),
     ("AL_center_temperature.py", ["--out", "{file}"], "is a file, not a folder"),
     ("main_TOD.py", ["--set", "MODEL=imagenet_resnet18", "--set", "PRETRAINED={tmp}/evil.pth"],
      "holds Python objects other than tensors"),
@@ -152,7 +152,7 @@ def test_bad_flags_and_output_folders_are_one_line(script, extra, message, tmp_p
     extra = [e.format(file=a_file, tmp=tmp_path) for e in extra]
     out = [] if any(flag in extra for flag in (folder_flag, "--out")) else [folder_flag, str(tmp_path / "out")]
     code, _, err = run_main(script, [*argv, *VALID.get(script, []), "--epochs", "1", *extra, *out], capsys)
-    assert code == 2 and len(err.splitlines()) == 1 and message in err, (extra, err)
+    assert code == 2 and len(err.splitlines()) == 1 and message.format(file=a_file) in err, (extra, err)
     assert "Traceback" not in err and sorted(os.listdir(tmp_path)) == before
 
 
@@ -220,6 +220,7 @@ def finished_run(out):
     (lambda out: (out / "cycles.csv").write_text("name,age\nbob,3\n"), "no trial, cycle, n_labeled column"),
     (lambda out: (out / "cycles.csv").write_text("trial,cycle,n_labeled\n0,zero,2\n"), "is not a whole number"),
     (lambda out: (out / "cycles.csv").write_text("trial,cycle,n_labeled\n0,0\n"), "3 columns expected"),
+    (lambda out: (out / "cycles.csv").write_text("trial,cycle,n_labeled\n"), "lacks the row of finished trial 0"),
     (lambda out: (out / "state.json").write_text("[1, 2]"), "corrupt"),
     (lambda out: (out / "state.json").write_text('{"identity": "SEED", "finished": {}}'), "corrupt"),
     (lambda out: (out / "state.json").write_text('{"identity": {}, "finished": {"zero": 0}}'), "corrupt"),

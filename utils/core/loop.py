@@ -53,7 +53,7 @@ class Run:
     resolved settings, among it); ``identity`` what a resumed run must share with the saved one."""
 
     def __init__(self, out: str, config: dict, identity: dict, resume: bool = False, dist=None, quiet: bool = False,
-                 columns=CYCLE_COLUMNS, label: str = "", trials: int = 1, cycles: int = 1):
+                 columns=CYCLE_COLUMNS, label: str = "", trials: int = 1, cycles: int = 1, out_flag: str = "--out"):
         self.folder = ResultsFolder(out)
         self.label, self.trials, self.cycles = label, trials, cycles
         self.dist = dist
@@ -67,7 +67,7 @@ class Run:
         self.rows = []
         self._tb = None
         self._lock = None
-        check_folder(out)
+        check_folder(out, out_flag)
         barrier(dist)  # every rank has checked the folder before rank 0 takes it
         if self.is_main:
             self._lock = self.folder.lock()
@@ -90,6 +90,7 @@ class Run:
             # cycles.csv is written before state.json: drop rows of a cycle that never committed
             self.rows = [r for r in read_cycles(out) if r["cycle"] <= self.finished.get(r["trial"], -1)]
             self._roll_forward()
+            self._check_rows()
             done = ", ".join(f"trial {t}: cycle {c}" for t, c in sorted(self.finished.items())) or "nothing yet"
             self.log(f"resuming {out} (finished {done})")
         elif resume:
@@ -150,6 +151,16 @@ class Run:
             if self.is_main:
                 self.folder.write_rows(self.rows, self.columns)
                 self._write_state()
+
+    def _check_rows(self) -> None:
+        """cycles.csv holds a row for every finished cycle (a truncated or edited file is refused)."""
+        have = {(r["trial"], r["cycle"]) for r in self.rows}
+        missing = [(t, c) for t, last in sorted(self.finished.items()) for c in range(last + 1) if (t, c) not in have]
+        if missing:
+            trial, cycle = missing[0]
+            raise UserError(f"{self.folder.cycles_path} lacks the row of finished trial {trial} cycle {cycle}"
+                            f"{f' (and {len(missing) - 1} more)' if len(missing) > 1 else ''}; it changed after the "
+                            "run wrote it: restore it or start a new --out")
 
     def first_cycle(self, trial: int) -> int:
         return self.finished.get(trial, -1) + 1
@@ -253,12 +264,13 @@ def _jsonable(value):
 
 
 def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cycles: int,
-              columns=CYCLE_COLUMNS, derived: dict | None = None, out: str | None = None) -> Run:
+              columns=CYCLE_COLUMNS, derived: dict | None = None, out: str | None = None,
+              out_flag: str = "--out") -> Run:
     """The results folder of an entry script (``--out``, or a fresh one under results/). config.json
     records the script, the resolved settings (and which --epochs scaled), ``derived`` values
     (what the settings and the data determine, e.g. budgets in images) and how the run was
     started; logs the run's first line and the scaled settings. The folder: ``--out``, else
-    ``out`` (a script's own default), else a fresh one under results/."""
+    ``out`` (a script's own default, made from its flag ``out_flag``), else a fresh one under results/."""
     out = args.out or out or default_out(*name_parts, dist=dist)
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
@@ -269,7 +281,8 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
                       "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
                       "workers": args.workers, "dataset": data.name, "image_shape": image_shape(data),
                       "model_input_size": data.image_size}}
-    run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles)
+    run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,
+              "--out" if args.out else out_flag)
     run.log(f"{label}: {len(data.train_idx)} train / {len(data.test_idx)} test images, {dist.world_size} "
             f"process(es) on {dist.device}; results in {out}")
     for note in cfg.notes():

@@ -217,7 +217,7 @@ class Experiment:
                    "num_known": self.pool.num_known}
         return start_run(self.args, cfg, data, self.dist, (), label, cfg.MAX_QUERY,
                          columns=CYCLE_COLUMNS + OPENSET_COLUMNS, derived=derived,
-                         out=os.path.join(self.args.save_dir, run_name(cfg, data.name)))
+                         out=os.path.join(self.args.save_dir, run_name(cfg, data.name)), out_flag="--save-dir")
 
     # ------------------------------------------------------------------ the cycle's steps
     @property
