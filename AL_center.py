@@ -36,7 +36,7 @@ def main(argv=None):
             acc = exp.test(f)
             with exp.run.timer(times, "query_seconds"):
                 queried = exp.query(f, sets)
-            sets = exp.commit(trial, cycle, sets, queried, acc, times)
+            sets = exp.commit(trial, cycle, sets, queried, acc, times, {"": f})
     exp.close()
 
 

@@ -48,7 +48,7 @@ def main(argv=None):
             exp.run.log(f"  detector A: {exp.test(A):.2f}% of the known test images classified correctly")
             with exp.run.timer(times, "query_seconds"):
                 queried = exp.query(A, sets, extras={"unknown_class": K})
-            sets = exp.commit(trial, cycle, sets, queried, acc, times)
+            sets = exp.commit(trial, cycle, sets, queried, acc, times, {"A": A, "B": B})
     exp.close()
 
 

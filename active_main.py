@@ -65,7 +65,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam CLASSIFIER_LR, batches of
     CLASSIFIER_BATCH (none smaller than 2), CLASSIFIER_EPOCHS epochs in train mode (with
     CLASSIFIER_FROZEN_BN, as the seed, only the first: the others in eval mode); returns its
-    final-epoch test accuracy (%)."""
+    final-epoch test accuracy (%) and the classifier."""
     seed_everything(seed)
     model = build_model("imagenet_resnet18", data.num_classes, data.in_channels, consistency_head=False)
     model = model.to(dist.device)
@@ -84,7 +84,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
 
     fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
         epoch_start=lambda epoch: net.train(epoch == 0 or not cfg.CLASSIFIER_FROZEN_BN))
-    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers)
+    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers), model
 
 
 def sha256(path):
@@ -129,8 +129,13 @@ def main(argv=None):
         for cycle in run.cycles_left(trial):
             times = {}
             with run.timer(times, "train_seconds"):
-                accs = [train_classifier(classifier_data, labeled_idx, 1000 * base_seed + s, cfg, args, dist, run,
-                                         f"trial{trial}/cycle{cycle}/seed{s}") for s in range(cfg.CLASSIFIER_SEEDS)]
+                accs = []
+                for s in range(cfg.CLASSIFIER_SEEDS):
+                    acc, classifier = train_classifier(classifier_data, labeled_idx, 1000 * base_seed + s, cfg, args,
+                                                       dist, run, f"trial{trial}/cycle{cycle}/seed{s}")
+                    accs.append(acc)
+                    if cfg.SAVE_MODEL:
+                        run.save_model(trial, cycle, classifier, f"seed{s}")
             acc = float(np.mean(accs))
             run.log(f"cycle {cycle}: test accuracy over {len(accs)} init seed(s): {acc:.2f} +- "
                     f"{np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.2f} ({', '.join(f'{a:.2f}' for a in accs)})")

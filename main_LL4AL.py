@@ -99,6 +99,9 @@ def main(argv=None):
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
                                    args.workers, extras={"loss_module": module})
                 queried = strategy.select(ctx)
+            if cfg.SAVE_MODEL:
+                run.save_model(trial, cycle, model)
+                run.save_model(trial, cycle, module, "loss_module")
             labeled_idx = run.commit(trial, cycle, labeled_idx, queried, acc, times,
                                      {"model": model.state_dict(), "loss_module": module.state_dict()})
     run.close()

@@ -121,6 +121,8 @@ def main(argv=None):
                                    args.workers, extras={"previous_model": previous} if previous is not None else {})
                 lowest = cfg.SAMPLING == "TOD" and cycle == 0 and cfg.TOD_CYCLE0 == "lowest"
                 queried = strategy.select(ctx, lowest=lowest)
+            if cfg.SAVE_MODEL:
+                run.save_model(trial, cycle, model)
             checkpoint = {"model": model.state_dict(), "step": step}
             if ema is not None:
                 checkpoint["ema"] = ema.state_dict()

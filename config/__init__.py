@@ -17,15 +17,17 @@ import importlib
 
 from utils.core.config import Key, Tree
 
-DATASETS_HELP = "cifar10, cifar100, svhn, mnist, caltech101, tinyimagenet, digits or folder:PATH"
+DATASETS_HELP = ("cifar10, cifar100, svhn, mnist, fashionmnist, caltech101, tinyimagenet, gtsrb, digits or "
+                 "folder:PATH")
 
 
 def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
     """The keys every script has: the data, the seed and the number of trials."""
     return {
         "DATASET": Key(dataset, f"the dataset: {DATASETS_HELP}", flags=("--dataset",)),
-        "IMAGE_SIZE": Key(None, "side the images of folder:, caltech101 and tinyimagenet are decoded to (None: "
-                          "folder: 32, caltech101 224 cropped from 256, tinyimagenet 64)", type="int", minimum=8),
+        "IMAGE_SIZE": Key(None, "side the images of folder:, caltech101, tinyimagenet and gtsrb are decoded to (None: "
+                          "folder: 32, caltech101 224 cropped from 256, tinyimagenet 64, gtsrb 32)", type="int",
+                          minimum=8),
         "MAX_TRAIN_SAMPLES": Key(None, "use a seeded class-balanced subset of this many training images",
                                  type="int", minimum=1, flags=("--max-train-samples",)),
         "MAX_TEST_SAMPLES": Key(None, "use a seeded class-balanced subset of this many test images",
@@ -36,6 +38,11 @@ def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
         "TRIALS": Key(trials, "repetitions of the whole run", minimum=1, maximum=1000, flags=("--trials",),
                       resumable=True),
     }
+
+
+def save_models_key(what: str) -> Key:
+    """SAVE_MODEL: ``what`` of every cycle saved under <out>/models/ (the flag --save-models)."""
+    return Key(False, f"save {what} under <out>/models/", switch=True, resumable=True, flags=("--save-models",))
 
 
 # script (and protocol) -> (config module, its tree function)

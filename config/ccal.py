@@ -10,7 +10,7 @@ The warm-up is not scaled by ``--epochs`` (the seed's runs use 10 warm-up epochs
 2,000 epochs). ``--set KEY=VALUE`` changes any key; ``--list-settings`` lists them.
 """
 
-from config import common_keys
+from config import common_keys, save_models_key
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
 
@@ -133,6 +133,7 @@ def active_tree() -> Tree:
         "CLASSIFIER_FROZEN_BN": Key(False, "train the classifier's epochs after the first in eval mode (BatchNorm "
                                     "frozen at epoch-1 statistics), as the seed did by accident: its per-epoch "
                                     "test never switched back to train mode; the published accuracies"),
+        "SAVE_MODEL": save_models_key("every cycle's classifiers (trial<T>_cycle<C>_seed<S>.pt)"),
         "CLASSIFIER_SEEDS": Key(5, "classifiers per cycle (init seeds); the reported accuracy is their mean",
                                 minimum=1),
     })

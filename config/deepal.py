@@ -17,12 +17,16 @@ MODELS = {  # MODEL -> (models registry name, options)
 PROFILES = {  # the toolkit's args_pool: training batch, normalisation, augmentation (crop padding, flip)
     "mnist": dict(BATCH_SIZE=128, MEAN=[0.1307], STD=[0.3081], CROP_PADDING=0, FLIP=True,
                   SCHEDULE=[20, 40]),  # the toolkit forces these milestones on MNIST
+    "fashionmnist": dict(BATCH_SIZE=256, MEAN=[0.1307], STD=[0.3081], CROP_PADDING=0,
+                         FLIP=True),  # MNIST's statistics, as the toolkit; no forced milestones (MNIST only)
     "svhn": dict(BATCH_SIZE=128, MEAN=[0.4377, 0.4438, 0.4728], STD=[0.1980, 0.2010, 0.1970], CROP_PADDING=4,
                  FLIP=True),
     "cifar10": dict(BATCH_SIZE=256, MEAN=[0.4914, 0.4822, 0.4465], STD=[0.2470, 0.2435, 0.2616], CROP_PADDING=4,
                     FLIP=True),
     "cifar100": dict(BATCH_SIZE=2048, MEAN=[0.5071, 0.4867, 0.4408], STD=[0.2675, 0.2565, 0.2761],
                      CROP_PADDING=4, FLIP=True),
+    "gtsrb": dict(BATCH_SIZE=256, MEAN=[0.3337, 0.3064, 0.3171], STD=[0.2672, 0.2564, 0.2629], CROP_PADDING=4,
+                  FLIP=True),  # on images resized to 32x32; flipping traffic signs is the toolkit's choice
     "tinyimagenet": dict(BATCH_SIZE=1024, MEAN=[0.485, 0.456, 0.406], STD=[0.229, 0.224, 0.225], CROP_PADDING=4,
                          FLIP=True),
 }

@@ -10,7 +10,7 @@ hard-codes (B.2-B.4). ``--set KEY=VALUE`` changes any key; ``--list-settings`` l
 
 import dataclasses
 
-from config import common_keys
+from config import common_keys, save_models_key
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
 
@@ -79,6 +79,7 @@ def _keys(dataset: str, strategy: str, strategies_help: str) -> dict:
 def center_tree() -> Tree:
     """AL_center.py: the baselines (one K-way classifier, trained and used for querying)."""
     keys = _keys("cifar10", "AV_based", "random, uncertainty, AV_based, AV_uncertainty, Max_AV, KMeans, BALD")
+    keys["SAVE_MODEL"] = save_models_key("every cycle's classifier (trial<T>_cycle<C>.pt)")
     return Tree(CENTER_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH")
 
 
@@ -91,6 +92,8 @@ def temperature_tree() -> Tree:
                        flags=("--known-T",)),
         "UNKNOWN_T": Key(2.0, "detector A: cross-entropy temperature of the queried unknowns (the README "
                          "uses 0.5)", above=0, flags=("--unknown-T",)),
+        "SAVE_MODEL": save_models_key("every cycle's detector A and classifier B (trial<T>_cycle<C>_A.pt, "
+                                      "..._B.pt)"),
         "MODELB_T": Key(1.0, "names the run folder only: model B uses no temperature, as the seed", above=0,
                         flags=("--modelB-T",)),
     })

@@ -6,7 +6,7 @@ import importlib
 import pkgutil
 
 import config
-from config import common_keys
+from config import common_keys, save_models_key
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
 
@@ -60,6 +60,7 @@ def main_tod_tree() -> Tree:
     keys = _keys(("TOD", "RANDOM"), ("TOD", "NONE"),
                  "TOD: cross-entropy + WEIGHT x the COD loss with an EMA teacher; NONE: cross-entropy only")
     keys["WEIGHT"] = Key(0.02, "weight of the COD loss (--auxiliary TOD)", minimum=0)
+    keys["SAVE_MODEL"] = save_models_key("every cycle's model (trial<T>_cycle<C>.pt)")
     keys["TOD_CYCLE0"] = Key("lowest", "cycle 0 compares with the untrained previous model: the authors' code "
                              "queries the lowest discrepancies there; 'highest' follows the paper",
                              choices=("lowest", "highest"), flags=("--tod-cycle0",))
@@ -72,6 +73,8 @@ def main_ll4al_tree() -> Tree:
                  "trains on detached features")
     keys["MARGIN"] = Key(1.0, "margin of the pairwise loss-prediction (ranking) loss", minimum=0)
     keys["LL_WEIGHT"] = Key(1.0, "weight of the loss-prediction loss (lambda; 1.0 in TOD's code)", minimum=0)
+    keys["SAVE_MODEL"] = save_models_key("every cycle's model and loss module (trial<T>_cycle<C>.pt, "
+                                         "..._loss_module.pt)")
     keys["EPOCHL"] = Key(120, "epoch after which the loss module's gradient stops reaching the backbone",
                          minimum=0, per_epochs="EPOCH")
     return Tree("main_LL4AL.py", keys, profile=_profile, check=_check, epochs_key="EPOCH")

@@ -74,6 +74,63 @@ def make_mnist(root, n_train=30, n_test=10):
     return root
 
 
+def make_fashionmnist(root, n_train=30, n_test=10):
+    """torchvision's raw FashionMNIST layout (``FashionMNIST/raw/``): the idx files of MNIST; image i
+    of a split is filled with the value 10 * i + 1 (mod 256) and has label i % 10."""
+    folder = os.path.join(root, "FashionMNIST", "raw")
+    os.makedirs(folder, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = np.repeat(((10 * np.arange(n) + 1) % 256).astype(np.uint8), 28 * 28)
+        with open(os.path.join(folder, f"{prefix}-images-idx3-ubyte"), "wb") as fh:
+            fh.write(np.array([2051, n, 28, 28], dtype=">i4").tobytes() + images.tobytes())
+        with open(os.path.join(folder, f"{prefix}-labels-idx1-ubyte"), "wb") as fh:
+            fh.write(np.array([2049, n], dtype=">i4").tobytes() + (np.arange(n) % 10).astype(np.uint8).tobytes())
+    return root
+
+
+def make_gtsrb(root, classes=43, per_class=2, n_test=1):
+    """The toolkit's GTSRB layout, ``gtsrb/{train,test}/<class, 00000..>/``: PPM images of varying
+    sizes (as GTSRB's), ``per_class`` training and ``n_test`` test images per class; every pixel of
+    class c is (c, 2c, 3c) mod 256."""
+    from PIL import Image
+
+    for part, n in (("train", per_class), ("test", n_test)):
+        for c in range(classes):
+            folder = os.path.join(root, "gtsrb", part, f"{c:05d}")
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                side = 20 + (3 * c + i) % 30  # 20..49 pixels
+                colour = tuple(k * c % 256 for k in (1, 2, 3))
+                Image.new("RGB", (side, side + i), colour).save(os.path.join(folder, f"{c:05d}_{i:05d}.ppm"))
+    return root
+
+
+def make_torchvision_gtsrb(root, classes=3, per_class=2, n_test=4):
+    """What torchvision's GTSRB download leaves under ``root/gtsrb``: ``GTSRB/Training/<class>/*.ppm``
+    (with each class's GT csv), ``GTSRB/Final_Test/Images/*.ppm`` and ``GT-final_test.csv``
+    (test image i is of class i % classes); pixels of class c are (c, 2c, 3c) as make_gtsrb's."""
+    from PIL import Image
+
+    base = os.path.join(root, "gtsrb")
+    for c in range(classes):
+        folder = os.path.join(base, "GTSRB", "Training", f"{c:05d}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(per_class):
+            Image.new("RGB", (30, 30), (c, 2 * c, 3 * c)).save(os.path.join(folder, f"00000_{i:05d}.ppm"))
+        with open(os.path.join(folder, f"GT-{c:05d}.csv"), "w") as fh:
+            fh.write("Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId\n")
+    test = os.path.join(base, "GTSRB", "Final_Test", "Images")
+    os.makedirs(test, exist_ok=True)
+    rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    for i in range(n_test):
+        c = i % classes
+        Image.new("RGB", (25, 25), (c, 2 * c, 3 * c)).save(os.path.join(test, f"{i:05d}.ppm"))
+        rows.append(f"{i:05d}.ppm;25;25;1;1;24;24;{c}")
+    with open(os.path.join(base, "GT-final_test.csv"), "w") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return root
+
+
 def write_images(folder, n, size, seed=0, ext="png"):
     from PIL import Image
 

@@ -9,7 +9,19 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import make_caltech, make_cifar, make_mnist, make_svhn, make_tinyimagenet, run_script, write_images
+from conftest import (
+    make_caltech,
+    make_cifar,
+    make_fashionmnist,
+    make_gtsrb,
+    make_mnist,
+    make_svhn,
+    make_tinyimagenet,
+    make_torchvision_gtsrb,
+    run_main,
+    run_script,
+    write_images,
+)
 
 from utils.core import data as data_module
 from utils.core.cli import UserError
@@ -522,3 +534,126 @@ def test_folder_dataset_skips_hidden_entries_and_names_a_file_that_is_no_image(t
         build_data(f"folder:{tmp_path}")
     assert str(err.value).startswith(f"cannot read image {tmp_path / 'test' / 'dog' / 'notes.png'}: ")
     assert str(err.value).endswith("; fix or remove the file") and "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- fashionmnist and gtsrb (the toolkit's)
+
+
+FAKE_LAYOUTS.update({
+    "fashionmnist": lambda root: make_fashionmnist(root, n_train=20, n_test=10),
+    "gtsrb": lambda root: make_gtsrb(root, classes=43, per_class=2, n_test=1),
+})
+
+
+def test_fashionmnist_reads_torchvision_raw_files_with_its_own_statistics(fake_root):
+    data = build_data("fashionmnist", root=make_fashionmnist(fake_root, 30, 10))
+    assert (data.num_classes, data.in_channels, data.image_size) == (10, 1, 28)
+    assert data.train.images.shape == (30, 1, 28, 28) and data.train.images.dtype == torch.uint8
+    assert data.train.targets.tolist() == [i % 10 for i in range(30)] and data.test.targets.tolist() == list(range(10))
+    assert data.train.images[:, 0, 5, 7].tolist() == [(10 * i + 1) % 256 for i in range(30)]  # image i, in order
+    out = data.eval_transform(data.test.images[[3]])
+    assert torch.allclose(out, torch.full((1, 1, 28, 28), (31 / 255 - 0.2860) / 0.3530))
+    assert data.train_transform.flip and data.train_transform.crop_padding == 0  # the toolkit's augmentation
+    assert not data.eval_transform.flip and data.eval_transform.crop_padding == 0
+
+
+def test_gtsrb_reads_the_toolkits_class_folders_resized_to_32(fake_root):
+    data = build_data("gtsrb", root=make_gtsrb(fake_root, classes=43, per_class=3, n_test=1))
+    assert (data.num_classes, data.in_channels, data.image_size) == (43, 3, 32) and data.decoded
+    assert (len(data.train), len(data.test)) == (129, 43)
+    assert np.bincount(data.train_targets).tolist() == [3] * 43 and data.test.targets.tolist() == list(range(43))
+    for split in (data.train, data.test):
+        images, labels, _ = split.__getitems__(list(range(len(split))))
+        assert images.shape == (len(split), 3, 32, 32)  # every file (20..49 pixels, not square) resized
+        colours = torch.stack([labels, 2 * labels, 3 * labels], 1) % 256  # class c is painted (c, 2c, 3c)
+        assert torch.equal(images[:, :, 16, 16].long(), colours)
+    mean, std = data.eval_transform.mean.flatten().tolist(), data.eval_transform.std.flatten().tolist()
+    assert mean == pytest.approx([0.3337, 0.3064, 0.3171]) and std == pytest.approx([0.2672, 0.2564, 0.2629])
+    assert data.train_transform.crop_padding == 4 and data.train_transform.flip  # the toolkit's, HFlip included
+    small = build_data("gtsrb", root=fake_root, image_size=16)
+    assert small.image_size == 16 and small.train_transform.crop_padding == 2
+    assert small.train.__getitems__([0])[0].shape == (1, 3, 16, 16)
+
+
+def test_gtsrb_test_classes_are_those_of_train(fake_root):
+    make_gtsrb(fake_root, classes=3, per_class=1, n_test=1)
+    shutil.rmtree(os.path.join(fake_root, "gtsrb", "test", "00000"))  # test holds classes 1 and 2 only
+    data = build_data("gtsrb", root=fake_root)
+    assert data.num_classes == 3 and data.test.targets.tolist() == [1, 2]
+    write_images(os.path.join(fake_root, "gtsrb", "test", "00007"), 1, (30, 30), ext="ppm")
+    with pytest.raises(UserError, match="00007 is not a class of"):
+        build_data("gtsrb", root=fake_root)
+
+
+@pytest.mark.parametrize("name,make,remove,expected", [
+    ("fashionmnist", None, None, "FashionMNIST/raw/train-images-idx3-ubyte"),
+    ("fashionmnist", make_fashionmnist, "FashionMNIST/raw/t10k-labels-idx1-ubyte",
+     "FashionMNIST/raw/t10k-labels-idx1-ubyte"),
+    ("gtsrb", None, None, "gtsrb/train/<class>/"),
+    ("gtsrb", make_gtsrb, "gtsrb/test", "gtsrb/test/<class>/"),
+])
+def test_a_missing_fashionmnist_or_gtsrb_is_one_line_naming_download(name, make, remove, expected, fake_root):
+    os.makedirs(fake_root, exist_ok=True)
+    if make:
+        make(fake_root)
+        path = os.path.join(fake_root, remove)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    with pytest.raises(UserError) as err:
+        build_data(name, root=fake_root)
+    assert str(err.value) == (f"{name} not found: expected {os.path.join(fake_root, expected)}; pass --download to "
+                              "fetch it (needs a network), or --data-root DIR to point at it")
+
+
+def test_a_missing_gtsrb_stops_main_al_with_one_line(tmp_path, capsys):
+    code, _, err = run_main("main_al.py --protocol deepal", ["--protocol", "deepal", "--dataset", "gtsrb", "--strategy",
+                                                              "RandomSampling", "--data-root", str(tmp_path / "none"),
+                                                              "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "gtsrb not found" in err and "--download" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_gtsrb_download_lays_out_torchvisions_files_as_the_toolkit(fake_root):
+    """--download: torchvision's GTSRB (here already under gtsrb/GTSRB/, so nothing is fetched) is
+    linked into gtsrb/{train,test}/<class>/, the test classes from GT-final_test.csv."""
+    make_torchvision_gtsrb(fake_root, classes=3, per_class=2, n_test=4)
+    with pytest.raises(UserError, match="--download"):
+        build_data("gtsrb", root=fake_root)
+    data = build_data("gtsrb", root=fake_root, download=True)
+    base = os.path.join(fake_root, "gtsrb")
+    assert sorted(os.listdir(base)) == ["GT-final_test.csv", "GTSRB", "test", "train"]  # no partial folder left
+    assert sorted(os.listdir(os.path.join(base, "test"))) == ["00000", "00001", "00002"]
+    assert data.num_classes == 3 and np.bincount(data.train_targets).tolist() == [2, 2, 2]
+    assert sorted(data.test.targets.tolist()) == [0, 0, 1, 2]
+    linked = os.path.join(base, "test", "00001", "00001.ppm")
+    assert os.path.samefile(linked, os.path.join(base, "GTSRB", "Final_Test", "Images", "00001.ppm"))
+    images, labels, _ = data.test.__getitems__([0, 1, 2, 3])
+    assert torch.equal(images[:, 1, 0, 0].long(), 2 * labels)  # class c is painted (c, 2c, 3c)
+    again = build_data("gtsrb", root=fake_root)  # read as laid out, without --download
+    assert again.test.paths == data.test.paths
+
+
+def test_the_toolkit_profiles_of_fashionmnist_and_gtsrb():
+    from config import tree
+    from utils.core.config import resolve
+
+    deepal = tree("main_al.py --protocol deepal")
+    fashion = resolve(deepal, {"--dataset": "fashionmnist"}, [])
+    assert (fashion["BATCH_SIZE"], fashion["MEAN"], fashion["STD"]) == (256, [0.1307], [0.3081])  # MNIST's stats
+    assert (fashion["CROP_PADDING"], fashion["FLIP"], fashion["SCHEDULE"]) == (0, True, [80, 120])  # MNIST only: 20, 40
+    gtsrb = resolve(deepal, {"--dataset": "gtsrb"}, [])
+    assert (gtsrb["BATCH_SIZE"], gtsrb["CROP_PADDING"], gtsrb["FLIP"]) == (256, 4, True)
+    assert gtsrb["MEAN"] == [0.3337, 0.3064, 0.3171] and gtsrb["STD"] == [0.2672, 0.2564, 0.2629]
+
+
+def test_the_toolkit_runs_on_fashionmnist_files(tmp_path):
+    import main_al
+    from utils.core.results import read_config, read_cycles
+
+    root, out = make_fashionmnist(str(tmp_path / "data"), 100, 20), str(tmp_path / "run")
+    main_al.main(["--protocol", "deepal", "--dataset", "fashionmnist", "--model", "LeNet", "--data-root", root,
+                  "--strategy", "RandomSampling", "--nStart", "10", "--nQuery", "10", "--nEnd", "30", "--n_epoch", "1",
+                  "--quiet", "--out", out])
+    assert [r["n_labeled"] for r in read_cycles(out)] == [10, 20, 30]
+    settings = read_config(out)["settings"]
+    assert (settings["BATCH_SIZE"], settings["MEAN"], settings["STD"], settings["FLIP"]) == (256, [0.1307], [0.3081],
+                                                                                             True)

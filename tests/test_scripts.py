@@ -206,3 +206,29 @@ def test_missing_imagenet_weights_stop_before_anything_is_written(tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and "weights not found" in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+LFOSA_TINY = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
+              "--max-epoch", "1", "--max-query", "2", "--quiet", "--set", "WIDTH=8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module,argv,names", [
+    ("main_TOD", [*DIGITS, "--set", "WIDTH=8"], ["trial0_cycle0.pt", "trial0_cycle1.pt"]),
+    ("main_LL4AL", [*DIGITS, "--set", "WIDTH=8"], ["trial0_cycle0.pt", "trial0_cycle0_loss_module.pt",
+                                                    "trial0_cycle1.pt", "trial0_cycle1_loss_module.pt"]),
+    ("AL_center", LFOSA_TINY, ["trial0_cycle0.pt", "trial0_cycle1.pt"]),
+    ("AL_center_temperature", LFOSA_TINY, ["trial0_cycle0_A.pt", "trial0_cycle0_B.pt", "trial0_cycle1_A.pt",
+                                           "trial0_cycle1_B.pt"]),
+])
+def test_save_models_keeps_every_cycles_weights(tmp_path, module, argv, names):
+    import importlib
+
+    import torch
+
+    out = tmp_path / "run"
+    importlib.import_module(module).main([*argv, "--save-models", "--out", str(out)])
+    assert sorted(os.listdir(out / "models")) == names
+    for name in names:
+        state = torch.load(out / "models" / name, weights_only=True)
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values())

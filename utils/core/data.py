@@ -5,9 +5,10 @@ Normalisation and augmentation run afterwards on whole batches on the training d
 (:class:`BatchTransform`), so the same indices can be read through two views: ``train_view``
 (augmenting) for training and ``eval_view`` (plain) for testing and pool scoring.
 
-Names: cifar10, cifar100, svhn, mnist (torchvision formats under the data root), caltech101
-(``101_ObjectCategories``), tinyimagenet (``tiny-imagenet-200``), digits (scikit-learn, built
-in) and ``folder:PATH`` (``PATH/train/<class>/*`` and ``PATH/test/<class>/*``).
+Names: cifar10, cifar100, svhn, mnist, fashionmnist (torchvision formats under the data root),
+caltech101 (``101_ObjectCategories``), tinyimagenet (``tiny-imagenet-200``), gtsrb
+(``gtsrb/{train,test}/<class>/``), digits (scikit-learn, built in) and ``folder:PATH``
+(``PATH/train/<class>/*`` and ``PATH/test/<class>/*``).
 
 Adding a dataset is one loader ``fn(root, download, image_size) -> RawSplits`` registered with
 ``@register_dataset(name)`` in this module (``image_files=True`` when it is decoded from image
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # Fashion-MNIST's training set (the toolkit reuses MNIST's)
+GTSRB_MEAN, GTSRB_STD = (0.3337, 0.3064, 0.3171), (0.2672, 0.2564, 0.2629)  # the toolkit's
 SPLIT_SEED = 0  # fixed seed of the digits and Caltech-101 train/test splits
 CACHE_BYTES = 8 * 2**30  # decoded image files are kept in memory up to this size
 
@@ -457,8 +460,10 @@ def _read_svhn(path: str) -> TensorImages:
     return TensorImages(images, mat["y"].reshape(-1).astype(np.int64) % 10)  # label 10 is the digit 0
 
 
-def _read_mnist(root: str, train: bool) -> TensorImages:
-    split = _torchvision_datasets().MNIST(root, train=train)
+def _read_mnist(root: str, train: bool, dataset: str = "MNIST") -> TensorImages:
+    """torchvision's reader ``dataset`` (MNIST, FashionMNIST: the same idx files under
+    ``<root>/<dataset>/raw``) of one split, as a uint8 ``[N, 1, 28, 28]`` tensor."""
+    split = getattr(_torchvision_datasets(), dataset)(root, train=train)
     return TensorImages(split.data[:, None].contiguous(), split.targets)
 
 
@@ -500,9 +505,22 @@ def _load_svhn(root: str, download: bool, image_size: int | None) -> RawSplits:
 @register_dataset("mnist")
 def _load_mnist(root: str, download: bool, image_size: int | None) -> RawSplits:
     """MNIST in torchvision's raw layout (``MNIST/raw/*-idx3-ubyte``): 28x28 grey, 10 classes."""
-    _require("mnist", root, ["MNIST/raw/train-images-idx3-ubyte", "MNIST/raw/t10k-images-idx3-ubyte"], download,
-             lambda: _torchvision_datasets().MNIST(root, download=True))
+    files = [f"MNIST/raw/{prefix}-{kind}-idx{dims}-ubyte" for prefix in ("train", "t10k")
+             for kind, dims in (("images", 3), ("labels", 1))]
+    _require("mnist", root, files, download, lambda: _torchvision_datasets().MNIST(root, download=True))
     return RawSplits(_read_mnist(root, True), _read_mnist(root, False), 1, 28, (0.1307,), (0.3081,), 2, False)
+
+
+@register_dataset("fashionmnist")
+def _load_fashionmnist(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """Fashion-MNIST in torchvision's raw layout (``FashionMNIST/raw/*-ubyte``): 28x28 grey, 10
+    classes; normalised with its own training-set statistics (the toolkit's MNIST values are its
+    profile, config/deepal.py), flipped as the toolkit, no crop."""
+    files = [f"FashionMNIST/raw/{prefix}-{kind}-idx{dims}-ubyte" for prefix in ("train", "t10k")
+             for kind, dims in (("images", 3), ("labels", 1))]
+    _require("fashionmnist", root, files, download, lambda: _torchvision_datasets().FashionMNIST(root, download=True))
+    return RawSplits(_read_mnist(root, True, "FashionMNIST"), _read_mnist(root, False, "FashionMNIST"), 1, 28,
+                     FASHION_MEAN, FASHION_STD, 0, True)
 
 
 @register_dataset("digits")
@@ -590,6 +608,50 @@ def _load_tinyimagenet(root: str, download: bool, image_size: int | None) -> Raw
     resize = None if size == 64 else size  # the files are 64x64
     return RawSplits(FileImages(train_paths, train_labels, resize), FileImages(test_paths, test_labels, resize), 3,
                      size, (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821), max(1, size // 8), True)
+
+
+def _gtsrb_from_torchvision(root: str, part: str) -> None:
+    """Download GTSRB split ``part`` with torchvision (into ``<root>/gtsrb/GTSRB/``; skipped when
+    there) and lay it out as the toolkit reads it, ``<root>/gtsrb/<part>/<class, 00000..00042>/``:
+    hard links to torchvision's files (copies across file systems), made in a hidden folder that is
+    renamed into place once complete."""
+    import shutil
+
+    samples = _torchvision_datasets().GTSRB(root, split=part, download=True)._samples  # (path, class)
+    partial = os.path.join(root, "gtsrb", f".{part}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted conversion
+    for path, label in samples:
+        target = os.path.join(partial, f"{int(label):05d}", os.path.basename(path))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+    os.replace(partial, os.path.join(root, "gtsrb", part))
+
+
+@register_dataset("gtsrb", image_files=True)
+def _load_gtsrb(root: str, download: bool, image_size: int | None) -> RawSplits:
+    """GTSRB as the toolkit reads it (torchvision's ImageFolder): ``gtsrb/{train,test}/<class>/``
+    (43 classes, folders sorted by name; torchvision's listing, see class_folders); the images,
+    of varying sizes, resized to ``image_size`` x ``image_size`` (default 32, the toolkit's Resize)
+    when decoded; random crop after size/8 pixels of padding and flips (the toolkit's choice,
+    although a flipped traffic sign can mean another sign). ``download``: torchvision's GTSRB,
+    laid out so by :func:`_gtsrb_from_torchvision`."""
+    from utils.core.annotation import class_folders
+
+    folder = os.path.join(root, "gtsrb")
+    for part in ("train", "test"):
+        if download and not os.path.isdir(os.path.join(folder, part)):
+            _gtsrb_from_torchvision(root, part)
+        if not os.path.isdir(os.path.join(folder, part)):
+            raise _missing("gtsrb", os.path.join(folder, part, "<class>", ""))
+    classes, train_paths, train_labels = class_folders(folder, "train")
+    _, test_paths, test_labels = class_folders(folder, "test", classes, reference="train")
+    size = image_size or 32
+    return RawSplits(FileImages([os.path.join(folder, p) for p in train_paths], train_labels, resize=size),
+                     FileImages([os.path.join(folder, p) for p in test_paths], test_labels, resize=size), 3, size,
+                     GTSRB_MEAN, GTSRB_STD, max(1, size // 8), True)
 
 
 def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_out: str | None) -> RawSplits:

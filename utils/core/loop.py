@@ -201,10 +201,10 @@ class Run:
                 self.scalar(f"trial{trial}/{key}", times[key], cycle)
         return labeled_idx
 
-    def save_model(self, trial: int, cycle: int, model: torch.nn.Module) -> None:
-        """The cycle's trained weights, ``<out>/models/trial<T>_cycle<C>.pt``."""
+    def save_model(self, trial: int, cycle: int, model: torch.nn.Module, name: str = "") -> None:
+        """The cycle's trained weights, ``<out>/models/trial<T>_cycle<C>[_<name>].pt``."""
         if self.is_main:
-            path = os.path.join(self.folder.path, "models", f"trial{trial}_cycle{cycle}.pt")
+            path = os.path.join(self.folder.path, "models", f"trial{trial}_cycle{cycle}{'_' + name if name else ''}.pt")
             atomic_write(path, lambda fh: torch.save(model.state_dict(), fh))
 
     def _write_state(self):

@@ -301,9 +301,13 @@ class Experiment:
         return self.strategy.select(ctx)
 
     def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: float,
-               times: dict) -> LabelSets:
+               times: dict, models: dict) -> LabelSets:
         """The oracle splits the query: knowns join L, unknowns join I; both leave U. Records the
-        cycle (test accuracy, query precision and recall) and returns the new sets."""
+        cycle (test accuracy, query precision and recall; with SAVE_MODEL the cycle's ``models``,
+        name -> network) and returns the new sets."""
+        if self.cfg.SAVE_MODEL:
+            for name, model in models.items():
+                self.run.save_model(trial, cycle, model, name)
         known, unknown, metrics = split_query(self.pool, self.targets, queried, len(sets.labeled))
         invalid = np.concatenate([sets.invalid, unknown])
         labeled = self.run.commit(trial, cycle, sets.labeled, known, test_acc, times,
