@@ -264,8 +264,9 @@ def test_seed_contrast_command_under_the_old_launcher_writes_one_encoder(tmp_pat
 @pytest.mark.slow
 def test_active_main_queries_trains_and_records_each_cycle(encoders, tmp_path, capsys):
     out = tmp_path / "run"
-    active_main.main(active_args(encoders, out, "--print_score"))
+    active_main.main(active_args(encoders, out, "--print_score", "--save-models"))
     assert "pseudo-labelled per known class" in capsys.readouterr().out
+    assert sorted(os.listdir(out / "models")) == [f"trial0_cycle{c}_seed{s}.pt" for c in range(3) for s in range(2)]
     rows = read_cycles(str(out))
     assert [(r["cycle"], r["n_labeled"]) for r in rows][0] == (0, 6)
     assert [r["n_queried"] for r in rows] == [8, 8, 0] and math.isnan(rows[2]["precision"])
