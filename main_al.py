@@ -76,6 +76,8 @@ def parse_args(argv=None):
 
     def run_args(parser):
         protocol.add_run_args(parser)
+        parser.epilog = (f"strategies of --protocol {protocol.NAME} ({protocol.STRATEGY_FLAG}; A,B,C or all sweeps "
+                         f"them): {', '.join(protocol.supported_strategies())}")
         group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
         group.add_argument("--jobs", type=positive, default=1,
                            help="strategies run at once, as separate processes (default 1)")

@@ -262,3 +262,41 @@ def test_image_size_is_refused_for_datasets_stored_at_their_own_size(tmp_path, c
     code, _, err = run_main("main_TOD.py", ["--config", "digits", "--set", "IMAGE_SIZE=16", "--out",
                                             str(tmp_path / "run")], capsys)
     assert code == 2 and "IMAGE_SIZE applies to image files" in err and not os.path.exists(tmp_path / "run")
+
+
+def _parser_of(script, monkeypatch, capsys):
+    """The argparse parser ``script`` builds (caught at its parse_args on --help)."""
+    import argparse
+
+    module, argv, _ = ENTRY[script]
+    caught = []
+    real = argparse.ArgumentParser.parse_args
+
+    def catch(self, args=None, namespace=None):
+        if args and "--help" in args:
+            caught.append(self)
+            raise SystemExit(0)
+        return real(self, args, namespace)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(SystemExit):
+        importlib.import_module(module).main([*argv[:2], "--help"] if module == "main_al" else ["--help"])
+    capsys.readouterr()
+    return caught[0]
+
+
+@pytest.mark.parametrize("script", sorted(ENTRY))
+def test_help_gives_every_flag_a_text_with_its_default(script, monkeypatch, capsys):
+    import argparse
+
+    parser = _parser_of(script, monkeypatch, capsys)
+    silent = []
+    for action in parser._actions:
+        if action.help == argparse.SUPPRESS or not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        switch = isinstance(action, (argparse._StoreTrueAction, argparse._StoreConstAction))
+        if not action.help or not (switch or "default" in action.help.lower()):
+            silent.append(action.option_strings[0])
+    assert silent == [], f"{script}: flags without help or default: {silent}"
+    if script.startswith("main_al.py"):
+        assert "RandomSampling" in parser.epilog and "KCenterGreedy" in parser.epilog

@@ -40,7 +40,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="data-loader worker processes (default: 0 when the images fit in memory, else up to 4)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="change a setting, e.g. --set START=100 (repeatable; see --list-settings)")
+                       help="change a setting, e.g. --set START=100 (repeatable; see --list-settings; default: none)")
     group.add_argument("--list-settings", action="store_true",
                        help="print every setting with its value and comment, and exit")
     # torch.distributed.launch passes --local_rank (old) or --local-rank (torch >= 2.0).

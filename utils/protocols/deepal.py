@@ -52,8 +52,9 @@ class DeepAL(PoolProtocol):
     def add_run_args(parser) -> None:
         """The toolkit's flags that are not settings."""
         parser.add_argument("--data_path", dest="data_root", default=argparse.SUPPRESS,
-                            help="the toolkit's name for --data-root")
-        parser.add_argument("--save_path", dest="out", default=argparse.SUPPRESS, help="the toolkit's name for --out")
+                            help="the toolkit's name for --data-root (default: --data-root's)")
+        parser.add_argument("--save_path", dest="out", default=argparse.SUPPRESS,
+                            help="the toolkit's name for --out (default: --out's)")
         add_inert_flags(parser, {"--nEmb": "the toolkit defines it and never reads it",
                                  "--save_file": "the rounds' results go to <out>/cycles.csv (with a header)",
                                  "--proxy_model": "the toolkit's selection-via-proxy strategy is not exported there "

@@ -125,11 +125,16 @@ class PoolProtocol:
                             epoch_l=cfg.LL_DETACH_EPOCH, in_channels=self.data.in_channels,
                             image_size=self.data.image_size, device=self.dist.device, vae_width=cfg.VAE_WIDTH)
 
+    @classmethod
+    def supported_strategies(cls) -> list:
+        """The registry names of every strategy this protocol can run."""
+        return [s for s in list_strategies() if not get_strategy(s).missing(cls.PROVIDES)]
+
     def sweep_strategies(self, names: list) -> list:
         """The registry names of a sweep's strategies (``all``: every strategy this protocol can
         run), each checked as a single run would check it."""
         if [n.lower() for n in names] == ["all"]:
-            return [s for s in list_strategies() if not get_strategy(s).missing(self.PROVIDES)]
+            return self.supported_strategies()
         return [get_strategy(self.registry_name(n), self.PROVIDES, f"the {self.NAME} protocol").name for n in names]
 
     def registry_name(self, name: str) -> str:
