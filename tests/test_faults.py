@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+import active_main
+import AL_center
 import AL_center_temperature
 import contrast_main
 import main_al
+import main_LL4AL
 import main_TOD
 from utils.core.cli import UserError
 from utils.core.loop import Run
@@ -52,7 +55,8 @@ def outcome(out):
     """What a run decided: every labeled set and every cycles.csv row without its timings."""
     folder = os.path.join(out, "labeled")
     labeled = {name: np.load(os.path.join(folder, name)).tolist() for name in sorted(os.listdir(folder))}
-    rows = [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in read_cycles(out)]
+    rows = [{k: "nan" if v != v else v for k, v in r.items() if not k.endswith("seconds")}  # NaN != NaN
+            for r in read_cycles(out)]
     return labeled, rows
 
 
@@ -87,6 +91,11 @@ def test_a_stop_at_every_write_of_main_al_resumes_to_the_uninterrupted_run(tmp_p
     (AL_center_temperature.main, ["--dataset", "digits", "--known-class", "5", "--init-percent", "8",
                                   "--query-batch", "20", "--max-epoch", "1", "--max-query", "2", "--quiet",
                                   "--set", "WIDTH=8", "--known-T", "0.5", "--unknown-T", "0.5"], "trial0.pt"),
+    (main_LL4AL.main, ["--config", "digits", "--epochs", "1", "--cycles", "2", "--trials", "1", "--quiet", "--set",
+                       "WIDTH=8"], "trial0.pt"),
+    (AL_center.main, ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
+                      "--max-epoch", "1", "--max-query", "2", "--quiet", "--set", "WIDTH=8"], "trial0.pt"),
+    (main_al.main, [*DEEPAL[:-3], "--cycles", "2", "--quiet"], "cycles.csv"),
 ])
 def test_a_stop_after_the_checkpoint_resumes_in_every_loop(tmp_path, kill_after, run, argv, target):
     """The stop that made runs unresumable: after cycle 1's checkpoint (or its cycles.csv row),
@@ -103,6 +112,27 @@ def test_a_stop_after_the_checkpoint_resumes_in_every_loop(tmp_path, kill_after,
     kill_after(None)
     run([*argv, "--out", out, "--resume"])
     assert outcome(out) == expected
+
+
+@pytest.mark.slow
+def test_active_main_stopped_after_a_cycles_checkpoint_resumes(tmp_path, kill_after):
+    tiny = ["--dataset", "digits", "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8",
+            "--quiet"]
+    for mode, shift in (("senmatic", "none"), ("feature", "rotation")):
+        contrast_main.main([*tiny, "--mode", mode, "--shift_trans_type", shift, "--batch_size", "32", "--epoch", "1",
+                            "--warmup", "0", "--logdir", str(tmp_path / mode)])
+    argv = [*tiny, "--target", "4", "--ood_samples", "2", "--split", "2", "--epochs", "1", "--set",
+            "CLASSIFIER_SEEDS=1", "--load_feature_path", str(tmp_path / "feature" / "last.model"),
+            "--load_senmatic_path", str(tmp_path / "senmatic" / "last.model")]
+    counter = kill_after(None)
+    active_main.main([*argv, "--out", str(tmp_path / "full")])
+    expected = outcome(str(tmp_path / "full"))
+    kill_after([i for i, name in enumerate(counter.names, start=1) if name == "trial0.pt"][1])
+    with pytest.raises(Killed):
+        active_main.main([*argv, "--out", str(tmp_path / "cut")])
+    kill_after(None)
+    active_main.main([*argv, "--out", str(tmp_path / "cut"), "--resume"])
+    assert outcome(str(tmp_path / "cut")) == expected
 
 
 @pytest.mark.slow
