@@ -153,6 +153,9 @@ def _check(cfg) -> None:
     known = cfg.KNOWN_CLASSES
     if known is not None and len(set(known)) != len(known):
         raise UserError(f"--known-classes needs distinct class numbers, got {cfg.KNOWN_CLASSES}")
+    if known is not None and len(known) < 2:
+        raise UserError(f"--known-classes needs at least two classes (a one-class classifier learns nothing), got "
+                        f"{cfg.KNOWN_CLASSES}")
     if cfg.script == CONTRAST:
         _check_contrast(cfg)
     elif cfg.CYCLES is not None and cfg.CYCLES > cfg.SPLIT + 1:

@@ -118,6 +118,8 @@ FLAG_CASES = [
     ("main_al.py --protocol deepal", ["--strategy", "RandomSampling,EntropySampling", "--shard", "3/2"],
      "--shard 3/2"),
     ("AL_center.py", ["--gpu", "first"], "--gpu: expected a device index"),
+    ("active_main.py", ["--known-classes", "0"], "--known-classes needs at least two classes"),
+    ("contrast_main.py", ["--known-classes", "3"], "--known-classes needs at least two classes"),
     ("AL_center_temperature.py", ["--gpu", "-1"], "--gpu: expected a device index"),
     ("main_TOD.py", ["--data-root", ""], "--data-root: expected a path"),
     ("main_TOD.py", ["--out", ""], "--out: expected a path"),
