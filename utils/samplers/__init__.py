@@ -4,13 +4,27 @@ Importing this package registers every strategy; ``list_strategies()`` names the
 """
 
 import utils.samplers.ccal  # noqa: F401 (CCAL's joint query: the selector CCAL)
-from utils.samplers import adversarial, batchbald, coreset, diversity, graph, learned, uncertainty  # noqa: F401
+from utils.samplers import (  # noqa: F401 (importing a module registers its strategies)
+    adversarial,
+    bandit,
+    batchbald,
+    coreset,
+    diversity,
+    dpp,
+    graph,
+    learned,
+    mcadl,
+    uncertainty,
+)
 from utils.samplers.adversarial import bim_norms, deepfool_norms
+from utils.samplers.bandit import exp4p_probs, exp4p_update, iw_accuracy
 from utils.samplers.basic import tod_scores
 from utils.samplers.batchbald import batchbald_select
 from utils.samplers.coreset import robust_kcenter
 from utils.samplers.diversity import badge_select, cluster_margin_select, kcenter_greedy, kmeans_select
+from utils.samplers.dpp import kdpp_select
 from utils.samplers.learned import train_gcn, waal_scores
+from utils.samplers.mcadl import mcadl_scores, pixel_neighbour_terms, top_mass_uncertainty
 from utils.samplers.openset import av_scores, known_posteriors, max_activations  # noqa: F401 (LfOSA)
 from utils.samplers.registry import (
     QueryContext,
@@ -24,6 +38,8 @@ from utils.samplers.registry import (
 from utils.samplers.uncertainty import bald_scores, entropy_scores, least_confidence_scores, margin_scores
 
 __all__ = ["QueryContext", "Strategy", "badge_select", "bald_scores", "batchbald_select", "bim_norms",
-           "cluster_margin_select", "deepfool_norms", "entropy_scores", "get_strategy", "kcenter_greedy",
-           "kmeans_select", "least_confidence_scores", "list_strategies", "margin_scores", "register_scorer",
-           "register_selector", "robust_kcenter", "tod_scores", "top_k", "train_gcn", "waal_scores"]
+           "cluster_margin_select", "deepfool_norms", "entropy_scores", "exp4p_probs", "exp4p_update",
+           "get_strategy", "iw_accuracy", "kcenter_greedy", "kdpp_select", "kmeans_select",
+           "least_confidence_scores", "list_strategies", "margin_scores", "mcadl_scores", "pixel_neighbour_terms",
+           "register_scorer", "register_selector", "robust_kcenter", "tod_scores", "top_k", "top_mass_uncertainty",
+           "train_gcn", "waal_scores"]
