@@ -54,7 +54,7 @@ def test_scripts_leave_complete_results_on_digits(tmp_path, script, sampling, au
 
 @pytest.mark.slow
 def test_resume_after_a_kill_or_with_more_cycles_reproduces_the_run(tmp_path):
-    common = ["main_TOD.py", "--config", "digits", "--epochs", "2", "--quiet"]
+    common = ["main_TOD.py", "--config", "digits", "--epochs", "2", "--quiet", "--set", "WIDTH=8"]
     full, grown, killed = (str(tmp_path / name) for name in ("full", "grown", "killed"))
     ok(run_script(*common, "--cycles", "3", "--trials", "2", "--out", full))
     ok(run_script(*common, "--cycles", "2", "--trials", "1", "--out", grown))
