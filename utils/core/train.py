@@ -38,27 +38,44 @@ def set_rng_state(state):
 
 
 @torch.no_grad()
-def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None, pass_indices=False):
+def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None, pass_indices=False, desc=None):
     """``fn(model_output, targets)`` for every sample of ``indices`` of the training set (the
     test set when ``indices`` is ``'test'``), in the order of ``indices``, on the CPU.
 
     Runs in eval mode on the plain view; ``forward(x)`` replaces ``model(x)`` when given
     (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
+
+    Progress goes through the running Run (``utils.core.loop.active_run()``): a bar on a terminal, else
+    ``[<desc>] scoring n/N images ...`` lines when it takes longer than PROGRESS_PERIOD; ``desc`` defaults
+    to ``test`` for the test set, ``query`` otherwise.
     """
+    from utils.core.loop import active_run  # (here: utils.core.loop imports this module)
+
     dataset = data.train
     if isinstance(indices, str) and indices == "test":
         dataset, indices = data.test, data.test_idx
+        desc = desc or "test"
     if len(indices) == 0:
         raise ValueError("predict() needs at least one index")
     loader = make_loader(dataset, distributed.shard(indices, dist), batch_size, workers=workers)
     was_training = model.training
     model.eval()
     outputs = []
-    for images, targets, batch_indices in loader:
-        images = data.eval_transform(images.to(dist.device, non_blocking=True))
-        out = (forward(images, batch_indices) if pass_indices else forward(images)) if forward else model(images)
-        outputs.append(fn(out, targets.to(dist.device)).cpu())
+    run, scored = active_run(), 0
+    report = run.counter(desc or "query", "scoring", len(indices), "images") if run is not None else None
+    try:
+        for images, targets, batch_indices in loader:
+            images = data.eval_transform(images.to(dist.device, non_blocking=True))
+            out = (forward(images, batch_indices) if pass_indices else forward(images)) if forward else model(images)
+            outputs.append(fn(out, targets.to(dist.device)).cpu())
+            if report is not None:  # (rank 0 reports: its shard's count times the ranks, equal shards)
+                count = min(len(images) * dist.world_size, len(indices) - scored)
+                scored += count
+                report.update(count)
+    finally:
+        if report is not None:
+            report.close()
     model.train(was_training)
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
@@ -72,19 +89,22 @@ def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callab
     batch / batches, the fractional epoch of per-iteration schedules); ``step`` returns the batch
     loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes,
     schedules); the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to
-    the progress bar and tensorboard."""
-    bar = run.progress(range(epochs), desc)
+    the progress bar and tensorboard; within an epoch the bar (or the progress lines) follows the batches."""
+    bar = run.progress(range(epochs), desc, what="train epoch")
     for epoch in bar:
         loader.batch_sampler.set_epoch(epoch)
         if epoch_start is not None:
             epoch_start(epoch)
-        total, batches, steps = 0.0, 0, max(1, len(loader)) if with_position else 1
+        length = len(loader)
+        total, batches, steps = 0.0, 0, max(1, length) if with_position else 1
         for images, targets, indices in loader:
             if with_position:
                 total += step(images, targets, indices, epoch + batches / steps)
             else:
                 total += step(images, targets, indices) if with_indices else step(images, targets)
             batches += 1
+            run.log_batch(bar, epoch, batches, length, total / batches,
+                          optimizer.param_groups[0]["lr"] if optimizer is not None else None)
         lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
         if epoch_end is not None:
             epoch_end(epoch)

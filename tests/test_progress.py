@@ -1,0 +1,167 @@
+"""Progress of long stages: off a terminal, plain lines at most every PROGRESS_PERIOD seconds for training
+(per epoch and per batch) and pool scoring (predict); nothing with --quiet or on a short stage. A fake clock
+(utils.core.loop.clock) stands in for time, so nothing sleeps."""
+
+import re
+import sys
+import time
+
+import pytest
+import torch
+from conftest import TinyNet, tiny_data
+
+from utils.core import loop
+from utils.core.data import make_loader
+from utils.core.distributed import Dist
+from utils.core.loop import Run
+from utils.core.train import evaluate, fit, mc_dropout_probs, predict, softmax_probs
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+IDENTITY = {"script": "x.py", "SEED": 0}
+NUMBER = r"\d+(?:\.\d+)?(?:e-\d+)?"
+DURATION = r"(?:\d+h\d\dm|\d+m\d\ds|\d+s)"
+TRAIN_LINE = re.compile(rf"^\[trial0/cycle2\] train epoch (\d)/2(?: batch (\d)/4)? \((\d+)%\) loss ({NUMBER}) "
+                        rf"lr ({NUMBER}) elapsed ({DURATION}) eta ({DURATION})$")
+SCORE_LINE = re.compile(rf"^\[(query|test)\] scoring ([\d,]+)/60 images \((\d+)%\) elapsed ({DURATION}) "
+                        rf"eta ({DURATION})$")
+
+
+def fake_clock(monkeypatch, step):
+    """The progress clock advances ``step`` seconds at every reading."""
+    now = [1000.0]
+
+    def clock():
+        now[0] += step
+        return now[0]
+
+    monkeypatch.setattr(loop, "clock", clock)
+
+
+@pytest.fixture
+def not_a_tty(monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+
+
+def tiny_fit(run, epochs=2):
+    data = tiny_data()
+    model = TinyNet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = make_loader(data.train, data.train_idx, 16, shuffle=True)  # 60 images: 4 batches
+
+    def step(images, targets):
+        loss = torch.nn.functional.cross_entropy(model(data.train_transform(images.float())).logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    fit(loader, epochs, step, run, "trial0/cycle2", optimizer=optimizer)
+    return model, data
+
+
+def lines(out, pattern):
+    return [m for m in map(pattern.match, out.splitlines()) if m]
+
+
+def test_a_long_fit_prints_periodic_lines_per_batch_and_epoch(tmp_path, monkeypatch, capsys, not_a_tty):
+    fake_clock(monkeypatch, 31.0)
+    run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
+    try:
+        tiny_fit(run)
+    finally:
+        run.close()
+    out = capsys.readouterr().out
+    train = lines(out, TRAIN_LINE)
+    assert len(train) == 2 * (4 + 1), out  # every batch and every epoch's end: 31 s apart each
+    batch_lines = [m for m in train if m.group(2)]
+    assert [(m.group(1), m.group(2)) for m in batch_lines] == [(str(e), str(b)) for e in (1, 2) for b in (1, 2, 3, 4)]
+    assert [int(m.group(3)) for m in batch_lines] == [12, 25, 38, 50, 62, 75, 88, 100]
+    assert all(0 < float(m.group(4)) < 10 and float(m.group(5)) == 0.1 for m in train)
+    assert train[0].group(6) == "31s" and train[0].group(7) == "3m37s"  # 1/8 done after 31 s: 7 x 31 s to go
+    assert train[-1].group(0).startswith("[trial0/cycle2] train epoch 2/2 (100%)") and train[-1].group(7) == "0s"
+    assert train[-1].group(6) == "5m10s"  # the 10th reading after the start
+
+
+def test_quiet_prints_neither_lines_nor_bars(tmp_path, monkeypatch, capsys):
+    fake_clock(monkeypatch, 31.0)
+    for tty in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda tty=tty: tty)
+        run = Run(str(tmp_path / f"run{tty}"), {"settings": IDENTITY}, IDENTITY, quiet=True)
+        try:
+            model, data = tiny_fit(run)
+            predict(model, data, data.train_idx, softmax_probs, 8, Dist())
+            evaluate(model, data, 8, Dist())
+        finally:
+            run.close()
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_a_long_predict_prints_scoring_lines(tmp_path, monkeypatch, capsys, not_a_tty):
+    data, model = tiny_data(), TinyNet().eval()
+    plain = predict(model, data, data.train_idx, softmax_probs, 8, Dist())  # no Run: silent
+    fake_clock(monkeypatch, 31.0)
+    run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
+    try:
+        reported = predict(model, data, data.train_idx, softmax_probs, 8, Dist())
+        mc_dropout_probs(model, data, data.train_idx, 3, 16, Dist(), consistent=False)
+        evaluate(model, data, 30, Dist())
+    finally:
+        run.close()
+    assert torch.equal(plain, reported)
+    out = capsys.readouterr().out
+    scoring = lines(out, SCORE_LINE)
+    assert len(scoring) == 8 + 4 + 2, out  # 60 images in batches of 8, 16 (MC dropout) and 30 (test)
+    first = scoring[0]
+    assert first.group(0) == "[query] scoring 8/60 images (13%) elapsed 31s eta 3m22s"
+    assert [m.group(2) for m in scoring[8:12]] == ["16", "32", "48", "60"]
+    assert [m.group(0).split(" (")[0] for m in scoring[12:]] == ["[test] scoring 30/60 images",
+                                                                 "[test] scoring 60/60 images"]
+    assert scoring[-1].group(3) == "100" and scoring[-1].group(5) == "0s"
+    predict(model, data, data.train_idx, softmax_probs, 8, Dist())  # a closed Run reports no more
+    assert capsys.readouterr().out == ""
+
+
+def test_a_short_stage_prints_no_line(tmp_path, monkeypatch, capsys, not_a_tty):
+    fake_clock(monkeypatch, 0.0)
+    run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
+    try:
+        model, data = tiny_fit(run)
+        predict(model, data, data.train_idx, softmax_probs, 8, Dist())
+        monkeypatch.setattr(loop, "PROGRESS_PERIOD", 10_000.0)  # a real clock, a period no test reaches
+        monkeypatch.setattr(loop, "clock", time.monotonic)
+        tiny_fit(run)
+    finally:
+        run.close()
+    assert capsys.readouterr().out == ""
+
+
+def test_the_period_is_a_setting(tmp_path, monkeypatch, capsys, not_a_tty):
+    fake_clock(monkeypatch, 31.0)
+    monkeypatch.setattr(loop, "PROGRESS_PERIOD", 62.0)  # every other reading
+    run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
+    try:
+        tiny_fit(run)
+    finally:
+        run.close()
+    assert [m.group(2) for m in lines(capsys.readouterr().out, TRAIN_LINE)] == ["2", "4", "1", "3", None]
+
+
+def test_on_a_terminal_the_epoch_bar_follows_the_batches(tmp_path, monkeypatch, capsys):
+    fake_clock(monkeypatch, 31.0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
+    try:
+        tiny_fit(run, epochs=1)
+    finally:
+        run.close()
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no plain lines on a terminal
+    assert "batch=2/4" in captured.err and "batch=4/4" in captured.err
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (41, "41s"), (192, "3m12s"), (870, "14m30s"),
+                                           (3725, "1h02m")])
+def test_durations(seconds, text):
+    assert loop._duration(seconds) == text
