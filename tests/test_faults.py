@@ -101,6 +101,7 @@ def test_a_stop_after_the_checkpoint_resumes_in_every_loop(tmp_path, kill_after,
     """The stop that made runs unresumable: after cycle 1's checkpoint (or its cycles.csv row),
     before its state.json."""
     full, out = str(tmp_path / "full"), str(tmp_path / "cut")
+    argv = [*argv, "--data-root", str(tmp_path / "data")]  # (Rethinking writes its split files there)
     counter = kill_after(None)
     run([*argv, "--out", full])
     expected = outcome(full)

@@ -134,5 +134,5 @@ def test_tod_takes_the_lowest_discrepancies_at_cycle_0_in_both_protocols(tmp_pat
     budget = ["--nStart", "10", "--nQuery", "5", "--nEnd", "20", "--n_epoch", "1"]
     common = [] if protocol[1] == "rethinking" else budget
     main_al.main([*protocol, "--dataset", "digits", *common, "--cycles", "2", "--quiet", *switch,
-                  "--out", str(tmp_path / "run")])
+                  "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
     assert seen == expected
