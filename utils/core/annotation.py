@@ -352,7 +352,8 @@ class AnnotatorOracle(Oracle):
         from utils.core.train import predict, softmax_probs
 
         if probs is None:  # (``probs``: the pool's softmax outputs, when the query computed them)
-            probs = predict(model, self.data, pool_idx, softmax_probs, batch_size, self.dist, workers)
+            probs = predict(model, self.data, pool_idx, softmax_probs, batch_size, self.dist, workers,
+                            desc="predictions")
         score, predicted = probs.max(1)
         names = [self.images.classes[int(p)] for p in predicted]
         for i in queried.tolist():

@@ -76,7 +76,8 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
     rng = np.random.default_rng(seed)
     indices = np.asarray(indices)
     for epoch in run.progress(range(epochs), "deepcluster"):
-        features = predict(model, data, indices, lambda out, _y: out.features.float(), batch_size, dist, workers)
+        features = predict(model, data, indices, lambda out, _y: out.features.float(), batch_size, dist, workers,
+                           desc="deepcluster")
         labels = cluster_assignments(features.numpy(), clusters, seed=seed + epoch)
         model.reset_heads(clusters)
         model.to(dist.device)

@@ -274,7 +274,8 @@ class Rethinking(PoolProtocol):
         if not cfg.ADD_CEAL:
             return
         remaining = np.setdiff1d(pool_idx, queried)
-        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.args.workers)
+        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.args.workers,
+                        desc="ceal")
         entropy = entropy_scores(probs) / math.log(self.data.num_classes)
         confident = (entropy < cfg.CEAL_TH - cfg.CEAL_DECAY * cycle).numpy()
         state.pseudo_idx, state.pseudo_labels = remaining[confident], probs.argmax(1).numpy()[confident]
@@ -312,7 +313,7 @@ class CycleTraining:
         drawn for the next epoch (LP_MODE), their labels and certainty weights."""
         cfg, data, pool_idx = self.cfg, self.data, self.pool_idx
         features = predict(self.model, data, data.train_idx, lambda out, _y: out.features.float(), cfg.TEST_BATCH,
-                           self.dist, self.p.args.workers).numpy()
+                           self.dist, self.p.args.workers, desc="label propagation").numpy()
         graph = knn_graph(features, use_gpu=self.dist.device.type == "cuda")
         labeled_pos = np.searchsorted(data.train_idx, self.labeled_idx)
         labels, weights = pseudo_labels(propagate(graph, labeled_pos, data.train_targets[self.labeled_idx],
