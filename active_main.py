@@ -25,7 +25,6 @@ Per trial:
         --load_feature_path ./model/distinctive/last.model --load_senmatic_path ./model/semantic/last.model
 """
 
-import hashlib
 
 import numpy as np
 import torch
@@ -38,7 +37,7 @@ from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_data, make_batch_loader
 from utils.core.loop import start_run
 from utils.core.openset import known_class_view, split_query
-from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, file_sha256
 from utils.core.train import evaluate, fit, seed_everything
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
@@ -87,11 +86,6 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers), model
 
 
-def sha256(path):
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
-
-
 def main(argv=None):
     args, cfg = parse_args(argv)
     cycles = cfg.CYCLES or cfg.SPLIT + 1  # the last cycle trains and tests on L after the last query
@@ -112,7 +106,7 @@ def main(argv=None):
     strategy = get_strategy("CCAL", provides=CCAL_EXTRAS, where="active_main.py")
     derived = {"known_classes": pool.known_classes.tolist(), "num_known": pool.num_known,
                "initial_budget": len(pool.labeled_idx),
-               "encoder_sha256": [sha256(args.load_feature_path), sha256(args.load_senmatic_path)]}
+               "encoder_sha256": [file_sha256(args.load_feature_path), file_sha256(args.load_senmatic_path)]}
     run = start_run(args, cfg, classifier_data, dist, ("CCAL", data.name, f"mismatch{cfg.MISMATCH}",
                                                        f"target{cfg.TARGET}"),
                     f"CCAL {data.name} mismatch:{cfg.MISMATCH} target:{cfg.TARGET}", cycles,

@@ -31,6 +31,7 @@ from utils.core.cli import UserError, parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
 from utils.core.loop import image_shape
 from utils.core.results import ResultsFolder, check_folder
+from utils.core.splits import pool_fingerprint
 from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
 from utils.protocols import ccal
@@ -98,7 +99,7 @@ def main(argv=None):
     identity = {**cfg.identity(), "dataset": data.name, "known_classes": pool.known_classes.tolist(),
                 "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size}
     record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data),
-              "pool": ccal.pool_fingerprint(pool)}
+              "pool": pool_fingerprint(train_idx)}
     saved = resume_state(logdir, resume_path, identity)
     batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
     loader = make_batch_loader(data.train, batches, dist, args.workers)

@@ -22,6 +22,7 @@ from utils.core.cli import UserError, add_inert_flags, add_refused_flags, path
 from utils.core.data import make_batch_loader
 from utils.core.openset import CCAL_KNOWN, mismatch_pool
 from utils.core.results import atomic_write, load_tensors
+from utils.core.splits import pool_fingerprint
 from utils.methods.contrastive import SimCLRAugment, hflip, rotate
 
 CIFAR_INITIAL_BUDGET = 800  # the seed's initial_budget (A.1.1), on cifar10 and cifar100
@@ -142,16 +143,10 @@ def contrast_set(pool):
     return np.union1d(pool.labeled_idx, pool.pool_idx)
 
 
+# the settings the contrastive training set depends on; an encoder records the fingerprint of that
+# set (utils.core.splits.pool_fingerprint), and active_main.py only queries with encoders of its own pool
 POOL_KEYS = ("DATASET", "MAX_TRAIN_SAMPLES", "SEED", "IMAGE_SIZE", "KNOWN_CLASSES", "MISMATCH", "INITIAL_BUDGET",
-             "INITIAL_FRACTION", "POOL_SEED")  # the settings the contrastive training set depends on
-
-
-def pool_fingerprint(pool) -> str:
-    """sha256 of the contrastive training set (contrast_set): an encoder records it, and
-    active_main.py only queries with encoders trained on its own pool."""
-    import hashlib
-
-    return hashlib.sha256(np.asarray(contrast_set(pool), dtype=np.int64).tobytes()).hexdigest()
+             "INITIAL_FRACTION", "POOL_SEED")
 
 
 def even_batches(indices, batch_size, world, seed, min_size):
@@ -213,7 +208,7 @@ def load_encoder(path, mode, flag, cfg, data, pool=None):
         if saved != mode:
             raise UserError(f"{flag} {path} holds a {ROLE.get(saved, saved)} encoder (--mode {saved}); pass the "
                             f"{role} one (--mode {mode})")
-        if pool is not None and record.get("pool") not in (None, pool_fingerprint(pool)):
+        if pool is not None and record.get("pool") not in (None, pool_fingerprint(contrast_set(pool))):
             theirs = record.get("settings", {})
             changed = [f"{k} {theirs.get(k)!r} there, {cfg[k]!r} here" for k in POOL_KEYS if theirs.get(k) != cfg[k]]
             raise UserError(f"{flag} {path} was trained on another pool ({'; '.join(changed) or 'other images'}); "
