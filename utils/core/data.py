@@ -384,23 +384,24 @@ def _cifar_globals() -> dict:
     return allowed
 
 
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle names a global that CIFAR data never holds; ``args[0]`` is ``module.name``."""
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle names a global its reader does not allow; ``args[0]`` is ``module.name``."""
 
 
-class CifarUnpickler(pickle.Unpickler):
-    """Unpickles what the CIFAR python batches hold and nothing else: ``find_class`` answers only
-    the globals of :func:`_cifar_globals` (a crafted batch file cannot run code on load); any
-    other global raises :class:`_RefusedGlobal`."""
+class AllowListUnpickler(pickle.Unpickler):
+    """Unpickles files of a known content and nothing else: ``find_class`` answers only the
+    globals of ``allowed`` ((module, name) -> object), so a crafted file cannot run code on load;
+    any other global raises :class:`RefusedGlobal`. (The CIFAR batches here, the seed's pickled
+    DeepCluster weights in utils/methods/deepcluster.py.)"""
 
-    def __init__(self, file, **kwargs):
+    def __init__(self, file, allowed: Mapping, **kwargs):
         super().__init__(file, **kwargs)
-        self.allowed = _cifar_globals()
+        self.allowed = allowed
 
     def find_class(self, module, name):
         found = self.allowed.get((module, name))
         if found is None:
-            raise _RefusedGlobal(f"{module}.{name}")
+            raise RefusedGlobal(f"{module}.{name}")
         return found
 
 
@@ -426,7 +427,8 @@ def _cifar_problem(batch, label_key: bytes, classes: int) -> str | None:
 
 
 def _read_cifar(folder: str, files: Sequence[str], label_key: bytes, classes: int) -> TensorImages:
-    """The CIFAR python batches ``files`` of ``folder`` (unpickled by :class:`CifarUnpickler`; each
+    """The CIFAR python batches ``files`` of ``folder`` (unpickled by :class:`AllowListUnpickler` with
+    :func:`_cifar_globals`; each
     checked to be a dict of N x 3072 uint8 ``b"data"`` and N ``label_key`` labels 0..classes-1)."""
     fix = f"delete {one_line(folder)} and pass --download"
     images, labels = [], []
@@ -434,8 +436,8 @@ def _read_cifar(folder: str, files: Sequence[str], label_key: bytes, classes: in
         path = os.path.join(folder, name)
         try:
             with open(path, "rb") as fh:
-                batch = CifarUnpickler(fh, encoding="bytes").load()
-        except _RefusedGlobal as exc:
+                batch = AllowListUnpickler(fh, _cifar_globals(), encoding="bytes").load()
+        except RefusedGlobal as exc:
             raise UserError(f"{one_line(path)} holds a {one_line(exc.args[0])[:100]} object, not CIFAR data; {fix}") \
                 from None
         except Exception as exc:  # a corrupt or crafted file can fail in any way

@@ -21,7 +21,7 @@ from torch import nn
 
 from utils.core import distributed
 from utils.core.cli import UserError
-from utils.core.data import make_loader
+from utils.core.data import AllowListUnpickler, RefusedGlobal, make_loader
 from utils.core.results import atomic_write, load_tensors
 from utils.core.train import predict
 
@@ -166,18 +166,6 @@ def from_seed_layout(state: dict) -> dict:
     return trunk
 
 
-class _TensorUnpickler(pickle.Unpickler):
-    """What ``pickle.dump`` made of a state dict (how the seed saved its weights), read without
-    running code: the only globals are those rebuilding tensors, whose storages ``torch.load``
-    reads with ``weights_only`` (on the CPU: the seed's were on the GPU)."""
-
-    def find_class(self, module, name):
-        allowed = {("collections", "OrderedDict"): collections.OrderedDict,
-                   ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-                   ("torch.storage", "_load_from_bytes"): _storage_from_bytes}
-        if (module, name) not in allowed:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which does not rebuild a tensor")
-        return allowed[(module, name)]
 
 
 def _storage_from_bytes(data: bytes):
@@ -205,10 +193,19 @@ def _is_named(obj) -> bool:
 
 
 def _read_pickle(path: str):
+    """What ``pickle.dump`` made of a state dict (how the seed saved its weights), read without
+    running code: the only globals allowed rebuild tensors, whose storages ``torch.load`` reads
+    with ``weights_only`` (on the CPU: the seed's were on the GPU)."""
+    allowed = {("collections", "OrderedDict"): collections.OrderedDict,
+               ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+               ("torch.storage", "_load_from_bytes"): _storage_from_bytes}
     try:
         with open(path, "rb") as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _TensorUnpickler(fh).load()
+            return AllowListUnpickler(fh, allowed).load()
+    except RefusedGlobal as exc:
+        raise UserError(f"DeepCluster weights {path} is unreadable or corrupt (it names {exc.args[0]}, which does "
+                        f"not rebuild a tensor); {_RETRAIN}") from None
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"DeepCluster weights {path} is unreadable or corrupt ({reason}); {_RETRAIN}") from None
