@@ -136,7 +136,7 @@ def main(argv=None):
         data, oracle = open_set(data, cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
     else:
         oracle = own_images_oracle(cfg, args, data, dist)
-    protocol.bind(data.to(dist.device), dist, strategy)
+    protocol.bind(data.to(dist.device), dist, strategy, oracle.labelable(data.train_idx))
     protocol.fit_inputs()
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()

@@ -108,8 +108,11 @@ class PoolProtocol:
             model.load_imagenet_trunk(self.cfg.PRETRAINED, WHOLE_TRUNK)
         return model
 
-    def bind(self, data, dist, strategy) -> None:
+    def bind(self, data, dist, strategy, labelable: np.ndarray | None = None) -> None:
+        """The run's data, processes and strategy; ``labelable``: the images an initial labeled set
+        may hold (the oracle's; default every training image)."""
         self.data, self.dist, self.strategy = data, dist, strategy
+        self.labelable = data.train_idx if labelable is None else labelable
 
     @property
     def batch_size(self) -> int:

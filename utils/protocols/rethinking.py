@@ -153,11 +153,10 @@ class Rethinking(PoolProtocol):
         cfg, data = self.cfg, self.data
         if data.own is not None:
             return
-        labelable = data.train_idx[data.train_targets[data.train_idx] < data.num_classes]  # open sets: unknown = K
         for trial in range(cfg.TRIALS):
-            path = self.split_file(data, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
+            path = self.split_file(data, self.labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
             if os.path.isfile(path):
-                read_split(path, labelable)
+                read_split(path, self.labelable)
 
     def weights_path(self) -> str:
         """``--pretrained-dir``/deepcluster_<dataset>_<arch>.pt; to load without it there, the seed's
