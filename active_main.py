@@ -77,8 +77,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
         loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
                                            targets.to(dist.device))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        dist.precision.minimize(loss, optimizer)
         return loss.item()
 
     fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
@@ -89,7 +88,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
 def main(argv=None):
     args, cfg = parse_args(argv)
     cycles = cfg.CYCLES or cfg.SPLIT + 1  # the last cycle trains and tests on L after the last query
-    dist = distributed.setup(args.device, args.local_rank)
+    dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args)
     pool = ccal.ccal_pool(cfg, data)
     targets = data.train_targets  # the original classes: the oracle

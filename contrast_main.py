@@ -29,7 +29,7 @@ from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
 from utils.core.cli import UserError, parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
-from utils.core.loop import image_shape
+from utils.core.loop import image_shape, precision_identity
 from utils.core.results import ResultsFolder, check_folder
 from utils.core.splits import pool_fingerprint
 from utils.core.train import seed_everything
@@ -91,13 +91,13 @@ def resume_state(logdir, resume_path, identity):
 def main(argv=None):
     args, cfg = parse_args(argv)
     logdir, resume_path = folders(args, cfg)
-    dist = distributed.setup(args.device, args.local_rank)
+    dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args)  # no test images are used
     pool = ccal.ccal_pool(cfg, data)
     train_idx = ccal.contrast_set(pool)  # X = L0 + U_in + U_out
     k_shift = ccal.K_SHIFT[cfg.SHIFT_TRANS_TYPE]
     identity = {**cfg.identity(), "dataset": data.name, "known_classes": pool.known_classes.tolist(),
-                "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size}
+                "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size, **precision_identity(dist)}
     record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data),
               "pool": pool_fingerprint(train_idx)}
     saved = resume_state(logdir, resume_path, identity)
@@ -149,8 +149,7 @@ def main(argv=None):
             rows, shift_labels = training_views(images.to(dist.device).float().div_(255), augment, generator, k_shift)
             loss_sim, loss_shift = contrastive_losses(net(rows), shift_labels, cfg.TEMPERATURE, cfg.SIM_LAMBDA)
             optimizer.zero_grad(set_to_none=True)
-            (loss_sim + loss_shift).backward()
-            optimizer.step()
+            dist.precision.minimize(loss_sim + loss_shift, optimizer)
             scheduler.step()
             totals += torch.stack([loss_sim.detach(), loss_shift.detach()])
         loss_sim, loss_shift = (totals / steps).tolist()

@@ -56,9 +56,7 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
         loss = target_loss.mean() + cfg.LL_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg.MARGIN)
         optimizer.zero_grad(set_to_none=True)
         module_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        module_optimizer.step()
+        dist.precision.minimize(loss, optimizer, before_update=lambda: dist.precision.step(module_optimizer))
         return loss.item()
 
     # only the backbone's LR follows the schedule; the module's stays at LR, as LL4AL in TOD's code
@@ -68,7 +66,7 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
 
 def main(argv=None):
     args, cfg = parse_args(argv)
-    dist = distributed.setup(args.device, args.local_rank)
+    dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
     strategy = get_strategy("LearningLoss" if cfg.SAMPLING == "LL4AL" else "random")

@@ -52,6 +52,7 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     unlabeled = forever(make_loader(data.train, pool_idx, cfg.BATCH, True, np.random.randint(2**31), dist,
                                     args.workers)) if ema is not None else None
     augment = data.train_transform
+    teacher = dist.precision.wrap(ema) if ema is not None else None
 
     def train_step(images, targets):
         nonlocal step
@@ -62,12 +63,11 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
             x_u = augment(next(unlabeled)[0].to(dist.device))
             out_u = net(x_u)
             with torch.no_grad():  # the teacher runs in train mode (batch statistics), as TOD
-                ema_l, ema_u = ema(x_l).logits, ema(x_u).logits
+                ema_l, ema_u = teacher(x_l).logits, teacher(x_u).logits
             loss = loss + cfg.WEIGHT * (cod_loss(out_l.logits, out_l.cons_logits, ema_l)
                                         + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        dist.precision.minimize(loss, optimizer)
         step += 1
         if ema is not None:
             ema_update(ema, model, step)
@@ -82,7 +82,7 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
 
 def main(argv=None):
     args, cfg = parse_args(argv)
-    dist = distributed.setup(args.device, args.local_rank)
+    dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
     use_cod = cfg.AUXILIARY == "TOD"

@@ -130,7 +130,7 @@ def main(argv=None):
     if args.jobs != 1 or args.shard:
         raise UserError("--jobs and --shard apply to sweeps: give several strategies (A,B,C or all)")
     strategy = get_strategy(protocol.strategy_name(), protocol.PROVIDES, f"the {cfg.PROTOCOL} protocol")
-    dist = distributed.setup(args.device, args.local_rank)
+    dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = protocol.load_data()
     if data.own is None:
         data, oracle = open_set(data, cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)

@@ -36,6 +36,11 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="continue the run in --out from its last finished cycle (default: a new run)")
     group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                        help="auto: CUDA when there is a device, else the CPU (default auto)")
+    group.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                       help="mixed precision for training and pool scoring: bf16 (CPU or CUDA) or fp16 (CUDA, with "
+                            "loss scaling); losses and scores stay float32 (default off: the papers' float32)")
+    group.add_argument("--channels-last", action="store_true",
+                       help="keep convolutional weights and inputs channels-last (NHWC) (default: off)")
     group.add_argument("--workers", type=count, default=None,
                        help="data-loader worker processes (default: 0 when the images fit in memory, else up to 4)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")

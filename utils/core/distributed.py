@@ -6,13 +6,14 @@ rank 0 selects, broadcasts the chosen indices and alone writes files.
 """
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.distributed as torch_dist
 
 from utils.core.cli import UserError
+from utils.core.precision import Precision
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    precision: Precision = field(default_factory=Precision)  # --amp, --channels-last
 
     @property
     def enabled(self):
@@ -31,9 +33,10 @@ class Dist:
         return self.rank == 0
 
 
-def setup(device="auto", local_rank=None):
+def setup(device="auto", local_rank=None, amp="off", channels_last=False):
     """Read the launcher's environment (RANK, WORLD_SIZE, LOCAL_RANK; ``--local_rank`` from the
-    old launcher), pick the device and start the process group (nccl on CUDA, gloo on CPU)."""
+    old launcher), pick the device and start the process group (nccl on CUDA, gloo on CPU);
+    ``amp``/``channels_last``: utils/core/precision.py."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", local_rank if local_rank is not None else 0))
@@ -45,9 +48,10 @@ def setup(device="auto", local_rank=None):
         dev = torch.device("cuda", torch.cuda.current_device())
     else:
         dev = torch.device("cpu")
+    precision = Precision(amp, channels_last, dev.type)  # (refuses fp16 without CUDA, before any process group)
     if world_size > 1 and not torch_dist.is_initialized():
         torch_dist.init_process_group("nccl" if use_cuda else "gloo")
-    return Dist(rank, world_size, local_rank, dev)
+    return Dist(rank, world_size, local_rank, dev, precision)
 
 
 def cleanup(dist):
@@ -69,9 +73,11 @@ def wrap(model, dist, find_unused_parameters=False):
     statistics of its own last batch, and rank 1 would score its shard of the pool (and the test
     set) with another model than the one rank 0 reports and checkpoints (a resumed run, whose
     ranks all load rank 0's checkpoint, then queries differently). Here rank 0's buffers are
-    broadcast after each training-mode forward instead; rank 0's model is what it was."""
+    broadcast after each training-mode forward instead; rank 0's model is what it was.
+
+    With --amp or --channels-last the returned network runs its forward as utils/core/precision.py says."""
     if not dist.enabled:
-        return model
+        return dist.precision.wrap(model)
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [dist.device.index] if dist.device.type == "cuda" else None
@@ -83,7 +89,7 @@ def wrap(model, dist, find_unused_parameters=False):
                 broadcast_buffers(model, dist)
 
         net.register_forward_hook(sync_after_training_forward)
-    return net
+    return dist.precision.wrap(net)
 
 
 @torch.no_grad()
@@ -104,7 +110,10 @@ def broadcast_buffers(module, dist):
 
 
 def unwrap(model):
-    return getattr(model, "module", model)
+    """The network inside ``wrap``'s DistributedDataParallel and precision wrappers."""
+    while isinstance(getattr(model, "module", None), torch.nn.Module):
+        model = model.module
+    return model
 
 
 def gather_rows(tensor, dist):

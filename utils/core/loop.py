@@ -243,14 +243,16 @@ class Run:
 
         return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
 
-    def counter(self, desc: str, what: str, total: int, unit: str):
-        """A progress of ``total`` ``unit`` (``update(n)``, ``close()``): a tqdm bar on a terminal (shown
-        after BAR_DELAY seconds), ``[desc] <what> n/total <unit> (p%) elapsed .. eta ..`` lines at most every
-        PROGRESS_PERIOD seconds otherwise; None with --quiet (or off rank 0)."""
+    def counter(self, desc: str, what: str, total: int, unit: str, eta: bool = True):
+        """A progress of ``total`` ``unit`` (``update(n)``, ``set_postfix_str(text)``, ``close()``): a tqdm bar on
+        a terminal (shown after BAR_DELAY seconds), ``[desc] <what> n/total <unit> (p%) <text> elapsed .. eta ..``
+        lines at most every PROGRESS_PERIOD seconds otherwise; None with --quiet (or off rank 0). ``eta=False``:
+        ``total`` is only a cap the stage may stop well before (an iteration limit), the lines show neither the
+        percentage nor an eta."""
         if self.quiet:
             return None
         if not self.tty:
-            return _Lines(self.log, desc, what, total, unit=unit)
+            return _Lines(self.log, desc, what, total, unit=unit, eta=eta)
         from tqdm import tqdm
 
         return tqdm(desc=f"{desc} {what}", total=total, unit=f" {unit}", leave=False, dynamic_ncols=True,
@@ -309,6 +311,33 @@ def active_run():
     return _active
 
 
+class _Unseen:
+    """The counter of a stage no one watches (no active run, --quiet, off rank 0): does nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def stage_counter(desc: str, what: str, total: int, unit: str, eta: bool = True):
+    """``active_run().counter(...)`` (see ``Run.counter``) for code that is given no ``run`` (a query's inner
+    loops), closed on exit; with no active run, --quiet or off rank 0 a counter that shows nothing."""
+    run = _active
+    report = run.counter(desc, what, total, unit, eta) if run is not None else None
+    if report is None:
+        report = _Unseen()
+    try:
+        yield report
+    finally:
+        report.close()
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     if seconds < 60:
@@ -323,14 +352,16 @@ class _Lines:
     most every PROGRESS_PERIOD seconds, the first a period after the stage started (a short stage prints
     nothing). Wraps an iterable (``progress()``: ``[desc] <what> i/total (p%) loss .. lr ..``, per item and,
     through ``batch()``, per batch of an epoch) or counts (``counter()``: ``update(n)``,
-    ``[desc] <what> n/total <unit> (p%)``); each line ends ``elapsed <t> eta <t>``."""
+    ``[desc] <what> n/total <unit> (p%) <text of set_postfix_str>``); each line ends ``elapsed <t> eta <t>``
+    (without the percentage and the eta when ``eta`` is False)."""
 
     def __init__(self, log, desc: str, what: str, total: int | None, iterable: Iterable | None = None,
-                 unit: str = ""):
+                 unit: str = "", eta: bool = True):
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)
         self.log, self.desc, self.what, self.total, self.iterable, self.unit = log, desc, what, total, iterable, unit
-        self.done, self.postfix = 0, {}
+        self.eta = eta
+        self.done, self.postfix, self.status = 0, {}, ""
         self.start = self.last = clock()
 
     def __iter__(self):
@@ -344,6 +375,10 @@ class _Lines:
 
     def set_postfix(self, **values):
         self.postfix = values
+
+    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
+        """The stage's status in the next lines, after the count (tqdm's signature; nothing is redrawn)."""
+        self.status = text
 
     def batch(self, epoch: int, batch: int, batches: int, loss: float, lr: float | None) -> None:
         self.postfix = {"loss": loss, "lr": lr}
@@ -366,9 +401,11 @@ class _Lines:
         parts = [f"[{self.desc}]", self.what, count] + ([self.unit] if self.unit else [])
         if within:
             parts.append(within[1])
-        fraction = min(done / self.total, 1.0) if self.total else None
+        fraction = min(done / self.total, 1.0) if self.total and self.eta else None
         if fraction is not None:
             parts.append(f"({100 * fraction:.0f}%)")
+        if self.status:
+            parts.append(self.status)
         if self.postfix.get("loss") is not None:
             parts.append(f"loss {self.postfix['loss']:.4f}")
         if self.postfix.get("lr") is not None:
@@ -396,13 +433,14 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     out = args.out or out or default_out(*name_parts, dist=dist)
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
-                **{f"derived.{k}": v for k, v in (derived or {}).items()}}
+                **{f"derived.{k}": v for k, v in (derived or {}).items()}, **precision_identity(dist)}
     config = {"script": cfg.script, "settings": cfg.as_dict(), "scaled": cfg.scaled,
               "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
               "run": {"command": [script, *getattr(args, "command", sys.argv[1:])], "out": out,
                       "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
-                      "workers": args.workers, "dataset": data.name, "image_shape": image_shape(data),
-                      "model_input_size": data.image_size}}
+                      "workers": args.workers, "amp": dist.precision.amp,
+                      "channels_last": dist.precision.channels_last, "dataset": data.name,
+                      "image_shape": image_shape(data), "model_input_size": data.image_size}}
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,
               "--out" if args.out else out_flag)
     run.log(f"{label}: {len(data.train_idx)} train / {len(data.test_idx)} test images, {dist.world_size} "
@@ -410,6 +448,13 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     for note in cfg.notes():
         run.log(note)
     return run
+
+
+def precision_identity(dist) -> dict:
+    """--amp and --channels-last, which a resumed run must share (nothing for float32 NCHW: the
+    identity of such runs is what it was before these flags existed)."""
+    p = dist.precision
+    return {"amp": p.amp, "channels_last": p.channels_last} if p.active else {}
 
 
 def image_shape(data) -> list:

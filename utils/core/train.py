@@ -10,6 +10,7 @@ import torch
 from utils.core import distributed
 from utils.core.cli import UserError
 from utils.core.data import make_loader
+from utils.core.precision import float32
 
 
 def seed_everything(seed):
@@ -42,7 +43,8 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     """``fn(model_output, targets)`` for every sample of ``indices`` of the training set (the
     test set when ``indices`` is ``'test'``), in the order of ``indices``, on the CPU.
 
-    Runs in eval mode on the plain view; ``forward(x)`` replaces ``model(x)`` when given
+    Runs in eval mode on the plain view, under --amp's autocast (``fn`` sees float32 outputs);
+    ``forward(x)`` replaces ``model(x)`` when given
     (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
 
@@ -61,13 +63,18 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     loader = make_loader(dataset, distributed.shard(indices, dist), batch_size, workers=workers)
     was_training = model.training
     model.eval()
+    precision = dist.precision
+    precision.prepare(model)
     outputs = []
     run, scored = active_run(), 0
     report = run.counter(desc or "query", "scoring", len(indices), "images") if run is not None else None
     try:
         for images, targets, batch_indices in loader:
             images = data.eval_transform(images.to(dist.device, non_blocking=True))
-            out = (forward(images, batch_indices) if pass_indices else forward(images)) if forward else model(images)
+            with precision.autocast():
+                x = precision.inputs(images)
+                out = (forward(x, batch_indices) if pass_indices else forward(x)) if forward else model(x)
+            out = float32(out)
             outputs.append(fn(out, targets.to(dist.device)).cpu())
             if report is not None:  # (rank 0 reports: its shard's count times the ranks, equal shards)
                 count = min(len(images) * dist.world_size, len(indices) - scored)

@@ -45,9 +45,10 @@ class CenterLossTerm:
         """After ``backward``: undo the weight on the center gradients and step the centers."""
         if self.weight == 0:
             return
+        self.dist.precision.unscale(self.optimizer)  # (--amp fp16 scales the loss)
         grad = self.loss.centers.grad
         if self.dist.enabled:
             torch_dist.all_reduce(grad)
             grad /= self.dist.world_size
         grad /= self.weight
-        self.optimizer.step()
+        self.dist.precision.step(self.optimizer)

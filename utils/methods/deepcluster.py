@@ -92,8 +92,7 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
             logits = net(data.train_transform(images.to(dist.device))).logits
             loss = nn.functional.cross_entropy(logits, cluster_of[batch_indices].to(dist.device))
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            dist.precision.minimize(loss, optimizer)
             total, batches = total + loss.item(), batches + 1
         run.scalar("deepcluster/train_loss", total / max(batches, 1), epoch)
     return model

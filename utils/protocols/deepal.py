@@ -156,11 +156,8 @@ class DeepAL(PoolProtocol):
                 loss = loss + hook.extra_loss(net, out, x, y, int(position))
                 hook.zero_grad()
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_value_(net.parameters(), cfg.GRAD_CLIP)
-            optimizer.step()
-            if hook:
-                hook.step(out, int(position))
+            dist.precision.minimize(loss, optimizer, clip_value=cfg.GRAD_CLIP,
+                                    before_update=(lambda: hook.step(out, int(position))) if hook else None)
             return loss.item()
 
         fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True, optimizer=optimizer)

@@ -186,7 +186,7 @@ class Experiment:
         provides = {"state", "mc_dropout"} | ({"unknown_class"} if self.temperature else set())
         self.strategy = get_lfosa_strategy(cfg, provides)
         device, local_rank, notice = device_and_rank(args)
-        self.dist = distributed.setup(device, local_rank)
+        self.dist = distributed.setup(device, local_rank, args.amp, args.channels_last)
         if notice and self.dist.is_main:
             print(f"notice: {notice}", flush=True)
         self.data = self._load_data()
@@ -273,9 +273,10 @@ class Experiment:
                     out = net(data.train_transform(images.to(dist.device)))
                     loss = member.loss(out.logits, targets) + center(out.features, targets)
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    dist.precision.backward(loss)
+                    dist.precision.step(optimizer)
                     center.step()
+                    dist.precision.update()
                     total += loss.item()
                 self.run.log_epoch(bar, f"{desc}/{member.name}", epoch, total / max(len(loader), 1),
                                    optimizer.param_groups[0]["lr"])

@@ -126,7 +126,8 @@ class PoolProtocol:
         cfg = self.cfg
         return HookSettings(lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY, grad_clip=grad_clip,
                             epoch_l=cfg.LL_DETACH_EPOCH, in_channels=self.data.in_channels,
-                            image_size=self.data.image_size, device=self.dist.device, vae_width=cfg.VAE_WIDTH)
+                            image_size=self.data.image_size, device=self.dist.device, vae_width=cfg.VAE_WIDTH,
+                            precision=self.dist.precision)
 
     @classmethod
     def supported_strategies(cls) -> list:

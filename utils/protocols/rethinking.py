@@ -364,10 +364,8 @@ class CycleTraining:
             loss = loss + hook.extra_loss(self.net, out, x, y, int(position))
             hook.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        if hook:
-            hook.step(out, int(position))
+        self.dist.precision.minimize(loss, self.optimizer,
+                                     before_update=(lambda: hook.step(out, int(position))) if hook else None)
         return loss.item()
 
     def end_epoch(self, epoch: int) -> None:

@@ -4,17 +4,21 @@ A protocol's training step calls, for every batch x (with labels y) of the task 
 
     out  = net(x)
     loss = task loss + hook.extra_loss(net, out, x, y, epoch)
-    hook.zero_grad(); optimizer.zero_grad(); loss.backward(); optimizer.step(); hook.step(out, epoch)
+    hook.zero_grad(); optimizer.zero_grad()
+    precision.minimize(loss, optimizer, before_update=lambda: hook.step(out, epoch))
 
 with ``hook.set_lr(lr)`` whenever the task learning rate changes; the task model trains on
 ``hook.train_indices(labeled_idx)``; after the round ``hook.extras()`` go to the query.
+Under --amp fp16 the loss is scaled (utils/core/precision.py), so a hook steps its optimizers with
+``precision.backward``/``step``, never ``update``; its networks' forwards run under --amp's autocast,
+except WAAL's critic (a small MLP whose gradient penalty differentiates twice: float32).
 A hook is built fresh every round, as the networks of these methods are. Hooks see tensors, not
 datasets: the protocol hands them ``stream(indices)``, endless augmented batches (x, y) on the
 training device, and the image geometry in :class:`HookSettings`.
 """
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +27,7 @@ from torch import nn
 from models import build_model
 from models.vaal import VAE, LatentDiscriminator
 from models.waal import Critic, critic_input, critic_input_dim
+from utils.core.precision import Precision
 from utils.methods.losses import ranking_loss
 
 Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
@@ -32,7 +37,7 @@ Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 class HookSettings:
     """What a hook needs from the protocol: the task optimiser's settings (its own optimisers
     follow them), gradient clipping (None: off), the learning-loss detach epoch, VAAL's VAE width,
-    and the geometry and device of the task model's inputs."""
+    the geometry and device of the task model's inputs, and --amp/--channels-last."""
 
     lr: float
     momentum: float
@@ -43,6 +48,7 @@ class HookSettings:
     image_size: int
     device: torch.device
     vae_width: int = 128
+    precision: Precision = field(default_factory=Precision)
 
 
 class TrainingHook:
@@ -101,9 +107,11 @@ class LossPredictionHook(TrainingHook):
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
     def step(self, out, epoch: int) -> None:
+        precision = self.settings.precision
+        precision.unscale(self.optimizers[0])
         if self.settings.grad_clip:
             nn.utils.clip_grad_value_(self.module.parameters(), self.settings.grad_clip)
-        self.optimizers[0].step()
+        precision.step(self.optimizers[0])
 
     def extras(self) -> dict:
         return {"loss_module": self.module}
@@ -130,7 +138,7 @@ class VAALHook(TrainingHook):
         self.labeled, self.unlabeled = self.stream(self.labeled_idx), self.stream(self.pool_idx)
 
     def vae_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        recon, _, mu, logvar = self.vae(x)
+        recon, _, mu, logvar = self.settings.precision.forward(self.vae, x)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
         return nn.functional.mse_loss(recon, x) + self.BETA * kl, mu
 
@@ -145,23 +153,27 @@ class VAALHook(TrainingHook):
         bce = nn.functional.binary_cross_entropy
         loss_l, mu_l = self.vae_loss(x_l)
         loss_u, mu_u = self.vae_loss(x_u)
-        d_l, d_u = self.discriminator(mu_l), self.discriminator(mu_u)
+        d_l, d_u = self.discriminate(mu_l), self.discriminate(mu_u)
         fooled = bce(d_l, torch.ones_like(d_l)) + bce(d_u, torch.ones_like(d_u))
         loss = loss_l + loss_u + self.ADVERSARY_WEIGHT * fooled
         self.optimizers[0].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers[0].step()
+        self.settings.precision.backward(loss)
+        self.settings.precision.step(self.optimizers[0])
+
+    def discriminate(self, mu: torch.Tensor) -> torch.Tensor:
+        return self.settings.precision.forward(self.discriminator, mu)
 
     def discriminator_step(self, x_l: torch.Tensor, x_u: torch.Tensor) -> None:
         self.discriminator.train()
         with torch.no_grad():
-            mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
-        d_l, d_u = self.discriminator(mu_l), self.discriminator(mu_u)
+            encode = self.settings.precision.forward
+            mu_l, mu_u = encode(self.vae.encode, x_l)[0], encode(self.vae.encode, x_u)[0]
+        d_l, d_u = self.discriminate(mu_l), self.discriminate(mu_u)
         loss = nn.functional.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
             nn.functional.binary_cross_entropy(d_u, torch.zeros_like(d_u))
         self.optimizers[1].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers[1].step()
+        self.settings.precision.backward(loss)
+        self.settings.precision.step(self.optimizers[1])
 
     def extras(self) -> dict:
         return {"vae": self.vae, "discriminator": self.discriminator, "vae_size": self.size}
@@ -202,8 +214,8 @@ class WAALHook(TrainingHook):
         loss = -self.ALPHA * (self.critic(z_u).mean() - self.gamma * self.critic(z_l).mean())
         loss = loss - 2 * self.ALPHA * self.gradient_penalty(z_l, z_u)
         self.optimizers[0].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers[0].step()
+        self.settings.precision.backward(loss)
+        self.settings.precision.step(self.optimizers[0])
 
     def gradient_penalty(self, z_l: torch.Tensor, z_u: torch.Tensor) -> torch.Tensor:
         n = min(len(z_l), len(z_u))
