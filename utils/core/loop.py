@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -300,7 +300,7 @@ class Run:
 
 
 PROGRESS_PERIOD = 30.0  # seconds between two progress lines of a stage when stderr is not a terminal
-BAR_DELAY = 2.0  # seconds before predict()'s bar appears on a terminal (short scorings show none)
+BAR_DELAY = 2.0  # seconds before a counter's bar appears on a terminal (short stages show none)
 BAR_REFRESH = 0.5  # seconds between two redraws of a bar's batch postfix
 clock = time.monotonic  # the progress lines' clock (tests replace it)
 _active = None  # the Run of this process predict() reports through: the last one started and not closed
@@ -325,10 +325,10 @@ class _Unseen:
 
 
 @contextmanager
-def stage_counter(desc: str, what: str, total: int, unit: str, eta: bool = True):
+def stage_counter(desc: str, what: str, total: int, unit: str, eta: bool = True) -> Iterator:
     """``active_run().counter(...)`` (see ``Run.counter``) for code that is given no ``run`` (a query's inner
     loops), closed on exit; with no active run, --quiet or off rank 0 a counter that shows nothing."""
-    run = _active
+    run = active_run()
     report = run.counter(desc, what, total, unit, eta) if run is not None else None
     if report is None:
         report = _Unseen()

@@ -13,6 +13,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
+from utils.core.loop import stage_counter
+
 KNN = 50
 GAMMA = 3
 ALPHA = 0.99
@@ -21,10 +23,11 @@ CG_ITERATIONS = 20
 SEARCH_CHUNK = 8192  # queries per faiss search
 
 
-def knn_graph(features, k=KNN, gamma=GAMMA, use_gpu=False):
+def knn_graph(features, k=KNN, gamma=GAMMA, use_gpu=False, desc="label propagation"):
     """The normalised affinity matrix W_n (scipy CSR, N x N with about 2 k N entries) of the
     L2-normalised ``features`` [N, D] (numpy float32). Exact inner-product search with faiss in
-    chunks of queries; a GPU index when ``use_gpu`` and faiss has one."""
+    chunks of queries; a GPU index when ``use_gpu`` and faiss has one. Under an active run a slow
+    search reports ``[<desc>] kNN search n/N images`` per chunk (``utils.core.loop``)."""
     import faiss
 
     features = np.ascontiguousarray(features, dtype=np.float32)
@@ -37,12 +40,14 @@ def knn_graph(features, k=KNN, gamma=GAMMA, use_gpu=False):
     index.add(features)
     sims = np.empty((n, k), dtype=np.float32)
     neighbours = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, SEARCH_CHUNK):
-        s, i = index.search(features[start:start + SEARCH_CHUNK], k + 1)
-        own = i == np.arange(start, start + len(i))[:, None]  # drop the point itself (wherever it ranks)
-        keep = np.argsort(own, axis=1, kind="stable")[:, :k]
-        sims[start:start + len(i)] = np.take_along_axis(s, keep, 1)
-        neighbours[start:start + len(i)] = np.take_along_axis(i, keep, 1)
+    with stage_counter(desc, "kNN search", n, "images") as report:
+        for start in range(0, n, SEARCH_CHUNK):
+            s, i = index.search(features[start:start + SEARCH_CHUNK], k + 1)
+            own = i == np.arange(start, start + len(i))[:, None]  # drop the point itself (wherever it ranks)
+            keep = np.argsort(own, axis=1, kind="stable")[:, :k]
+            sims[start:start + len(i)] = np.take_along_axis(s, keep, 1)
+            neighbours[start:start + len(i)] = np.take_along_axis(i, keep, 1)
+            report.update(len(i))
     rows = np.repeat(np.arange(n), k)
     sims = sims.ravel().astype(np.float64)
     w = sp.csr_matrix((np.sign(sims) * np.abs(sims) ** gamma, (rows, neighbours.ravel())), shape=(n, n))
@@ -70,17 +75,19 @@ def solve(a, y, x0=None):
 
 def propagate(w_n, labeled_positions, labels, num_classes, alpha=ALPHA):
     """Class scores F [N, C]: for every class c, Y_c = 1/|L_c| on the labeled points of class c
-    ("mean" pooling), then A F_c = Y_c."""
+    ("mean" pooling), then A F_c = Y_c. Under an active run a slow propagation reports
+    ``[label propagation] solving c/C classes`` (one CG solve per class)."""
     a = diffusion_operator(w_n, alpha)
     scores = np.zeros((w_n.shape[0], num_classes), dtype=np.float64)
     labeled_positions, labels = np.asarray(labeled_positions), np.asarray(labels)
-    for c in range(num_classes):
-        members = labeled_positions[labels == c]
-        if len(members) == 0:
-            continue
-        y = np.zeros(w_n.shape[0])
-        y[members] = 1.0 / len(members)
-        scores[:, c] = solve(a, y)
+    with stage_counter("label propagation", "solving", num_classes, "classes") as report:
+        for c in range(num_classes):
+            members = labeled_positions[labels == c]
+            if len(members):
+                y = np.zeros(w_n.shape[0])
+                y[members] = 1.0 / len(members)
+                scores[:, c] = solve(a, y)
+            report.update(1)
     return scores
 
 
@@ -102,7 +109,8 @@ def jlp_select(w_n, labeled_positions, budget, alpha=ALPHA):
     """jLP (Simeoni et al., Sec. 4): a class-agnostic diffusion from the labeled set, one point
     at a time: solve A f = y with y = 1 on labeled and already-picked points, pick the
     unlabeled point with the smallest f (the least reached on the graph), add it to y. Each CG
-    solve starts from the previous solution. Returns ``budget`` positions in pick order."""
+    solve starts from the previous solution. Returns ``budget`` positions in pick order. Under an
+    active run a slow selection reports ``[query] jLP p/budget picks`` (one CG solve per pick)."""
     a = diffusion_operator(w_n, alpha)
     n = w_n.shape[0]
     y = np.zeros(n)
@@ -112,10 +120,12 @@ def jlp_select(w_n, labeled_positions, budget, alpha=ALPHA):
         raise ValueError(f"cannot pick {budget} of {n - taken.sum()} unlabeled points")
     f = None
     picks = np.empty(budget, dtype=np.int64)
-    for t in range(budget):
-        f = solve(a, y, x0=f)
-        pick = int(np.argmin(np.where(taken, np.inf, f)))
-        picks[t] = pick
-        taken[pick] = True
-        y[pick] = 1.0
+    with stage_counter("query", "jLP", budget, "picks") as report:
+        for t in range(budget):
+            f = solve(a, y, x0=f)
+            pick = int(np.argmin(np.where(taken, np.inf, f)))
+            picks[t] = pick
+            taken[pick] = True
+            y[pick] = 1.0
+            report.update(1)
     return picks

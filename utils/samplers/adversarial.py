@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.core import distributed
+from utils.core.loop import stage_counter
 from utils.core.train import predict
 from utils.samplers.registry import QueryContext, register_scorer
 
@@ -74,7 +75,8 @@ def deepfool_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     steps were taken: r_tot += r_i (see ``_deepfool_step``; the gradients are taken at the overshot
     point, as the authors' code). The norm is ||(1 + overshoot) r_tot||, the perturbation that flips
     the label; a sample still unflipped after ``max_iter`` steps keeps its accumulated norm (as the
-    toolkit); a sample with no gradient towards any other class gets ``inf``.
+    toolkit); a sample with no gradient towards any other class gets ``inf``. Under an active run a slow
+    batch reports ``[query] DeepFool i/max_iter iterations unflipped k/B images`` (``utils.core.loop``).
     """
     x = x.detach()
     shape = x.shape[1:]
@@ -82,7 +84,7 @@ def deepfool_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
     dead = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     active = torch.arange(len(x), device=x.device)
     label = None
-    with torch.enable_grad():
+    with torch.enable_grad(), stage_counter("query", "DeepFool", max_iter, "iterations", eta=False) as report:
         for _ in range(max_iter):
             xi = (x[active] + (1 + overshoot) * r_tot[active].view(-1, *shape)).requires_grad_()
             logits = model_fn(xi)
@@ -99,9 +101,17 @@ def deepfool_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Te
             r_tot[active] += step
             dead[active[~torch.isfinite(dist)]] = True
             active = active[dist > 0]  # zero distance: on a boundary already; inf: nowhere to go
+            _report_unflipped(report, len(active), len(x))
             if len(active) == 0:
                 break
     return ((1 + overshoot) * r_tot.norm(dim=1)).masked_fill(dead, float("inf"))
+
+
+def _report_unflipped(report, unflipped: int, batch: int) -> None:
+    """One more attack iteration on ``report`` (a ``stage_counter``), ``unflipped`` of the ``batch`` images still
+    attacked (a length: no host sync)."""
+    report.set_postfix_str(f"unflipped {unflipped:,}/{batch:,} images", refresh=False)
+    report.update(1)
 
 
 def _ce_direction(logits: torch.Tensor, label: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -119,13 +129,14 @@ def bim_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     """L2 norm ||eta|| of the BIM perturbation of every sample of ``x [B, ...]`` (the toolkit's
     score is its square): from eta = 0, eta += step * sign(grad_x CE(f(x + eta), y_hat)) with y_hat
     the prediction at x, while the prediction is y_hat and fewer than ``max_iter`` steps were taken.
-    A sample whose gradient is zero everywhere (no step possible) gets ``inf``. Returns ``[B]``."""
+    A sample whose gradient is zero everywhere (no step possible) gets ``inf``. Returns ``[B]``. Under an
+    active run a slow batch reports ``[query] BIM i/max_iter iterations unflipped k/B images``."""
     x = x.detach()
     eta = torch.zeros_like(x)
     dead = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     active = torch.arange(len(x), device=x.device)
     label = None
-    with torch.enable_grad():
+    with torch.enable_grad(), stage_counter("query", "BIM", max_iter, "iterations", eta=False) as report:
         for _ in range(max_iter):
             xi = (x[active] + eta[active]).requires_grad_()
             logits = model_fn(xi)
@@ -140,6 +151,7 @@ def bim_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             dead[active[~moving]] = True
             eta[active] += step * sign
             active = active[moving]
+            _report_unflipped(report, len(active), len(x))
             if len(active) == 0:
                 break
     return eta.flatten(1).norm(dim=1).masked_fill(dead, float("inf"))

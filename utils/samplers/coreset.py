@@ -13,6 +13,7 @@ import torch
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
+from utils.core.loop import stage_counter
 from utils.samplers.diversity import kcenter_greedy, min_sq_distances
 from utils.samplers.registry import QueryContext, register_selector
 
@@ -161,7 +162,9 @@ def robust_kcenter_solve(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, quer
     The result has exactly ``query_size`` distinct positions: the solution's centres (in node order), trimmed or
     padded with the greedy picks in greedy order if HiGHS returned another count. It is compared with greedy by the
     robust radius over the *whole* pool and greedy is kept unless the MIP solution is at least as good. Returns a
-    ``RobustKCenterResult`` (positions, the path taken, radii, timing)."""
+    ``RobustKCenterResult`` (positions, the path taken, radii, timing). Under an active run a slow search reports
+    ``[query] CoreSet MIP s/max_steps solves radius in [lb, ub] time limit .. elapsed ..`` after each solve (a
+    solve is one HiGHS call, with no progress of its own)."""
     start = time.perf_counter()
     pool = pool_emb.detach().float().cpu()
     labeled = labeled_emb.detach().float().cpu().reshape(-1, pool.shape[1])
@@ -205,25 +208,28 @@ def robust_kcenter_solve(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, quer
     lb, ub, best = delta / 2, min(delta, greedy_radius), None
     if ub <= lb:  # only with outliers: greedy's robust radius already beats δ/2
         lb = 0.0
-    while state["solves"] < max_steps and ub - lb > tolerance * delta:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            state["timed_out"] = True
-            break
-        r = (lb + ub) / 2
-        status, chosen = feasible(r, pair_rows, pair_cols, pair_sq, node_lab_sq, query_size, budget, remaining)
-        state["solves"] += 1
-        if status == "unknown":
-            state["timed_out"] = True
-            break
-        if status == "infeasible":
-            lb = r
-            continue
-        best = order[torch.from_numpy(chosen)]
-        node_sq = torch.minimum(lab_sq[order], min_sq_distances(pool[order], pool[best]))
-        ub = min(r, robust_radius(node_sq, budget))
-        if ub <= lb:  # only with outliers: the robust optimum is below δ/2
-            lb = 0.0
+    with stage_counter("query", "CoreSet MIP", max_steps, "solves", eta=False) as report:
+        while state["solves"] < max_steps and ub - lb > tolerance * delta:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                state["timed_out"] = True
+                break
+            r = (lb + ub) / 2
+            status, chosen = feasible(r, pair_rows, pair_cols, pair_sq, node_lab_sq, query_size, budget, remaining)
+            state["solves"] += 1
+            if status == "unknown":
+                state["timed_out"] = True
+                break
+            if status == "infeasible":
+                lb = r
+            else:
+                best = order[torch.from_numpy(chosen)]
+                node_sq = torch.minimum(lab_sq[order], min_sq_distances(pool[order], pool[best]))
+                ub = min(r, robust_radius(node_sq, budget))
+                if ub <= lb:  # only with outliers: the robust optimum is below δ/2
+                    lb = 0.0
+            report.set_postfix_str(f"radius in [{lb:.4g}, {ub:.4g}] time limit {time_limit:g}s", refresh=False)
+            report.update(1)
 
     if best is None:
         return finish(greedy, "timeout" if state["timed_out"] else "greedy", greedy_radius)

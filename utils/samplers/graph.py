@@ -13,5 +13,5 @@ def jlp_positions(ctx: QueryContext) -> np.ndarray:
     the labeled set: the candidates least reached are queried."""
     labeled = ctx.labeled_features()
     features = torch.cat([labeled, ctx.features()]).numpy()
-    graph = knn_graph(features, use_gpu=ctx.dist.device.type == "cuda")
+    graph = knn_graph(features, use_gpu=ctx.dist.device.type == "cuda", desc="query")
     return jlp_select(graph, np.arange(len(labeled)), ctx.query_size) - len(labeled)

@@ -8,6 +8,7 @@ from torch import nn
 from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from models.waal import critic_input
+from utils.core.loop import stage_counter
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
@@ -54,19 +55,22 @@ def train_gcn(features: torch.Tensor, is_labeled: torch.Tensor, hidden: int = 12
     """SeqGCN (Caramalau et al., CVPR'21, Sec. 3.2): a GCN over the graph of all nodes (cosine
     affinities, column-normalised, self-loops), trained to tell labeled from unlabeled nodes with
     -mean_L log s - lambda mean_U log(1 - s) (Eq. 4), 200 epochs of Adam 1e-3, weight decay 5e-4.
-    Returns the model and its (probability, hidden, pre-sigmoid) outputs in eval mode."""
+    Returns the model and its (probability, hidden, pre-sigmoid) outputs in eval mode. Under an active run a
+    slow training reports ``[query] GCN training e/epochs epochs`` (``utils.core.loop``)."""
     torch.manual_seed(seed)
     adjacency = FactorisedAdjacency(features)
     model = GCN(features.shape[1], hidden, dropout).to(features.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-4)
     labeled = is_labeled.to(features.device)
-    for _ in range(epochs):
-        model.train()
-        probability = model(features, adjacency)[0].clamp(1e-7, 1 - 1e-7)
-        loss = -probability[labeled].log().mean() - weight * (1 - probability[~labeled]).log().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    with stage_counter("query", "GCN training", epochs, "epochs") as report:
+        for _ in range(epochs):
+            model.train()
+            probability = model(features, adjacency)[0].clamp(1e-7, 1 - 1e-7)
+            loss = -probability[labeled].log().mean() - weight * (1 - probability[~labeled]).log().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            report.update(1)
     model.eval()
     with torch.no_grad():
         return model, model(features, adjacency)
@@ -102,26 +106,29 @@ ASAL_DEFAULTS = {"steps": 2000, "batch_size": 64, "latent": 100, "lr": 2e-4, "wi
 
 def train_gan(images: torch.Tensor, steps: int, batch_size: int, latent: int, lr: float, generator: torch.Generator,
               width: int = 64) -> Generator:
-    """A DCGAN on ``images`` (in [-1, 1]) with the non-saturating loss, Adam(lr, betas 0.5/0.999)."""
+    """A DCGAN on ``images`` (in [-1, 1]) with the non-saturating loss, Adam(lr, betas 0.5/0.999). Under an
+    active run a slow training reports ``[query] ASAL GAN training s/steps steps`` (``utils.core.loop``)."""
     channels, side = images.shape[1], images.shape[-1]
     gen = Generator(channels, side, latent, width).to(images.device)
     disc = Discriminator(channels, side, width).to(images.device)
     opt_g = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
     bce = nn.functional.binary_cross_entropy_with_logits
-    for _ in range(steps):
-        real = images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)]
-        fake = gen(torch.randn(len(real), latent, device=images.device))
-        d_real, d_fake = disc(real), disc(fake.detach())
-        loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        d_fake = disc(fake)
-        loss_g = bce(d_fake, torch.ones_like(d_fake))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+    with stage_counter("query", "ASAL GAN training", steps, "steps") as report:
+        for _ in range(steps):
+            real = images[torch.randint(len(images), (min(batch_size, len(images)),), generator=generator)]
+            fake = gen(torch.randn(len(real), latent, device=images.device))
+            d_real, d_fake = disc(real), disc(fake.detach())
+            loss_d = bce(d_real, torch.ones_like(d_real)) + bce(d_fake, torch.zeros_like(d_fake))
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            d_fake = disc(fake)
+            loss_g = bce(d_fake, torch.ones_like(d_fake))
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            report.update(1)
     return gen.eval()
 
 
