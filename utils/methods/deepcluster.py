@@ -75,7 +75,8 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
     clusters = CLUSTERS_PER_CLASS * num_classes
     rng = np.random.default_rng(seed)
     indices = np.asarray(indices)
-    for epoch in run.progress(range(epochs), "deepcluster"):
+    bar = run.progress(range(epochs), "deepcluster")
+    for epoch in bar:
         features = predict(model, data, indices, lambda out, _y: out.features.float(), batch_size, dist, workers,
                            desc="deepcluster")
         labels = cluster_assignments(features.numpy(), clusters, seed=seed + epoch)
@@ -88,13 +89,15 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-5)
         net.train()
         total, batches = 0.0, 0
-        for images, _targets, batch_indices in make_loader(data.train, chosen, batch_size, dist=dist, workers=workers):
+        loader = make_loader(data.train, chosen, batch_size, dist=dist, workers=workers)
+        for images, _targets, batch_indices in loader:
             logits = net(data.train_transform(images.to(dist.device))).logits
             loss = nn.functional.cross_entropy(logits, cluster_of[batch_indices].to(dist.device))
             optimizer.zero_grad(set_to_none=True)
             dist.precision.minimize(loss, optimizer)
             total, batches = total + loss.item(), batches + 1
-        run.scalar("deepcluster/train_loss", total / max(batches, 1), epoch)
+            run.log_batch(bar, epoch, batches, len(loader), total / batches, lr)
+        run.log_epoch(bar, "deepcluster", epoch, total / max(batches, 1), lr)
     return model
 
 
