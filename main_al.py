@@ -64,7 +64,8 @@ def strategy_settings(cfg) -> dict:
             "cluster_margin": {"margin_multiple": cfg.CLUSTER_MARGIN_KM, "clusters": cfg.CLUSTER_MARGIN_CLUSTERS,
                                "pick": cfg.CLUSTER_MARGIN_PICK},
             "batchbald": {"num_samples": cfg.BATCHBALD_SAMPLES, "max_candidates": cfg.BATCHBALD_CANDIDATES or "auto"},
-            "coreset": {"outlier_fraction": cfg.CORESET_OUTLIER_FRACTION, "time_limit": cfg.CORESET_TIME_LIMIT}}
+            "coreset": {"outlier_fraction": cfg.CORESET_OUTLIER_FRACTION, "time_limit": cfg.CORESET_TIME_LIMIT},
+            "views": {"views": cfg.CONSISTENCY_VIEWS, "clusters": cfg.DIFF2AUG_CLUSTERS}}
 
 
 def parse_args(argv=None):
@@ -77,7 +78,7 @@ def parse_args(argv=None):
     def run_args(parser):
         protocol.add_run_args(parser)
         parser.epilog = (f"strategies of --protocol {protocol.NAME} ({protocol.STRATEGY_FLAG}; A,B,C or all sweeps "
-                         f"them): {', '.join(protocol.supported_strategies())}")
+                         f"them): {', '.join(protocol.supported_strategies())}{protocol.STRATEGY_NOTE}")
         group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
         group.add_argument("--jobs", type=positive, default=1,
                            help="strategies run at once, as separate processes (default 1)")

@@ -61,6 +61,63 @@ def strategy_keys(epochs_key: str, asal_flag: str) -> dict:
                                         "fraction of pool + labeled (the paper's 1e-4)", minimum=0, below=1),
         "CORESET_TIME_LIMIT": Key(60.0, "CoreSet: seconds for the MIP phase before the best solution so far "
                                   "(greedy at worst) is taken", above=0),
+        "CONSISTENCY_VIEWS": Key(50, "ConsistencySampling: augmented views of every candidate (the toolkit's "
+                                 "ssl_Consistency: 50)", minimum=2),
+        "DIFF2AUG_CLUSTERS": Key(20, "TwoViewMarginKMeans: k-means clusters the query is stratified over (the "
+                                 "toolkit's ssl_Diff2AugKmeans: 20)", minimum=1),
+    }
+
+
+def ssl_keys() -> dict:
+    """Semi-supervised training of the round's model (utils/methods/ssl.py; the toolkit's uda, fixmatch,
+    flexmatch, pseudolabel and MixMatch ssl_* strategies). None: the method's own value, given as
+    pseudolabel / fixmatch / flexmatch / uda / mixmatch (the toolkit's; the papers' in brackets)."""
+    return {
+        "SSL": Key("none", "train the round's model with this semi-supervised method over the labeled set and "
+                   "the unlabeled pool, with any --strategy (none: supervised, as the toolkit's train)",
+                   choices=("none", "pseudolabel", "fixmatch", "flexmatch", "uda", "mixmatch"), flags=("--ssl",)),
+        "SSL_BATCH": Key(None, "labeled batch of SSL training (None: 250 / 250 / 250 / BATCH_SIZE / BATCH_SIZE, "
+                         "the toolkit's)", type="int", minimum=1),
+        "SSL_MU": Key(None, "unlabeled batch = round(SSL_MU x labeled batch) (None: 7 / 5.4 / 7 / 1 / 1, the "
+                      "toolkit's; FixMatch's paper 7)", type="float", above=0),
+        "SSL_THRESHOLD": Key(None, "confidence threshold of the pseudo-labels (None: 0.95 / 0.95 / 0.95 / 0 / -, "
+                             "the toolkit's, but its flexmatch is broken and 0 reproduces it; Lee's 0, UDA's paper "
+                             "0.8); FlexMatch: the tau of its class-wise thresholds; UDA: masks max p <= it",
+                             type="float", minimum=0, maximum=1),
+        "SSL_LAMBDA_U": Key(None, "weight of the unlabeled loss (None: 1 / 1 / 1 / 1 / 100, the toolkit's; Lee's "
+                            "alpha_f 3, MixMatch's paper 75 on CIFAR-10)", type="float", minimum=0),
+        "SSL_RAMPUP": Key(None, "epochs over which the unlabeled weight ramps up linearly from 0 (Pseudo-Label, "
+                          "MixMatch; None: 0 / - / - / - / 200, the toolkit's, so MixMatch reaches only half its "
+                          "lambda_u by epoch 100; MixMatch's paper 16k of 1M steps)", type="float", minimum=0),
+        "SSL_T": Key(None, "temperature: MixMatch's sharpening, UDA's target softmax, the pseudo-label softmax of "
+                     "the others (None: 1 / 1 / 1 / 1 / 0.5, the toolkit's; UDA's paper 0.4)", type="float",
+                     above=0),
+        "SSL_ALPHA": Key(0.75, "MixMatch: the Beta(alpha, alpha) of its MixUp (the toolkit's and paper's 0.75)",
+                         above=0),
+        "SSL_EMA": Key(None, "decay of the EMA network that is tested and queried (0: the trained network; None: "
+                       "0 / 0 / 0 / 0 / 0.999, the toolkit's; FixMatch's paper 0.999)", type="float", minimum=0,
+                       below=1),
+        "SSL_EMA_WD": Key(0.02, "with an EMA: each EMA step also multiplies the trained network's weights and "
+                          "BatchNorm statistics by 1 - SSL_EMA_WD x lr (the toolkit's MixMatch, from YU1ut's; 0: "
+                          "off, as the paper)", minimum=0),
+        "SSL_EARLY_STOP": Key(None, "stop a round when its summed training loss changes by less than this between "
+                              "epochs (0: never; None: 5e-4 / 5e-4 / 5e-4 / 5e-4 / 0, the toolkit's)", type="float",
+                              minimum=0),
+        "SSL_TSA": Key("none", "UDA: the Training Signal Annealing schedule of the labeled loss (the toolkit's none; "
+                       "the paper's log, linear or exp)", choices=("none", "log", "linear", "exp")),
+        "SSL_FLEX_WARMUP": Key(True, "FlexMatch: the threshold warm-up (Eq. 11; the paper's default)"),
+        "SSL_STRONG": Key(None, "strong view: RandAugment (FixMatch's, the toolkit's RandAugmentMC) or the "
+                          "AutoAugment CIFAR-10 policy (the toolkit's UDA) (None: - / randaugment / randaugment / "
+                          "autoaugment / -)", type="str", choices=("randaugment", "autoaugment")),
+        "SSL_STRONG_GROUPS": Key(8, "strong view: the unlabeled batch is cut into this many slices, each with its "
+                                 "own random ops and magnitudes (torchvision draws one set per call)", minimum=1),
+        "SSL_RANDAUG_OPS": Key(2, "RandAugment: ops drawn per image (the toolkit's and FixMatch's 2)", minimum=1),
+        "SSL_RANDAUG_LEVEL": Key(9, "RandAugment: magnitude levels v ~ U{1..this} of 10 (the toolkit's "
+                                 "randint(1, 10))", minimum=1, maximum=10),
+        "SSL_RANDAUG_P": Key(0.5, "RandAugment: probability of applying each drawn op (the toolkit's 0.5)",
+                             minimum=0, maximum=1),
+        "SSL_CUTOUT": Key(None, "strong view: Cutout of a square of this fraction of the side, grey (None: - / 0.5 "
+                          "/ 0.5 / 0 / -, the toolkit's)", type="float", minimum=0, maximum=1),
     }
 
 
@@ -104,6 +161,7 @@ def tree() -> Tree:
         "LAMBDA_LOSS": Key(1.2, "GCN weight of the unlabeled term", minimum=0, flags=("--lambda_loss|-l",)),
         "S_MARGIN": Key(0.1, "UncertainGCN confidence margin", minimum=0, flags=("--s_margin|-s",)),
         **strategy_keys("N_EPOCH", "--asal_steps"),
+        **ssl_keys(),
         **open_set_keys(),
         **own_images_keys("N_QUERY's percent (--nQuery)"),
         "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,

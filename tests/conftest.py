@@ -235,6 +235,7 @@ def tiny_context(candidates, query_size, seed=0, data=None):
     extras = {"previous_model": TinyNet(seed=1).eval(), "loss_module": LossNet((8,)), "ensemble": [model, TinyNet(2)],
               "state": {}, "mc_dropout": True, "vae": VAE(1, 32, 8), "discriminator": LatentDiscriminator(8),
               "vae_size": 32, "critic": Critic(8), "gcn": {"epochs": 5}, "asal": {"steps": 3, "batch_size": 8},
+              "views": {"views": 4, "clusters": 3},
               "unknown_class": 2, **ccal_extras(data, labeled, query_size, seed)}
     return QueryContext(model, data, labeled, np.asarray(candidates), query_size, Dist(), batch_size=16,
                         rng=np.random.default_rng(seed), extras=extras, mc_samples=5)

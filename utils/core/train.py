@@ -39,12 +39,14 @@ def set_rng_state(state):
 
 
 @torch.no_grad()
-def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None, pass_indices=False, desc=None):
+def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None, pass_indices=False, desc=None,
+            transform=None):
     """``fn(model_output, targets)`` for every sample of ``indices`` of the training set (the
     test set when ``indices`` is ``'test'``), in the order of ``indices``, on the CPU.
 
-    Runs in eval mode on the plain view, under --amp's autocast (``fn`` sees float32 outputs);
-    ``forward(x)`` replaces ``model(x)`` when given
+    Runs in eval mode on the plain view (``transform``: another view of the uint8 batches, e.g.
+    ``data.train_transform``'s random crops and flips), under --amp's autocast (``fn`` sees float32
+    outputs); ``forward(x)`` replaces ``model(x)`` when given
     (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
 
@@ -70,7 +72,7 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     report = run.counter(desc or "query", "scoring", len(indices), "images") if run is not None else None
     try:
         for images, targets, batch_indices in loader:
-            images = data.eval_transform(images.to(dist.device, non_blocking=True))
+            images = (transform or data.eval_transform)(images.to(dist.device, non_blocking=True))
             with precision.autocast():
                 x = precision.inputs(images)
                 out = (forward(x, batch_indices) if pass_indices else forward(x)) if forward else model(x)
@@ -89,14 +91,15 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
 
 def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callable | None = None,
         epoch_end: Callable | None = None, with_indices: bool = False, with_position: bool = False,
-        optimizer: torch.optim.Optimizer | None = None) -> None:
+        optimizer: torch.optim.Optimizer | None = None, stop: Callable | None = None) -> None:
     """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
     on every uint8 batch (``step(images, targets, indices)`` with ``with_indices``;
     ``step(images, targets, indices, position)`` with ``with_position``, ``position`` = epoch +
     batch / batches, the fractional epoch of per-iteration schedules); ``step`` returns the batch
     loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes,
     schedules); the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to
-    the progress bar and tensorboard; within an epoch the bar (or the progress lines) follows the batches."""
+    the progress bar and tensorboard; within an epoch the bar (or the progress lines) follows the batches.
+    ``stop(summed_loss)`` after an epoch: True ends the training there (an early stop)."""
     bar = run.progress(range(epochs), desc, what="train epoch")
     for epoch in bar:
         loader.batch_sampler.set_epoch(epoch)
@@ -116,6 +119,8 @@ def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callab
         if epoch_end is not None:
             epoch_end(epoch)
         run.log_epoch(bar, desc, epoch, total / max(batches, 1), lr)
+        if stop is not None and stop(total):
+            break
 
 
 def evaluate(model, data, batch_size, dist, workers=0):

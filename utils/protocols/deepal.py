@@ -1,6 +1,8 @@
 """The 20-strategy toolkit's protocol (cure-lab deep-active-learning; spec 003, sections 1-4) for
 main_al.py: percent budgets, one initial network per trial retrained (a copy) every round, SGD with
-milestones and clamped gradients, per-dataset batches and normalisation (config/deepal.py)."""
+milestones and clamped gradients, per-dataset batches and normalisation (config/deepal.py); with
+--ssl, semi-supervised training of the round's network over the labeled set and the unlabeled pool
+(utils/methods/ssl.py), with any strategy."""
 
 from __future__ import annotations
 
@@ -16,10 +18,20 @@ from config.deepal import MODELS
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags
-from utils.core.data import make_loader
+from utils.core.data import forever, make_batch_loader, make_loader
 from utils.core.splits import random_subset
 from utils.core.train import fit
+from utils.methods.ssl import make_ssl
 from utils.protocols.pool import PoolProtocol, Trial
+
+TOOLKIT_SSL = {  # the toolkit's semi-supervised --strategy names: (--ssl, the query strategy they stand for)
+    "fixmatch": ("fixmatch", "RandomSampling"), "flexmatch": ("flexmatch", "RandomSampling"),
+    "uda": ("uda", "RandomSampling"), "pseudolabel": ("pseudolabel", "RandomSampling"),
+    "ssl_Random": ("mixmatch", "RandomSampling"), "ssl_LC": ("mixmatch", "LeastConfidence"),
+    "ssl_Consistency": ("mixmatch", "ConsistencySampling"), "ssl_Diff2AugDirect": ("mixmatch", "TwoViewMargin"),
+    "ssl_Diff2AugKmeans": ("mixmatch", "TwoViewMarginKMeans"),
+}
+_TOOLKIT_SSL = {name.lower(): pair for name, pair in TOOLKIT_SSL.items()}  # (names ignore case)
 
 
 def deepal_budget(cfg, pool_size: int, start: int | None = None) -> tuple[int, int, int, int]:
@@ -60,16 +72,38 @@ class DeepAL(PoolProtocol):
                                  "--proxy_model": "the toolkit's selection-via-proxy strategy is not exported there "
                                                   "either"})
         add_refused_flags(parser, {"--load_ckpt": "not supported: to continue a run, give its --out and --resume",
-                                   "--add_imagenet": "not supported: only the toolkit's semi-supervised (MixMatch) "
-                                                     "strategies read it, and they are not implemented"},
+                                   "--add_imagenet": "not supported: the toolkit's MixMatch strategies add ImageNet "
+                                                     "images to Tiny ImageNet's unlabeled stream with it; --ssl "
+                                                     "mixmatch trains on the pool only"},
                           action="store_true")
 
+    STRATEGY_NOTE = ("; and the toolkit's semi-supervised names, each an --ssl method with a strategy: "
+                     + ", ".join(f"{n} (--ssl {m} + {s})" for n, (m, s) in TOOLKIT_SSL.items()))
     refuse = None
+    ssl = "none"  # the round's semi-supervised method (strategy_name sets it)
 
     def strategy_name(self) -> str:
-        if not self.cfg.STRATEGY:
+        """The query strategy (a toolkit SSL name stands for --ssl METHOD with its query strategy);
+        sets ``ssl``."""
+        cfg = self.cfg
+        if not cfg.STRATEGY:
             raise UserError("--strategy is required (see the README's strategy table, e.g. --strategy EntropySampling)")
-        return self.cfg.STRATEGY
+        self.ssl, name = cfg.SSL, cfg.STRATEGY
+        if name.lower() in _TOOLKIT_SSL:
+            method, name = _TOOLKIT_SSL[name.lower()]
+            if cfg.SSL not in ("none", method):
+                raise UserError(f"--strategy {cfg.STRATEGY} is the toolkit's --ssl {method} --strategy {name}; it "
+                                f"contradicts --ssl {cfg.SSL}: give one of them")
+            self.ssl = method
+        return name
+
+    def sweep_strategies(self, names: list) -> list:
+        """As every protocol's, with the toolkit's SSL names kept as given (each its own run)."""
+        toolkit = [n for n in names if n.lower() in _TOOLKIT_SSL]
+        if not toolkit:
+            return super().sweep_strategies(names)
+        return [n if n in toolkit else s for n, s in zip(names, super().sweep_strategies(
+            [_TOOLKIT_SSL[n.lower()][1] if n in toolkit else n for n in names]))]
 
     def load_data(self):
         cfg = self.cfg
@@ -90,6 +124,10 @@ class DeepAL(PoolProtocol):
             options = {**options, "consistency_head": False}
         self.model_options = options
         self.members = cfg.N_ENSEMBLES if "ensemble" in self.strategy.needs else 1
+        if self.ssl != "none" and self.strategy.training is not None:
+            raise UserError(f"--ssl {self.ssl} trains the task model its own way; {self.strategy.name} trains "
+                            "networks of its own alongside the supervised loop: use it without --ssl")
+        make_ssl(cfg, self.ssl, data.num_classes, 1, self.dist.device)  # its settings are checked here
         if cfg.PRETRAINED:  # a wrong model or an unreadable file stops here, before anything is written
             self.imagenet_init(build_model(self.model_name, data.num_classes, data.in_channels, **options))
 
@@ -107,11 +145,12 @@ class DeepAL(PoolProtocol):
     def derived(self) -> dict:
         return {"model_name": self.model_name, "model_options": self.model_options, "n_start": self.start,
                 "n_query": self.query, "n_end": self.end, "rounds": self.rounds, "strategy_name": self.strategy.name,
-                "members": self.members}
+                "members": self.members, "ssl": self.ssl}
 
     def names(self) -> tuple[tuple, str]:
         """(results-folder name parts, the run's label)."""
-        parts = ("deepal", self.data.name, self.cfg.MODEL, self.strategy.name)
+        ssl = () if self.ssl == "none" else (f"ssl-{self.ssl}",)
+        parts = ("deepal", self.data.name, self.cfg.MODEL, self.strategy.name, *ssl)
         return parts, " ".join(parts[1:])
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
@@ -128,21 +167,32 @@ class DeepAL(PoolProtocol):
         """Every round trains copies of the trial's initial networks."""
         return [copy.deepcopy(m) for m in state.initial_models]
 
-    def train(self, model, state: Trial, pool_idx: np.ndarray, hook, run, desc: str) -> None:
-        """N_EPOCH epochs of cross-entropy on L, as the toolkit's Strategy.train; ``hook`` adds a
-        strategy's own training (utils/samplers/hooks.py)."""
-        cfg, data, dist = self.cfg, self.data, self.dist
-        net = distributed.wrap(model, dist)
+    def optimizer(self, net) -> torch.optim.Optimizer:
+        cfg = self.cfg
         optimizer_class = torch.optim.SGD if cfg.OPTIMIZER == "SGD" else torch.optim.Adam
         extra = {"momentum": cfg.MOMENTUM} if cfg.OPTIMIZER == "SGD" else {}
-        optimizer = optimizer_class(net.parameters(), lr=cfg.LR, weight_decay=cfg.WEIGHT_DECAY, **extra)
+        return optimizer_class(net.parameters(), lr=cfg.LR, weight_decay=cfg.WEIGHT_DECAY, **extra)
+
+    def epoch_lr(self, epoch: int) -> float:
+        """LR x the product of GAMMAS of the SCHEDULE milestones reached (the toolkit sets it every epoch)."""
+        cfg = self.cfg
+        return cfg.LR * math.prod(g for m, g in zip(cfg.SCHEDULE, cfg.GAMMAS) if epoch >= m)
+
+    def train(self, model, state: Trial, pool_idx: np.ndarray, hook, run, desc: str) -> None:
+        """N_EPOCH epochs of cross-entropy on L, as the toolkit's Strategy.train; ``hook`` adds a
+        strategy's own training (utils/samplers/hooks.py); --ssl: :meth:`train_semi_supervised`."""
+        if self.ssl != "none":
+            return self.train_semi_supervised(model, state, pool_idx, run, desc)
+        cfg, data, dist = self.cfg, self.data, self.dist
+        net = distributed.wrap(model, dist)
+        optimizer = self.optimizer(net)
         indices = hook.train_indices(state.labeled_idx) if hook else state.labeled_idx
         loader = make_loader(data.train, indices, cfg.BATCH_SIZE, True, np.random.randint(2**31), dist,
                              self.args.workers)
 
         def start_epoch(epoch):
             net.train()
-            lr = cfg.LR * math.prod(g for m, g in zip(cfg.SCHEDULE, cfg.GAMMAS) if epoch >= m)
+            lr = self.epoch_lr(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             if hook:
@@ -161,6 +211,73 @@ class DeepAL(PoolProtocol):
             return loss.item()
 
         fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True, optimizer=optimizer)
+
+    def train_semi_supervised(self, model, state: Trial, pool_idx: np.ndarray, run, desc: str) -> None:
+        """Up to N_EPOCH epochs of the --ssl method (utils/methods/ssl.py) with the supervised run's
+        optimizer and schedule: each step a labeled batch (the method's size, drawn from reshuffled
+        passes over L) and an unlabeled batch of the pool U (mu times as large, reshuffled passes), as
+        many steps per epoch as the method takes (the toolkit's: ceil(|L| / B), MixMatch int(N / B));
+        gradients clamped as the supervised run's (not MixMatch's: the toolkit clamps after its step).
+        Ends with the network the method tests and queries with (MixMatch: its EMA) in ``model``."""
+        cfg, data, dist = self.cfg, self.data, self.dist
+        method = make_ssl(cfg, self.ssl, data.num_classes, len(pool_idx), dist.device)
+        net = distributed.wrap(model, dist)
+        optimizer = self.optimizer(net)
+        labeled_idx, batch = state.labeled_idx, method.batch_size
+        steps = method.steps_per_epoch(len(labeled_idx), len(labeled_idx) + len(pool_idx))
+        seed = np.random.randint(2**31)
+
+        def labeled_batches(epoch):  # `steps` batches from passes over L, each pass a new permutation
+            rng = np.random.default_rng([seed, epoch])
+            passes = -(-steps * batch // len(labeled_idx))
+            stream = np.concatenate([rng.permutation(labeled_idx) for _ in range(passes)])
+            batches = [stream[i * batch:(i + 1) * batch].tolist() for i in range(steps)]
+            return [b for b in batches if len(b) > 1]  # (no batch of one image: BatchNorm)
+
+        loader = make_batch_loader(data.train, labeled_batches, dist, self.args.workers)
+        unlabeled = forever(make_loader(data.train, pool_idx, method.unlabeled_batch_size, True,
+                                        np.random.randint(2**31), dist, self.args.workers))
+        position_of = torch.full((len(data.train),), -1, dtype=torch.long)
+        position_of[torch.as_tensor(pool_idx)] = torch.arange(len(pool_idx))
+        weak = data.train_transform
+        strong = (lambda u: weak(method.strong_augment(u))) if method.strong_augment is not None else None
+        clip = cfg.GRAD_CLIP if method.clamp_gradients else None
+        previous, logged = None, {}  # the last epoch's summed loss; the epoch's sums of the method's logs
+
+        def start_epoch(epoch):
+            net.train()
+            for group in optimizer.param_groups:
+                group["lr"] = self.epoch_lr(epoch)
+
+        def step(images, targets, _indices, position):
+            u_images, _, u_idx = next(unlabeled)
+            loss, logs = method.loss(lambda x: net(x).logits, weak(images.to(dist.device)), targets.to(dist.device),
+                                     u_images.to(dist.device), position_of[u_idx].to(dist.device), weak, strong,
+                                     position / cfg.N_EPOCH)
+            for key, value in (*logs.items(), ("steps", 1)):
+                logged[key] = logged.get(key, 0.0) + value
+            optimizer.zero_grad(set_to_none=True)
+            dist.precision.minimize(loss, optimizer, clip_value=clip)
+            method.after_step(model, lr=optimizer.param_groups[0]["lr"])
+            return loss.item()
+
+        def end_epoch(epoch):  # the epoch's mean of every log (mask rate, unlabeled loss, ...) to tensorboard
+            steps_done = logged.pop("steps", 0)
+            for key, total in logged.items():
+                run.scalar(f"{desc}/ssl_{key}", total / max(steps_done, 1), epoch)
+            logged.clear()
+
+        def stop(summed_loss):  # the toolkit's early stop (not MixMatch's)
+            nonlocal previous
+            done, previous = method.stop_early(previous, summed_loss), summed_loss
+            return done
+
+        method.start(model)
+        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, end_epoch, with_position=True, optimizer=optimizer,
+            stop=stop)
+        tested = method.eval_model(model)
+        if tested is not model:
+            model.load_state_dict(tested.state_dict())
 
     def hook_settings(self):
         return super().hook_settings(self.cfg.GRAD_CLIP)

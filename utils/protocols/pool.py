@@ -71,6 +71,7 @@ class PoolProtocol:
     the strategy; the batch stream and settings of strategy training hooks."""
 
     PROVIDES: frozenset = frozenset()  # the QueryContext extras the protocol gives every strategy
+    STRATEGY_NOTE = ""  # what --help adds to the list of strategies
 
     def __init__(self, cfg, args):
         self.cfg, self.args = cfg, args

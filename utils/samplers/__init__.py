@@ -15,6 +15,7 @@ from utils.samplers import (  # noqa: F401 (importing a module registers its str
     learned,
     mcadl,
     uncertainty,
+    views,
 )
 from utils.samplers.adversarial import bim_norms, deepfool_norms
 from utils.samplers.bandit import exp4p_probs, exp4p_update, iw_accuracy
@@ -36,10 +37,11 @@ from utils.samplers.registry import (
     top_k,
 )
 from utils.samplers.uncertainty import bald_scores, entropy_scores, least_confidence_scores, margin_scores
+from utils.samplers.views import stratified_by_cluster, view_variance
 
 __all__ = ["QueryContext", "Strategy", "badge_select", "bald_scores", "batchbald_select", "bim_norms",
            "cluster_margin_select", "deepfool_norms", "entropy_scores", "exp4p_probs", "exp4p_update",
            "get_strategy", "iw_accuracy", "kcenter_greedy", "kdpp_select", "kmeans_select",
            "least_confidence_scores", "list_strategies", "margin_scores", "mcadl_scores", "pixel_neighbour_terms",
-           "register_scorer", "register_selector", "robust_kcenter", "tod_scores", "top_k", "top_mass_uncertainty",
-           "train_gcn", "waal_scores"]
+           "register_scorer", "register_selector", "robust_kcenter", "stratified_by_cluster", "tod_scores", "top_k",
+           "top_mass_uncertainty", "train_gcn", "view_variance", "waal_scores"]

@@ -42,12 +42,12 @@ class QueryContext:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def predict(self, fn: Callable, indices: np.ndarray | None = None, model: torch.nn.Module | None = None,
-                forward: Callable | None = None) -> torch.Tensor:
+                forward: Callable | None = None, transform: Callable | None = None) -> torch.Tensor:
         """``fn(model_output, targets)`` over ``indices`` (default: the candidates); ``forward(x)``
-        replaces ``model(x)`` (see utils.core.train.predict)."""
+        replaces ``model(x)``, ``transform`` the plain view (see utils.core.train.predict)."""
         indices = self.candidates if indices is None else indices
         return predict(model or self.model, self.data, indices, fn, self.batch_size, self.dist, self.workers,
-                       forward=forward)
+                       forward=forward, transform=transform)
 
     def _cached(self, key, compute):
         if key not in self._cache:
