@@ -31,6 +31,7 @@ from torch.nn import functional as F
 from torchvision.transforms import v2
 
 from utils.core.cli import UserError
+from utils.core.distributed import unwrap
 from utils.core.registry import Registry
 
 # ============================================================================ pure functions
@@ -175,12 +176,6 @@ def decay_weights(model: nn.Module, wd: float) -> None:
         t.mul_(1 - wd)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        return model.module
-    return model
-
-
 # ============================================================================ the strong view
 
 def cutout(images: torch.Tensor, fraction: float, fill: int = 127) -> torch.Tensor:
@@ -323,7 +318,7 @@ class SemiSupervised:
     def start(self, model) -> None:
         """Before the round's first step: the EMA network starts as a copy of the initial one."""
         if self.ema_decay > 0:
-            self.ema = copy.deepcopy(_unwrap(model))
+            self.ema = copy.deepcopy(unwrap(model))
             for p in self.ema.parameters():
                 p.requires_grad_(False)
 
@@ -333,7 +328,7 @@ class SemiSupervised:
         network by 1 - SSL_EMA_WD x lr when ``lr`` is given."""
         if self.ema_decay <= 0:
             return
-        model = _unwrap(model)
+        model = unwrap(model)
         if self.ema is None:
             self.start(model)
         else:
