@@ -75,7 +75,9 @@ def wrap(model, dist, find_unused_parameters=False):
     ranks all load rank 0's checkpoint, then queries differently). Here rank 0's buffers are
     broadcast after each training-mode forward instead; rank 0's model is what it was.
 
-    With --amp or --channels-last the returned network runs its forward as utils/core/precision.py says."""
+    With --amp or --channels-last the returned network runs its forward as utils/core/precision.py says
+    (the weights go channels-last before DistributedDataParallel sizes its gradient buckets)."""
+    dist.precision.prepare(model)
     if not dist.enabled:
         return dist.precision.wrap(model)
     from torch.nn.parallel import DistributedDataParallel
