@@ -115,6 +115,7 @@ FLAG_CASES = [
     ("main_al.py --protocol deepal", ["--load_ckpt"], "--load_ckpt: not supported: to continue a run, give its --out "
                                                       "and --resume"),
     ("main_al.py --protocol deepal", ["--add_imagenet"], "--add_imagenet: not supported"),
+    ("main_al.py --protocol rethinking", ["--ssl", "fixmatch"], "--ssl is a choice of --protocol deepal"),
     ("main_al.py --protocol deepal", ["--strategy", "RandomSampling,EntropySampling", "--shard", "3/2"],
      "--shard 3/2"),
     ("AL_center.py", ["--gpu", "first"], "--gpu: expected a device index"),

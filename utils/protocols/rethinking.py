@@ -44,6 +44,8 @@ REFUSED = {
     "--sobel": "--sobel is not supported (the seed's Sobel front end)",
     "--weighted_unlabeled_batch": "--weighted_unlabeled_batch is not supported (it crashes in the seed with LP)",
     "--loss_type": "--loss_type accepts ce only (the seed's kl and mse are experimental)",
+    "--ssl": "--ssl is a choice of --protocol deepal (this protocol's semi-supervised parts are --add-lp and "
+             "--add-ceal)",
 }
 # the settings DeepCluster weights record and must match, besides the dataset, pool and arch (weights_provenance)
 PROVENANCE_KEYS = ("PRETRAIN_EPOCHS", "PRETRAIN_LR", "PRETRAIN_BATCH_SIZE", "SEED", "IMAGE_SIZE")
