@@ -10,7 +10,6 @@ import torch
 from utils.core import distributed
 from utils.core.cli import UserError
 from utils.core.data import make_loader
-from utils.core.precision import float32
 
 
 def seed_everything(seed):
@@ -67,16 +66,14 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     model.eval()
     precision = dist.precision
     precision.prepare(model)
+    call = forward or model
     outputs = []
     run, scored = active_run(), 0
     report = run.counter(desc or "query", "scoring", len(indices), "images") if run is not None else None
     try:
         for images, targets, batch_indices in loader:
             images = (transform or data.eval_transform)(images.to(dist.device, non_blocking=True))
-            with precision.autocast():
-                x = precision.inputs(images)
-                out = (forward(x, batch_indices) if pass_indices else forward(x)) if forward else model(x)
-            out = float32(out)
+            out = precision.forward(call, images, batch_indices) if pass_indices else precision.forward(call, images)
             outputs.append(fn(out, targets.to(dist.device)).cpu())
             if report is not None:  # (rank 0 reports: its shard's count times the ranks, equal shards)
                 count = min(len(images) * dist.world_size, len(indices) - scored)
