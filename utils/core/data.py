@@ -860,6 +860,13 @@ def make_batch_loader(dataset: Dataset, make_batches: Callable[[int], list], dis
                       collate_fn=_collate, pin_memory=pin)
 
 
+def cycled_batches(rng: np.random.Generator, indices: np.ndarray, batches: int, size: int) -> np.ndarray:
+    """``[batches, size]`` dataset indices from reshuffled passes over ``indices``, each pass a new
+    permutation drawn from ``rng`` (a batch may span two passes; every batch is full)."""
+    passes = max(1, -(-batches * size // len(indices)))
+    return np.concatenate([rng.permutation(indices) for _ in range(passes)])[: batches * size].reshape(batches, size)
+
+
 def forever(loader: DataLoader) -> Iterator:
     """Endless batches from ``loader``, a new epoch (new shuffle) each pass."""
     epoch = 0

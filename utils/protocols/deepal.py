@@ -18,7 +18,7 @@ from config.deepal import MODELS
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags
-from utils.core.data import forever, make_batch_loader, make_loader
+from utils.core.data import cycled_batches, forever, make_batch_loader, make_loader
 from utils.core.splits import random_subset
 from utils.core.train import fit
 from utils.methods.ssl import make_ssl
@@ -227,12 +227,8 @@ class DeepAL(PoolProtocol):
         steps = method.steps_per_epoch(len(labeled_idx), len(labeled_idx) + len(pool_idx))
         seed = np.random.randint(2**31)
 
-        def labeled_batches(epoch):  # `steps` batches from passes over L, each pass a new permutation
-            rng = np.random.default_rng([seed, epoch])
-            passes = -(-steps * batch // len(labeled_idx))
-            stream = np.concatenate([rng.permutation(labeled_idx) for _ in range(passes)])
-            batches = [stream[i * batch:(i + 1) * batch].tolist() for i in range(steps)]
-            return [b for b in batches if len(b) > 1]  # (no batch of one image: BatchNorm)
+        def labeled_batches(epoch):  # `steps` full batches from reshuffled passes over L
+            return cycled_batches(np.random.default_rng([seed, epoch]), labeled_idx, steps, batch).tolist()
 
         loader = make_batch_loader(data.train, labeled_batches, dist, self.args.workers)
         unlabeled = forever(make_loader(data.train, pool_idx, method.unlabeled_batch_size, True,

@@ -17,7 +17,7 @@ from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, path, positive, str2bool
-from utils.core.data import make_batch_loader
+from utils.core.data import cycled_batches, make_batch_loader
 from utils.core.openset import open_set
 from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
 from utils.core.train import fit, predict, seed_everything, softmax_probs
@@ -345,11 +345,8 @@ class CycleTraining:
         order = rng.permutation(self.primary)
         batches = [order[i:i + size] for i in range(0, max(len(order) - size + 1, 1), size)]
         if self.labeled_per_batch:
-            per = self.labeled_per_batch
-            needed = len(batches) * per
-            rounds = -(-needed // len(self.labeled_idx))
-            stream = np.concatenate([rng.permutation(self.labeled_idx) for _ in range(rounds)])
-            batches = [np.concatenate([b, stream[i * per:(i + 1) * per]]) for i, b in enumerate(batches)]
+            labeled = cycled_batches(rng, self.labeled_idx, len(batches), self.labeled_per_batch)
+            batches = [np.concatenate([b, extra]) for b, extra in zip(batches, labeled)]
         return [b.tolist() for b in batches if len(b)]
 
     def step(self, images, _targets, indices, position: float) -> float:
