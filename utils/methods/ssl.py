@@ -343,7 +343,7 @@ class SemiSupervised:
 
     @staticmethod
     def logs(**values) -> dict[str, float]:
-        """Float logs with one host sync."""
+        """Float logs with one host sync (``loss``, the step's total, among them: the loop reads it there)."""
         tensors = {k: v.detach().float().reshape(()) for k, v in values.items() if torch.is_tensor(v)}
         synced = dict(zip(tensors, torch.stack(list(tensors.values())).tolist())) if tensors else {}
         return {k: synced[k] if k in synced else float(v) for k, v in values.items()}
@@ -351,6 +351,12 @@ class SemiSupervised:
 
 def _split(logits: torch.Tensor, *sizes: int) -> tuple:
     return torch.split(logits.float(), list(sizes))
+
+
+def _weak_and_strong(forward, x_l, u_images, weak, strong) -> tuple:
+    """(labeled, weak-view, strong-view) logits from one forward over [x_l; weak(u); strong(u)]."""
+    n, m = len(x_l), len(u_images)
+    return _split(forward(torch.cat([x_l, weak(u_images), strong(u_images)])), n, m, m)
 
 
 class FixMatch(SemiSupervised):
@@ -373,11 +379,11 @@ class FixMatch(SemiSupervised):
         return fixmatch_unlabeled_loss(logits_weak, logits_strong, self.threshold, self.T)
 
     def loss(self, forward, x_l, y_l, u_images, u_pos, weak, strong, progress):
-        n, m = len(x_l), len(u_images)
-        z_l, z_w, z_s = _split(forward(torch.cat([x_l, weak(u_images), strong(u_images)])), n, m, m)
+        z_l, z_w, z_s = _weak_and_strong(forward, x_l, u_images, weak, strong)
         sup = F.cross_entropy(z_l, y_l)
         unsup, mask = self.unlabeled_mask_loss(z_w, z_s, u_pos)
-        return sup + self.lambda_u * unsup, self.logs(sup_loss=sup, unsup_loss=unsup, mask=mask.mean())
+        loss = sup + self.lambda_u * unsup
+        return loss, self.logs(loss=loss, sup_loss=sup, unsup_loss=unsup, mask=mask.mean())
 
 
 class FlexMatch(FixMatch):
@@ -427,11 +433,11 @@ class UDA(SemiSupervised):
         self.lambda_u, self.tsa = self.own(cfg.SSL_LAMBDA_U, "SSL_LAMBDA_U"), cfg.SSL_TSA
 
     def loss(self, forward, x_l, y_l, u_images, u_pos, weak, strong, progress):
-        n, m = len(x_l), len(u_images)
-        z_l, z_w, z_s = _split(forward(torch.cat([x_l, weak(u_images), strong(u_images)])), n, m, m)
+        z_l, z_w, z_s = _weak_and_strong(forward, x_l, u_images, weak, strong)
         sup, kept = uda_supervised_loss(z_l, y_l, uda_tsa_threshold(progress, self.tsa, self.num_classes))
         unsup, mask = uda_unlabeled_loss(z_w, z_s, self.T, self.threshold)
-        return sup + self.lambda_u * unsup, self.logs(sup_loss=sup, unsup_loss=unsup, mask=mask.mean(),
+        loss = sup + self.lambda_u * unsup
+        return loss, self.logs(loss=loss, sup_loss=sup, unsup_loss=unsup, mask=mask.mean(),
                                                       tsa_kept=kept.mean())
 
 
@@ -456,7 +462,8 @@ class PseudoLabel(SemiSupervised):
         sup = F.cross_entropy(z_l, y_l)
         unsup, mask = pseudo_label_loss(z_u, self.threshold, self.T)
         weight = self.lambda_u * linear_rampup(progress * self.epochs, self.rampup)
-        return sup + weight * unsup, self.logs(sup_loss=sup, unsup_loss=unsup, mask=mask.mean(), weight=weight)
+        loss = sup + weight * unsup
+        return loss, self.logs(loss=loss, sup_loss=sup, unsup_loss=unsup, mask=mask.mean(), weight=weight)
 
 
 class MixMatch(SemiSupervised):
@@ -495,7 +502,8 @@ class MixMatch(SemiSupervised):
         sup = soft_cross_entropy(z_l, mixed_t[:n])
         unsup = mixmatch_unlabeled_loss(torch.softmax(z_u, dim=-1), mixed_t[n:])
         weight = self.lambda_u * linear_rampup(progress * self.epochs, self.rampup)
-        return sup + weight * unsup, self.logs(sup_loss=sup, unsup_loss=unsup, weight=weight)
+        loss = sup + weight * unsup
+        return loss, self.logs(loss=loss, sup_loss=sup, unsup_loss=unsup, weight=weight)
 
 
 SSL_METHODS = Registry("semi-supervised method")

@@ -99,11 +99,9 @@ class DeepAL(PoolProtocol):
 
     def sweep_strategies(self, names: list) -> list:
         """As every protocol's, with the toolkit's SSL names kept as given (each its own run)."""
-        toolkit = [n for n in names if n.lower() in _TOOLKIT_SSL]
-        if not toolkit:
+        if [n.lower() for n in names] == ["all"]:
             return super().sweep_strategies(names)
-        return [n if n in toolkit else s for n, s in zip(names, super().sweep_strategies(
-            [_TOOLKIT_SSL[n.lower()][1] if n in toolkit else n for n in names]))]
+        return [n if n.lower() in _TOOLKIT_SSL else super(DeepAL, self).sweep_strategies([n])[0] for n in names]
 
     def load_data(self):
         cfg = self.cfg
@@ -255,7 +253,7 @@ class DeepAL(PoolProtocol):
             optimizer.zero_grad(set_to_none=True)
             dist.precision.minimize(loss, optimizer, clip_value=clip)
             method.after_step(model, lr=optimizer.param_groups[0]["lr"])
-            return loss.item()
+            return logs["loss"]  # (the logs' one host sync holds it)
 
         def end_epoch(epoch):  # the epoch's mean of every log (mask rate, unlabeled loss, ...) to tensorboard
             steps_done = logged.pop("steps", 0)
