@@ -39,10 +39,8 @@ def stratified_by_cluster(order: np.ndarray, clusters: np.ndarray, query_size: i
     order; the shortfall is filled one per cluster per pass from cluster 0 upward (its next in order),
     skipping exhausted clusters. Positions into the candidates, cluster by cluster."""
     n, k = len(order), min(query_size, len(order))
-    ranked_clusters = clusters[order]
-    by_cluster = order[np.argsort(ranked_clusters, kind="stable")]  # cluster-major, rank order within
-    ids, starts, sizes = np.unique(ranked_clusters[np.argsort(ranked_clusters, kind="stable")], return_index=True,
-                                   return_counts=True)
+    by_cluster = order[np.argsort(clusters[order], kind="stable")]  # cluster-major, rank order within
+    _, starts, sizes = np.unique(clusters[by_cluster], return_index=True, return_counts=True)
     quota = sizes * k // n
     short = k - int(quota.sum())
     while short > 0:  # one more per non-exhausted cluster per pass (at most K passes of a vector step)
