@@ -24,17 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from gpu_check import write_cifar10  # noqa: E402
 
 METHODS = ("none", "pseudolabel", "fixmatch", "flexmatch", "uda", "mixmatch")
-# (labeled, unlabeled views) of a step's training forward at the toolkit's settings, B = the dataset's batch
-# (MixMatch's no-grad guess forward over 2B is not counted)
-IMAGES_PER_STEP = {"none": lambda b: (b, 0), "pseudolabel": lambda b: (250, 1750),
-                   "fixmatch": lambda b: (250, 2 * 1350), "flexmatch": lambda b: (250, 2 * 1750),
-                   "uda": lambda b: (b, 2 * b), "mixmatch": lambda b: (b, 2 * b)}
-
-
-def steps_per_epoch(method: str, labeled: int, pool: int, batch: int) -> int:
-    if method == "mixmatch":
-        return int(pool / batch)
-    return math.ceil(labeled / (batch if method in ("none", "uda") else 250))
+VIEWS = {"pseudolabel": 1}  # unlabeled views in a step's training forward (the others: weak + strong, or two)
 
 
 def main(argv=None) -> None:
@@ -44,23 +34,31 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=1, help="epochs of the round (default 1)")
     args = parser.parse_args(argv)
 
-    import main_al
+    import torch
 
-    batch = 256  # the toolkit's CIFAR-10 batch
-    labeled = int(args.labeled_percent * args.pool / 100)
+    import main_al
+    from utils.methods.ssl import make_ssl
+
     rows = []
     with tempfile.TemporaryDirectory() as work:
         root = write_cifar10(os.path.join(work, "data"), args.pool, 100)
         for method in METHODS:
             out = os.path.join(work, method)
-            main_al.main(["--protocol", "deepal", "--dataset", "cifar10", "--model", "ResNet18", "--strategy",
-                          "RandomSampling", "--nStart", str(args.labeled_percent), "--n_epoch", str(args.epochs),
-                          "--cycles", "1", "--quiet", "--data-root", root, "--out", out, "--ssl", method,
-                          *([] if method in ("none", "mixmatch") else ["--set", "SSL_EARLY_STOP=0"])])
+            argv = ["--protocol", "deepal", "--dataset", "cifar10", "--model", "ResNet18", "--strategy",
+                    "RandomSampling", "--nStart", str(args.labeled_percent), "--n_epoch", str(args.epochs),
+                    "--cycles", "1", "--quiet", "--data-root", root, "--out", out, "--ssl", method,
+                    *([] if method in ("none", "mixmatch") else ["--set", "SSL_EARLY_STOP=0"])]
+            main_al.main(argv)
             with open(os.path.join(out, "cycles.csv")) as fh:
-                seconds = float(next(csv.DictReader(fh))["train_seconds"]) / args.epochs
-            steps = steps_per_epoch(method, labeled, args.pool, batch)
-            images = labeled if method == "none" else steps * sum(IMAGES_PER_STEP[method](batch))
+                row = next(csv.DictReader(fh))
+            labeled, seconds = int(row["n_labeled"]), float(row["train_seconds"]) / args.epochs
+            cfg = main_al.parse_args(argv)[1]
+            ssl = make_ssl(cfg, method, 10, args.pool - labeled, torch.device("cpu"))
+            if ssl is None:  # supervised: one pass over L
+                steps, images = math.ceil(labeled / cfg.BATCH_SIZE), labeled
+            else:  # the method's own batches and steps, as the round used them
+                steps = ssl.steps_per_epoch(labeled, args.pool)
+                images = steps * (ssl.batch_size + VIEWS.get(method, 2) * ssl.unlabeled_batch_size)
             rows.append((method, steps, images, seconds))
     base = rows[0][3]
     print(f"\n{args.pool} CIFAR-shaped images, {labeled} labeled, slim ResNet-18, per epoch of the round:")
