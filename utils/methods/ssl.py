@@ -256,8 +256,7 @@ STRONG = ("SSL_STRONG", "SSL_STRONG_GROUPS", "SSL_CUTOUT", "SSL_RANDAUG_OPS", "S
 
 def _explicit(cfg) -> set:
     """SSL_* keys given on the command line (not left at their defaults)."""
-    sources = getattr(cfg, "sources", {})
-    return {k for k, s in sources.items() if k.startswith("SSL_") and s != "default"}
+    return {k for k, s in cfg.sources.items() if k.startswith("SSL_") and s != "default"}
 
 
 class SemiSupervised:
