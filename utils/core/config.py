@@ -23,6 +23,7 @@ from typing import Any
 
 from utils.core.cli import UserError
 
+SCRIPT_EPOCHS = "<epochs>"  # Key.per_epochs of a strategy's key: the epochs key of whichever script has it
 TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")
 TRUE, FALSE = ("true", "yes", "y", "1", "t"), ("false", "no", "n", "0", "f")
 

@@ -14,9 +14,10 @@ import math
 import numpy as np
 import torch
 
-from utils.samplers.registry import QueryContext, get_strategy, register_selector, top_k
+from utils.core.config import Key
+from utils.samplers.registry import Need, QueryContext, get_strategy, register_selector, top_k
 
-ALBL_DEFAULTS = {"experts": ("LeastConfidence", "KCenterGreedy"), "delta": 0.1, "horizon": None}
+EXPERTS = ("LeastConfidence", "KCenterGreedy")  # the toolkit's arms
 
 
 def exp4p_probs(log_weights: torch.Tensor, p_min: float) -> torch.Tensor:
@@ -68,22 +69,24 @@ def _reward(ctx: QueryContext, state: dict) -> float | None:
     return iw_accuracy(correct, state["inclusion"][torch.from_numpy(known)])
 
 
-@register_selector("ActiveLearningByLearning", aliases=("albl", "active_learning_by_learning"), needs=("state",))
+@register_selector("ActiveLearningByLearning", aliases=("albl", "active_learning_by_learning"), needs=(Need.STATE,),
+                   prefix="ALBL", params={
+    "DELTA": Key(0.1, "ALBL: EXP4.P's confidence delta (the toolkit's 0.1)", above=0, below=1),
+    "HORIZON": Key(None, "ALBL: EXP4.P's horizon T in queries (None: the queries that would empty the pool, fixed at "
+                   "the first query)", type="int", minimum=1)})
 def albl_positions(ctx: QueryContext) -> np.ndarray:
     """One ALBL round. First the pending query's reward (IW-ACC with the model retrained on its
     labels) updates the weights; then every expert proposes its batch, one expert is drawn with the
     EXP4.P probabilities and its batch is the query. Each queried sample's inclusion probability is
     the total probability of the experts that proposed it. Kept in ``ctx.extras['state']['albl']``
     for the trial: log-weights, horizon T, queried samples with their inclusion probabilities, the
-    pending draw, and the history (probabilities, experts drawn, rewards). ``ctx.extras['albl']``
-    may set ``experts`` (registered names), ``delta`` and ``horizon`` (default: the queries that
-    would empty the pool, fixed at the first query)."""
-    settings = {**ALBL_DEFAULTS, **ctx.extras.get("albl", {})}
-    experts = tuple(settings["experts"])
+    pending draw, and the history (probabilities, experts drawn, rewards). ALBL_DELTA and ALBL_HORIZON
+    are EXP4.P's delta and T."""
+    experts = EXPERTS
     p_min = 1.0 / (10 * len(experts))
     state = ctx.extras["state"].setdefault("albl", {})
     if not state:
-        horizon = settings["horizon"] or math.ceil(len(ctx.candidates) / ctx.query_size)
+        horizon = ctx.params.horizon or math.ceil(len(ctx.candidates) / ctx.query_size)
         state.update(log_weights=torch.zeros(len(experts), dtype=torch.float64), horizon=int(horizon),
                      queried=torch.zeros(0, dtype=torch.long), inclusion=torch.zeros(0, dtype=torch.float64),
                      pending=None, probs=torch.zeros(0, len(experts), dtype=torch.float64),
@@ -93,7 +96,7 @@ def albl_positions(ctx: QueryContext) -> np.ndarray:
         if reward is not None:
             pending = state["pending"]
             state["log_weights"] = exp4p_update(state["log_weights"], pending["probs"], pending["expert"], reward,
-                                                p_min, settings["delta"], state["horizon"])
+                                                p_min, ctx.params.delta, state["horizon"])
             state["rewards"] = torch.cat([state["rewards"], torch.tensor([reward], dtype=torch.float64)])
         state["pending"] = None
 

@@ -6,7 +6,8 @@ import torch
 
 from utils.core.train import softmax_probs
 from utils.samplers.hooks import LossPredictionHook
-from utils.samplers.registry import QueryContext, register_scorer, register_selector
+from utils.core.config import Key
+from utils.samplers.registry import Need, QueryContext, register_scorer, register_selector
 
 
 def tod_scores(probs_current: torch.Tensor, probs_previous: torch.Tensor) -> torch.Tensor:
@@ -20,15 +21,20 @@ def random_positions(ctx: QueryContext) -> np.ndarray:
     return ctx.rng.choice(len(ctx.candidates), ctx.query_size, replace=False)
 
 
-@register_scorer("TOD", aliases=("cod",), needs=("previous_model",))
+@register_scorer("TOD", aliases=("cod",), needs=(Need.PREVIOUS_MODEL,), params={
+    "CYCLE0": Key("lowest", "TOD: cycle 0 compares with an untrained network; the authors' code queries the lowest "
+                  "discrepancies there (the default), 'highest' as at every later cycle (the paper)",
+                  choices=("lowest", "highest"), flags=("--tod-cycle0",))})
 def tod(ctx: QueryContext) -> torch.Tensor:
-    """COD between the current model and the previous cycle's model."""
+    """COD between the current model and the previous cycle's model; at cycle 0 (the previous model
+    untrained) the lowest discrepancies first unless TOD_CYCLE0 is highest."""
     current = ctx.predict(softmax_probs)
     previous = ctx.predict(softmax_probs, model=ctx.extras["previous_model"])
-    return tod_scores(current, previous)
+    scores = tod_scores(current, previous)
+    return -scores if ctx.cycle == 0 and ctx.params.cycle0 == "lowest" else scores
 
 
-@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), needs=("loss_module",),
+@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), 
                  training=LossPredictionHook, pool_subset=10_000)
 def learning_loss(ctx: QueryContext) -> torch.Tensor:
     """The loss predicted by the LL4AL module from the model's stage features, highest first

@@ -33,6 +33,7 @@ from typing import Literal
 
 import torch
 
+from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_selector
 from utils.samplers.uncertainty import MC, bald_scores
 
@@ -164,12 +165,15 @@ def batchbald_select(mc_probs: torch.Tensor, query_size: int, num_samples: int =
     return positions
 
 
-@register_selector("BatchBALD", aliases=("batch_bald",), needs=MC)
+@register_selector("BatchBALD", aliases=("batch_bald",), needs=MC, params={
+    "SAMPLES": Key(NUM_SAMPLES, "BatchBALD: sampled label configurations once the joint entropy is no longer exact",
+                   minimum=1),
+    "CANDIDATES": Key(None, "BatchBALD: the highest-BALD points the greedy batch is chosen from (None: max(1000, 10 "
+                      "x query size))", type="int", minimum=1)})
 def batchbald_positions(ctx: QueryContext) -> torch.Tensor:
     """Greedy BatchBALD on ``ctx.mc_probs(consistent=True)`` (K = ``ctx.mc_samples`` consistent MC-dropout
-    passes: pass k is one network omega_k for every candidate); ``ctx.extras['batchbald']`` may set
-    ``num_samples`` and ``max_candidates`` (see batchbald_select)."""
-    settings = {"num_samples": NUM_SAMPLES, "max_candidates": "auto", **ctx.extras.get("batchbald", {})}
+    passes: pass k is one network omega_k for every candidate), with BATCHBALD_SAMPLES sampled configurations
+    and BATCHBALD_CANDIDATES pre-selected points (see batchbald_select)."""
     generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31)))
     return batchbald_select(ctx.mc_probs(consistent=True).to(ctx.dist.device), ctx.query_size,
-                            settings["num_samples"], generator, settings["max_candidates"])
+                            ctx.params.samples, generator, ctx.params.candidates or "auto")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.samplers.registry import QueryContext, register_selector
+from utils.samplers.registry import Need, QueryContext, register_selector
 
 # what active_main.py gives the selector (QueryContext.extras)
 CCAL_EXTRAS = ("features", "positions", "labels", "k", "t", "target")
@@ -126,7 +126,7 @@ def ccal_query(features, feature_idx, pool_idx, labeled_idx, labels, num_known, 
     return pool_idx[picked], torch.bincount(pseudo, minlength=num_known).tolist()
 
 
-@register_selector("CCAL", needs=CCAL_EXTRAS, fixed_size=False)
+@register_selector("CCAL", needs=(Need.CCAL_FEATURES,), fixed_size=False)
 def ccal_positions(ctx: QueryContext) -> np.ndarray:
     """The joint query over ``ctx.candidates`` given ``ctx.labeled_idx`` (known images). Extras:
     ``features`` (distinctive [N, R, D], semantic [N, D]), ``positions`` (dataset index -> row of

@@ -15,6 +15,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 
 from utils.core.loop import stage_counter
 from utils.samplers.diversity import kcenter_greedy, min_sq_distances
+from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_selector
 
 log = logging.getLogger(__name__)
@@ -253,14 +254,17 @@ def robust_kcenter(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size
                                 max_pairs, max_steps).positions
 
 
-@register_selector("CoreSet", aliases=("core_set",))  # "coreset" is the name itself (case is ignored)
+@register_selector("CoreSet", aliases=("core_set",), params={  # "coreset" is the name itself (case is ignored)
+    "OUTLIER_FRACTION": Key(1e-4, "CoreSet: the outliers the robust k-center may leave, as a fraction of pool + "
+                            "labeled (the paper's 1e-4)", minimum=0, below=1),
+    "TIME_LIMIT": Key(60.0, "CoreSet: seconds for the MIP phase before the best solution so far (greedy at worst) "
+                      "is taken", above=0)})
 def coreset_positions(ctx: QueryContext) -> torch.Tensor:
-    """Robust k-center on the penultimate embeddings of the candidates and the labeled set, with the defaults of
-    ``robust_kcenter_solve`` (Ξ = 1e-4 · n, 60 s for the MIP phase, at most 5000 MIP nodes);
-    ``ctx.extras['coreset']`` may set ``outlier_fraction`` and ``time_limit``. The last
-    ``RobustKCenterResult`` (path taken, radii, time) is kept in ``coreset_positions.last_solution``."""
+    """Robust k-center on the penultimate embeddings of the candidates and the labeled set (``robust_kcenter_solve``:
+    Xi = CORESET_OUTLIER_FRACTION * n, CORESET_TIME_LIMIT seconds for the MIP phase, at most 5000 MIP nodes). The
+    last ``RobustKCenterResult`` (path taken, radii, time) is kept in ``coreset_positions.last_solution``."""
     result = robust_kcenter_solve(ctx.features(), ctx.labeled_features(), ctx.query_size,
-                                  **ctx.extras.get("coreset", {}))
+                                  outlier_fraction=ctx.params.outlier_fraction, time_limit=ctx.params.time_limit)
     coreset_positions.last_solution = result
     return result.positions
 

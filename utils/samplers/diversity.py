@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import torch
 
-from utils.samplers.registry import QueryContext, register_selector
+from utils.core.config import Key
+from utils.samplers.registry import Need, QueryContext, register_selector
 from utils.samplers.uncertainty import margin_scores
 
 CHUNK_ELEMENTS = 2**24  # distance-matrix blocks stay below 64 MB of float32
@@ -210,24 +211,26 @@ def cluster_margin_select(margins: torch.Tensor, labels: torch.Tensor, query_siz
     return order[round_robin[:query_size]]
 
 
-CLUSTER_MARGIN_DEFAULTS = {"margin_multiple": 10, "clusters": 20, "pick": "lowest"}  # the toolkit's
-
-
-@register_selector("ClusterMarginSampling", aliases=("cluster_margin", "clustermargin"), needs=("state",))
+@register_selector("ClusterMarginSampling", aliases=("cluster_margin", "clustermargin"), needs=(Need.STATE,),
+                   prefix="CLUSTER_MARGIN", params={
+    "KM": Key(10, "ClusterMarginSampling: the k_m x query-size lowest-margin points are clustered (the toolkit's 10)",
+              minimum=1),
+    "CLUSTERS": Key(20, "ClusterMarginSampling: clusters of the average-linkage HAC (the toolkit's 20)", minimum=1),
+    "PICK": Key("lowest", "ClusterMarginSampling: the point taken from a cluster in each round: lowest margin (the "
+                "toolkit) or random (the paper)", choices=("lowest", "random"))})
 def cluster_margin_positions(ctx: QueryContext) -> torch.Tensor:
-    """HAC labels (``clusters`` clusters) of every training sample are computed at the first query
-    of a trial (with that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later
-    queries; ``ctx.extras['cluster_margin']`` may set ``margin_multiple``, ``clusters`` and ``pick``
-    (lowest or random, see cluster_margin_select)."""
-    settings = {**CLUSTER_MARGIN_DEFAULTS, **ctx.extras.get("cluster_margin", {})}
+    """HAC labels (CLUSTER_MARGIN_CLUSTERS clusters) of every training sample are computed at the first
+    query of a trial (with that cycle's model) and kept in ``ctx.extras['state']`` for the trial's later
+    queries; then cluster_margin_select with k_m = CLUSTER_MARGIN_KM, picking as CLUSTER_MARGIN_PICK."""
+    params = ctx.params
     state = ctx.extras["state"]
     if "cluster_margin_labels" not in state:
         everything = np.concatenate([ctx.labeled_idx, ctx.candidates])
         emb = ctx.predict(lambda out, _y: out.features.float(), everything)
         labels = torch.full((len(ctx.data.train),), -1, dtype=torch.long)
-        labels[torch.as_tensor(everything)] = hac_labels(emb, settings["clusters"], seed=int(ctx.rng.integers(2**31)))
+        labels[torch.as_tensor(everything)] = hac_labels(emb, params.clusters, seed=int(ctx.rng.integers(2**31)))
         state["cluster_margin_labels"] = labels
     margins = -margin_scores(ctx.probs())
-    generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31))) if settings["pick"] == "random" else None
+    generator = torch.Generator().manual_seed(int(ctx.rng.integers(2**31))) if params.pick == "random" else None
     return cluster_margin_select(margins, state["cluster_margin_labels"][torch.as_tensor(ctx.candidates)],
-                                 ctx.query_size, settings["margin_multiple"], generator)
+                                 ctx.query_size, params.km, generator)

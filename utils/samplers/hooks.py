@@ -17,8 +17,9 @@ datasets: the protocol hands them ``stream(indices)``, endless augmented batches
 training device, and the image geometry in :class:`HookSettings`.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from torch import nn
 from models import build_model
 from models.vaal import VAE, LatentDiscriminator
 from models.waal import Critic, critic_input, critic_input_dim
+from utils.core.config import SCRIPT_EPOCHS, Key
 from utils.core.precision import Precision
 from utils.methods.losses import ranking_loss
 
@@ -36,23 +38,27 @@ Stream = Callable[[np.ndarray], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 @dataclass(frozen=True)
 class HookSettings:
     """What a hook needs from the protocol: the task optimiser's settings (its own optimisers
-    follow them), gradient clipping (None: off), the learning-loss detach epoch, VAAL's VAE width,
-    the geometry and device of the task model's inputs, and --amp/--channels-last."""
+    follow them), gradient clipping (None: off), the geometry and device of the task model's
+    inputs, --amp/--channels-last, and the resolved values of the hook's own settings (``params``,
+    its ``PARAMS`` keys: the learning-loss detach epoch, VAAL's VAE width)."""
 
     lr: float
     momentum: float
     weight_decay: float
     grad_clip: float | None
-    epoch_l: int
     in_channels: int
     image_size: int
     device: torch.device
-    vae_width: int = 128
     precision: Precision = field(default_factory=Precision)
+    params: Mapping = field(default_factory=dict)
+
+    def param(self, key: str, hook: type):
+        """The value of the hook's setting ``key`` (its default when the protocol gave none)."""
+        return self.params[key] if key in self.params else hook.PARAMS[key].default
 
 
 class TrainingHook:
-    PROVIDES = ()  # the QueryContext extras this hook fills
+    PARAMS: Mapping = MappingProxyType({})  # the hook's settings keys (in the trees of scripts that run hooks)
 
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
                  settings: HookSettings):
@@ -90,9 +96,11 @@ class TrainingHook:
 class LossPredictionHook(TrainingHook):
     """Learning loss (Yoo & Kweon, CVPR'19) as the toolkit trains it: a loss module on the stage
     features, loss = CE + 1.0 x ranking loss (margin 1), its own SGD with the task's settings and
-    schedule, the module's gradient into the backbone cut after epoch ``epoch_l``."""
+    schedule, the module's gradient into the backbone cut after epoch LL_DETACH_EPOCH."""
 
-    PROVIDES = ("loss_module",)
+    PARAMS = MappingProxyType({"LL_DETACH_EPOCH": Key(
+        120, "learning loss: the module's gradient into the backbone stops after this epoch", minimum=0,
+        per_epochs=SCRIPT_EPOCHS)})
 
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
                  settings: HookSettings):
@@ -102,7 +110,7 @@ class LossPredictionHook(TrainingHook):
 
     def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
-        stages = out.stages if epoch <= self.settings.epoch_l else [s.detach() for s in out.stages]
+        stages = out.stages if epoch <= self.settings.param("LL_DETACH_EPOCH", type(self)) else [s.detach() for s in out.stages]
         self.module.train()
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
@@ -123,7 +131,9 @@ class VAALHook(TrainingHook):
     MSE + beta KL on both batches + lambda BCE making the discriminator call both 'labeled';
     discriminator objective: BCE(D(mu_L), 1) + BCE(D(mu_U), 0). beta = lambda = 1."""
 
-    PROVIDES = ("vae", "discriminator")
+    PARAMS = MappingProxyType({"VAE_WIDTH": Key(
+        128, "channels of the first layer of VAAL's VAE (the paper's 128 takes about 3 s per batch of 64 on 2 CPU "
+        "cores; 32 is about 16x cheaper)", minimum=1)})
     VAE_STEPS, BETA, ADVERSARY_WEIGHT, LR = 2, 1.0, 1.0, 5e-4
 
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,
@@ -131,7 +141,7 @@ class VAALHook(TrainingHook):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.size = vae_input_size(settings.image_size)
         z_dim = self.size  # z = the VAE's input side (32 for CIFAR, as VAAL)
-        self.vae = VAE(settings.in_channels, self.size, z_dim, settings.vae_width).to(settings.device)
+        self.vae = VAE(settings.in_channels, self.size, z_dim, settings.param("VAE_WIDTH", type(self))).to(settings.device)
         self.discriminator = LatentDiscriminator(z_dim).to(settings.device)
         self.optimizers = [torch.optim.Adam(self.vae.parameters(), lr=self.LR),
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
@@ -187,7 +197,6 @@ class WAALHook(TrainingHook):
     penalty GP = mean (||grad D(z)|| - 1)^2 over interpolates and both batches. alpha = 2e-3.
     f is the feature extractor (``models.waal.critic_input``: LeNet's 320-d conv features)."""
 
-    PROVIDES = ("critic",)
     ALPHA = 2e-3
 
     def __init__(self, model: nn.Module, labeled_idx: np.ndarray, pool_idx: np.ndarray, stream: Stream,

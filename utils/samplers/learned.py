@@ -11,13 +11,14 @@ from models.waal import critic_input
 from utils.core.loop import stage_counter
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
+from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
 from utils.samplers.uncertainty import entropy_scores
 
 GCN_SUBSET = 10_000  # unlabeled nodes per query (SeqGCN's SUBSET), drawn at random
 
 
-@register_scorer("VAAL", needs=("vae", "discriminator"), training=VAALHook)
+@register_scorer("VAAL", training=VAALHook)
 def vaal(ctx: QueryContext) -> torch.Tensor:
     """The lowest discriminator 'labeled' probability D(mu(x)) first (Sinha et al., Sec. 3.2)."""
     vae, discriminator = ctx.extras["vae"], ctx.extras["discriminator"]
@@ -36,7 +37,7 @@ def waal_scores(probs: torch.Tensor, critic_values: torch.Tensor, selection_weig
     return -(upper_bound - selection_weight * critic_values)
 
 
-@register_scorer("WAAL", needs=("critic",), training=WAALHook)
+@register_scorer("WAAL", training=WAALHook)
 def waal(ctx: QueryContext) -> torch.Tensor:
     """``waal_scores`` of the eval-mode softmax and critic; the critic reads the feature extractor's
     output (``models.waal.critic_input``), as in training."""
@@ -81,19 +82,30 @@ def _gcn_nodes(ctx: QueryContext) -> tuple[int, tuple[torch.Tensor, torch.Tensor
     features = nn.functional.normalize(torch.cat([labeled, ctx.features()]).to(ctx.dist.device), dim=1)
     is_labeled = torch.zeros(len(features), dtype=torch.bool)
     is_labeled[: len(labeled)] = True
-    _, outputs = train_gcn(features, is_labeled, seed=int(ctx.rng.integers(2**31)), **ctx.extras.get("gcn", {}))
+    params = ctx.params
+    _, outputs = train_gcn(features, is_labeled, params.hidden_units, params.dropout_rate, params.lambda_loss,
+                           seed=int(ctx.rng.integers(2**31)))
     return len(labeled), outputs
 
 
-@register_selector("UncertainGCN", aliases=("uncertain_gcn",), pool_subset=GCN_SUBSET)
+GCN_PARAMS = {  # SeqGCN's settings, the toolkit's flags (UncertainGCN and CoreGCN)
+    "HIDDEN_UNITS": Key(128, "GCN hidden width (UncertainGCN, CoreGCN)", minimum=1, flags=("--hidden_units|-n",)),
+    "DROPOUT_RATE": Key(0.3, "GCN dropout (UncertainGCN, CoreGCN)", minimum=0, below=1, flags=("--dropout_rate|-r",)),
+    "LAMBDA_LOSS": Key(1.2, "GCN weight of the unlabeled term (UncertainGCN, CoreGCN)", minimum=0,
+                       flags=("--lambda_loss|-l",)),
+}
+
+
+@register_selector("UncertainGCN", aliases=("uncertain_gcn",), pool_subset=GCN_SUBSET, prefix="GCN", params={
+    **GCN_PARAMS, "S_MARGIN": Key(0.1, "UncertainGCN confidence margin", minimum=0, flags=("--s_margin|-s",))})
 def uncertain_gcn(ctx: QueryContext) -> torch.Tensor:
-    """The unlabeled nodes whose 'labeled' probability is closest to s_margin (0.1)."""
+    """The unlabeled nodes whose 'labeled' probability is closest to GCN_S_MARGIN (0.1)."""
     n_labeled, (probability, _, _) = _gcn_nodes(ctx)
-    distance = (probability[n_labeled:] - ctx.extras.get("gcn_margin", 0.1)).abs().cpu()
+    distance = (probability[n_labeled:] - ctx.params.s_margin).abs().cpu()
     return torch.argsort(distance, stable=True)[: ctx.query_size]
 
 
-@register_selector("CoreGCN", aliases=("core_gcn",), pool_subset=GCN_SUBSET)
+@register_selector("CoreGCN", aliases=("core_gcn",), pool_subset=GCN_SUBSET, prefix="GCN", params=GCN_PARAMS)
 def core_gcn(ctx: QueryContext) -> torch.Tensor:
     """Greedy k-center on the GCN's features (hidden layer and pre-sigmoid output) from the labeled nodes."""
     n_labeled, (_, hidden, out) = _gcn_nodes(ctx)
@@ -132,13 +144,15 @@ def train_gan(images: torch.Tensor, steps: int, batch_size: int, latent: int, lr
     return gen.eval()
 
 
-@register_selector("ASAL", aliases=("adversarial_sampling",), pool_subset=GCN_SUBSET)
+@register_selector("ASAL", aliases=("adversarial_sampling",), pool_subset=GCN_SUBSET, params={
+    "STEPS": Key(ASAL_DEFAULTS["steps"], "GAN training steps of ASAL per query", minimum=1,
+                 flags=("--asal_steps|--asal-steps",))})
 def asal(ctx: QueryContext) -> torch.Tensor:
     """ASAL (Mayer & Timofte, WACV'20): a GAN trained on the candidates generates
     ``generated_per_query`` x query-size images; the query-size ones with the highest entropy
     under the classifier are kept, and for each the nearest not yet taken real candidate in the
     classifier's feature space is queried (faiss)."""
-    settings = {**ASAL_DEFAULTS, **ctx.extras.get("asal", {})}
+    settings = {**ASAL_DEFAULTS, "steps": ctx.params.steps}
     data, device, transform = ctx.data, ctx.dist.device, ctx.data.eval_transform
     images, _, _ = data.train.__getitems__(ctx.candidates.tolist())
     side = max(8, -(-images.shape[-1] // 8) * 8)

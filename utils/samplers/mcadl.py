@@ -15,7 +15,7 @@ import math
 import torch
 
 from utils.samplers.diversity import CHUNK_ELEMENTS
-from utils.samplers.registry import QueryContext, register_scorer
+from utils.samplers.registry import Need, QueryContext, register_scorer
 
 NEIGHBOURS = 5  # labeled neighbours whose labels vote for the pseudo-class
 MASS = 0.5  # the uncertainty looks at the fewest top classes holding more than this probability
@@ -110,7 +110,7 @@ def _pixels(ctx: QueryContext, indices) -> torch.Tensor:
     return images.flatten(1)
 
 
-@register_scorer("MCADL", aliases=("multi_criteria", "multi_criteria_active_deep_learning"), needs=("state",))
+@register_scorer("MCADL", aliases=("multi_criteria", "multi_criteria_active_deep_learning"), needs=(Need.STATE,))
 def mcadl(ctx: QueryContext) -> torch.Tensor:
     """MCADL's informativeness of every candidate with the current model: per-class and overall
     accuracy of the model on the labeled set (a class without labeled images counts as 0), class

@@ -19,7 +19,7 @@ from collections.abc import Container
 import numpy as np
 import torch
 
-from utils.samplers.registry import QueryContext, register_scorer
+from utils.samplers.registry import Need, QueryContext, register_scorer
 from utils.samplers.uncertainty import entropy_scores
 
 GMM_OPTIONS = {"max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}  # the seed's GaussianMixture settings
@@ -89,7 +89,7 @@ def av_uncertainty(ctx: QueryContext) -> torch.Tensor:
     return av_scores(_logits(ctx), _seed(ctx), times_entropy=True)
 
 
-@register_scorer("AV_temperature", aliases=("LfOSA",), needs=("unknown_class",))
+@register_scorer("AV_temperature", aliases=("LfOSA",), needs=(Need.UNKNOWN_CLASS,))
 def av_temperature(ctx: QueryContext) -> torch.Tensor:
     """LfOSA: ``ctx.extras['unknown_class']`` is the detector's output for queried unknowns."""
     return av_scores(_logits(ctx), _seed(ctx), unknown_class=ctx.extras["unknown_class"])

@@ -3,16 +3,31 @@
 A strategy is either a *scorer* (``ctx -> scores[len(candidates)]``, higher = queried first;
 the query is the top ``query_size``) or a *selector* (``ctx -> positions in candidates``).
 Both are registered under a name plus aliases (the seeds' spellings); lookup ignores case.
+
+A strategy declares itself where it is registered (as timm's ``create_model`` or baal's
+``get_heuristic`` take their keyword arguments): its parameters, typed and bounded keys of the
+settings trees named ``<PREFIX>_<PARAM>`` (one default each; the rule reads them as
+``ctx.params.<param>``), and what it needs from the script that runs it (:class:`Need`: a model
+with dropout, an ensemble, the previous cycle's model, state kept across queries, ...). Every
+script that runs strategies puts their keys into its settings tree (config.strategy_keys), so
+``--set CORESET_OUTLIER_FRACTION=0.1`` is checked, listed and recorded like every key::
+
+    @register_selector("CoreSet", params={"OUTLIER_FRACTION": Key(1e-4, "...", minimum=0, below=1)})
+    def coreset(ctx):
+        ... ctx.params.outlier_fraction ...
 """
 
-from collections.abc import Callable, Iterable
+import enum
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
 
 from utils.core import distributed
 from utils.core.cli import UserError
+from utils.core.config import Key
 from utils.core.registry import Registry
 from utils.core.train import mc_dropout_probs, predict
 
@@ -21,8 +36,9 @@ from utils.core.train import mc_dropout_probs, predict
 class QueryContext:
     """What a strategy may read: the trained model, the data (scored on the plain view), the
     labeled set, the ``candidates`` to choose from (the pool or a random subset of it),
-    ``query_size``, an RNG, ``mc_samples`` (K of MC dropout) and script-specific ``extras``
-    (e.g. ``previous_model``, ``loss_module``, ``ensemble``).
+    ``query_size``, an RNG, ``mc_samples`` (K of MC dropout), the strategy's ``params`` (its
+    declared settings, :class:`Params`) and what the script gives for the strategy's needs and
+    its training hook produced (``extras``: e.g. ``previous_model``, ``loss_module``, ``ensemble``).
 
     The inference results strategies share are computed once and cached: ``probs()`` and
     ``features()`` of the candidates (one pass), ``labeled_features()``, ``mc_probs()``.
@@ -39,6 +55,8 @@ class QueryContext:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(np.random.randint(2**31)))
     extras: dict = field(default_factory=dict)
     mc_samples: int = 10
+    params: "Params | None" = None  # the strategy's settings; None: its defaults (Strategy.select fills them)
+    cycle: int = 0  # the cycle of the query (TOD's rule differs at cycle 0)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def predict(self, fn: Callable, indices: np.ndarray | None = None, model: torch.nn.Module | None = None,
@@ -86,24 +104,87 @@ class QueryContext:
             seed=int(self.rng.integers(2**31)), consistent=consistent))
 
 
+class Need(enum.Enum):
+    """What a strategy needs from the script that runs it, besides the trained model and the pool.
+    A script declares the needs it serves (``Protocol.SERVES``); one that does not serve a
+    strategy's needs refuses the strategy before anything runs. The script reads them as build
+    switches too: MC_DROPOUT builds the model with dropout, ENSEMBLE trains ``N_ENSEMBLES``
+    members, PREVIOUS_MODEL keeps the last cycle's weights in the checkpoint."""
+
+    MC_DROPOUT = "a model with dropout (MC dropout)"
+    ENSEMBLE = "an ensemble of independently initialised models (extras['ensemble'])"
+    PREVIOUS_MODEL = "the previous cycle's model (extras['previous_model'])"
+    STATE = "a dict kept across a trial's queries and checkpointed (extras['state'])"
+    UNKNOWN_CLASS = "an open-set detector's unknown-class output (extras['unknown_class'])"
+    CCAL_FEATURES = "CCAL's encoder features (extras['features'], ...)"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Params(Mapping):
+    """A strategy's settings, read-only: ``params.outlier_fraction`` (the key's name without the
+    strategy's prefix, lower-cased) or ``params["CORESET_OUTLIER_FRACTION"]`` (the key)."""
+
+    def __init__(self, prefix: str, values: Mapping):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "_short", {key[len(prefix) + 1:].lower(): key for key in values})
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[self._short[name]]
+        except KeyError:
+            raise AttributeError(f"no strategy setting {name!r}") from None
+
+    def __setattr__(self, name, value):
+        raise AttributeError("strategy settings are frozen; change them with --set KEY=VALUE")
+
+    def __getitem__(self, key: str):
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Params({self._values})"
+
+
 @dataclass(frozen=True)
 class Strategy:
+    """A registered strategy: its rule (``scores`` or ``positions``), names, ``needs``, declared
+    settings (``params``: full key name -> Key; read as ``ctx.params``), and the training hook
+    (``training``: a utils.samplers.hooks.TrainingHook class whose own settings are its ``PARAMS``)
+    that protocols running hooks add to the round. ``pool_subset``: the query looks at a random
+    subset of this many unlabeled samples; ``fixed_size=False``: a selector that may return fewer
+    than query_size (CCAL's per-class quota)."""
+
     name: str
     scores: Callable | None = None  # ctx -> Tensor[len(candidates)]
     positions: Callable | None = None  # ctx -> positions into ctx.candidates
     aliases: tuple = ()
-    needs: tuple = ()  # keys ctx.extras must hold
-    training: Callable | None = None  # a utils.samplers.hooks.TrainingHook class the protocol runs per round
-    pool_subset: int | None = None  # the query looks at a random subset of this many unlabeled samples
-    fixed_size: bool = True  # False: a selector that may return fewer than query_size (CCAL's per-class quota)
+    needs: frozenset = frozenset()  # of Need
+    prefix: str = ""
+    params: Mapping = field(default_factory=lambda: MappingProxyType({}))  # KEY -> Key
+    training: Callable | None = None
+    pool_subset: int | None = None
+    fixed_size: bool = True
 
-    def provides(self) -> set:
-        """The extras this strategy's own training hook fills."""
-        return set(self.training.PROVIDES) if self.training else set()
+    def keys(self, runs_hooks: bool = True) -> dict:
+        """The settings keys of this strategy (and, where the script runs it, its training hook's)."""
+        hook = dict(self.training.PARAMS) if runs_hooks and self.training is not None else {}
+        return {**self.params, **hook}
 
-    def missing(self, provides) -> list:
-        """The ``needs`` neither ``provides`` (what a script gives) nor the training hook cover."""
-        return sorted(set(self.needs) - set(provides) - self.provides())
+    def params_from(self, settings: Mapping | None) -> Params:
+        """This strategy's settings as resolved in ``settings`` (a script's Settings); None: the defaults."""
+        return Params(self.prefix, {key: (settings[key] if settings is not None and key in settings else k.default)
+                                    for key, k in self.params.items()})
+
+    def missing(self, serves) -> list:
+        """The needs a script serving ``serves`` does not meet."""
+        return sorted(str(n) for n in self.needs - frozenset(serves))
 
     def candidates(self, pool_idx: np.ndarray) -> np.ndarray:
         """The pool, or a random subset of ``pool_subset`` of it (sorted), drawn from numpy's global RNG."""
@@ -116,12 +197,11 @@ class Strategy:
         """``query_size`` distinct candidate indices (dataset indices; at most ``query_size`` for a
         selector without ``fixed_size``); rank 0 decides. ``lowest`` takes the lowest scores
         instead (scorers only)."""
-        missing = [k for k in self.needs if k not in ctx.extras]
-        if missing:
-            raise UserError(f"strategy {self.name} needs {', '.join(missing)}, which this script does not provide")
         if ctx.query_size > len(ctx.candidates):
             raise UserError(f"query size {ctx.query_size} is larger than the {len(ctx.candidates)} "
                             "candidates left in the pool")
+        if ctx.params is None:
+            ctx.params = self.params_from(None)
         if self.scores is not None:
             positions = top_k(self.scores(ctx), ctx.query_size, largest=not lowest)
         elif lowest:
@@ -145,49 +225,78 @@ def top_k(scores: torch.Tensor, k: int, largest: bool = True) -> np.ndarray:
 
 _REGISTRY = {}  # name -> Strategy
 _NAMES = Registry("strategy")  # every name and alias, lower-cased -> name
+_KEYS = {}  # settings key -> (the Key, the strategy or hook declaring it first)
 
 
-def _register(strategy):
+def prefixed(prefix: str, params: Mapping | None) -> dict:
+    """``{PARAM: Key}`` as ``{PREFIX_PARAM: Key}``."""
+    return {f"{prefix}_{param.upper()}": key for param, key in (params or {}).items()}
+
+
+def _declare_keys(owner: str, keys: Mapping) -> None:
+    """Keys declared by several strategies (GCN_*, shared by UncertainGCN and CoreGCN) must be one Key."""
+    for name, key in keys.items():
+        if not isinstance(key, Key):
+            raise TypeError(f"{owner}: setting {name} must be a utils.core.config.Key")
+        if name in _KEYS and _KEYS[name][0] != key:
+            raise ValueError(f"{owner} declares {name} differently from {_KEYS[name][1]}")
+        _KEYS.setdefault(name, (key, owner))
+
+
+def _register(name: str, aliases: Iterable, needs: Iterable, prefix: str | None, params: Mapping | None,
+              **rule) -> Strategy:
+    prefix = (prefix or name).upper()
+    strategy = Strategy(name, aliases=tuple(aliases), needs=frozenset(needs), prefix=prefix,
+                        params=MappingProxyType(prefixed(prefix, params)), **rule)
+    if not all(isinstance(n, Need) for n in strategy.needs):
+        raise TypeError(f"strategy {name}: needs are utils.samplers.registry.Need members")
+    _declare_keys(name, strategy.params)
+    if strategy.training is not None:
+        _declare_keys(strategy.training.__name__, strategy.training.PARAMS)
     for key in (strategy.name, *strategy.aliases):
         _NAMES.add(key, strategy.name)
     _REGISTRY[strategy.name] = strategy
     return strategy
 
 
-def register_scorer(name: str, aliases: tuple = (), needs: tuple = (), training: Callable | None = None,
+def register_scorer(name: str, aliases: tuple = (), needs: Iterable = (), params: Mapping | None = None,
+                    prefix: str | None = None, training: Callable | None = None,
                     pool_subset: int | None = None) -> Callable:
-    """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``."""
+    """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``, with
+    its ``needs`` (:class:`Need`) and settings ``params`` ({PARAM: Key}, keys ``<prefix>_<PARAM>``;
+    ``prefix`` defaults to the upper-cased name)."""
     def decorate(fn):
-        _register(Strategy(name, scores=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
-                           pool_subset=pool_subset))
+        _register(name, aliases, needs, prefix, params, scores=fn, training=training, pool_subset=pool_subset)
         return fn
     return decorate
 
 
-def register_selector(name: str, aliases: tuple = (), needs: tuple = (), training: Callable | None = None,
-                      pool_subset: int | None = None, fixed_size: bool = True) -> Callable:
-    """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases``."""
+def register_selector(name: str, aliases: tuple = (), needs: Iterable = (), params: Mapping | None = None,
+                      prefix: str | None = None, training: Callable | None = None, pool_subset: int | None = None,
+                      fixed_size: bool = True) -> Callable:
+    """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases`` (see
+    register_scorer for ``needs``, ``params`` and ``prefix``)."""
     def decorate(fn):
-        _register(Strategy(name, positions=fn, aliases=tuple(aliases), needs=tuple(needs), training=training,
-                           pool_subset=pool_subset, fixed_size=fixed_size))
+        _register(name, aliases, needs, prefix, params, positions=fn, training=training, pool_subset=pool_subset,
+                  fixed_size=fixed_size)
         return fn
     return decorate
 
 
-def get_strategy(name: str, provides: Iterable | None = None, where: str = "this script", hint: str = "",
+def get_strategy(name: str, serves: Iterable | None = None, where: str = "this script", hint: str = "",
                  runs_hooks: bool = True) -> Strategy:
-    """The strategy registered as ``name`` (any case, or an alias). With ``provides`` (the extras a
-    script gives its strategies), a strategy needing more stops with one line naming what is
-    missing (``hint`` appended), before anything runs; a script that does not run training hooks
+    """The strategy registered as ``name`` (any case, or an alias). With ``serves`` (the needs a
+    script meets), a strategy needing more stops with one line naming what is missing (``hint``
+    appended), before anything runs; a script that does not run training hooks
     (``runs_hooks=False``) refuses the strategies that train networks of their own."""
     strategy = _REGISTRY[_NAMES.find(name, list_strategies())]
-    if provides is not None:
+    if serves is not None:
         if strategy.training is not None and not runs_hooks:
             raise UserError(f"strategy {strategy.name} trains networks of its own with the classifier, which "
                             f"{where} does not run; use main_al.py")
-        missing = strategy.missing(provides)
+        missing = strategy.missing(serves)
         if missing:
-            raise UserError(f"strategy {strategy.name} needs {', '.join(missing)}, which {where} does not provide"
+            raise UserError(f"strategy {strategy.name} needs {'; '.join(missing)}, which {where} does not provide"
                             + hint)
     return strategy
 

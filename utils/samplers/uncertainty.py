@@ -11,10 +11,10 @@ Ensembles (Beluch et al., CVPR'18): entropy of the members' mean prediction.
 
 import torch
 
-from utils.samplers.registry import QueryContext, register_scorer
+from utils.samplers.registry import Need, QueryContext, register_scorer
 
 EPS = 1e-12
-MC = ("mc_dropout",)  # the script must build the model with dropout (ctx.mc_probs)
+MC = (Need.MC_DROPOUT,)  # the script must build the model with dropout (ctx.mc_probs)
 
 
 def least_confidence_scores(probs: torch.Tensor) -> torch.Tensor:
@@ -75,7 +75,7 @@ def bald(ctx: QueryContext) -> torch.Tensor:
     return bald_scores(ctx.mc_probs(consistent=False))
 
 
-@register_scorer("Ensembles", aliases=("ensemble", "ensembles_entropy"), needs=("ensemble",))
+@register_scorer("Ensembles", aliases=("ensemble", "ensembles_entropy"), needs=(Need.ENSEMBLE,))
 def ensemble_entropy(ctx: QueryContext) -> torch.Tensor:
     """Entropy of the mean softmax of the M members in ``ctx.extras['ensemble']``."""
     members = ctx.extras["ensemble"]

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from utils.core.train import softmax_probs
+from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
 from utils.samplers.uncertainty import margin_scores
 
@@ -59,12 +60,14 @@ def two_view_margins(ctx: QueryContext) -> torch.Tensor:
     return margin_scores((plain + augmented) / 2)
 
 
-@register_scorer("ConsistencySampling", aliases=("consistency",))
+@register_scorer("ConsistencySampling", aliases=("consistency",), prefix="CONSISTENCY", params={
+    "VIEWS": Key(CONSISTENCY_VIEWS, "ConsistencySampling: augmented views of every candidate (the toolkit's "
+                 "ssl_Consistency: 50)", minimum=2)})
 def consistency(ctx: QueryContext) -> torch.Tensor:
     """The toolkit's ssl_Consistency: the largest variance of the softmax over CONSISTENCY_VIEWS
-    training views (the "views" setting of ctx.extras["views"])."""
-    views = ctx.extras.get("views", {}).get("views", CONSISTENCY_VIEWS)
-    return view_variance(ctx.predict(softmax_probs, transform=ctx.data.train_transform) for _ in range(views))
+    training views."""
+    return view_variance(ctx.predict(softmax_probs, transform=ctx.data.train_transform)
+                         for _ in range(ctx.params.views))
 
 
 @register_scorer("TwoViewMargin", aliases=("diff2aug_direct",))
@@ -74,7 +77,9 @@ def two_view_margin(ctx: QueryContext) -> torch.Tensor:
     return -two_view_margins(ctx)
 
 
-@register_selector("TwoViewMarginKMeans", aliases=("diff2aug_kmeans",))
+@register_selector("TwoViewMarginKMeans", aliases=("diff2aug_kmeans",), prefix="DIFF2AUG", params={
+    "CLUSTERS": Key(DIFF2AUG_CLUSTERS, "TwoViewMarginKMeans: k-means clusters the query is stratified over (the "
+                    "toolkit's ssl_Diff2AugKmeans: 20)", minimum=1)})
 def two_view_margin_kmeans(ctx: QueryContext) -> torch.Tensor:
     """The toolkit's ssl_Diff2AugKmeans: the two-view margin ranking stratified over the k-means clusters
     (DIFF2AUG_CLUSTERS, scikit-learn, seeded) of the whole pool's embeddings, labeled images included;
@@ -82,7 +87,7 @@ def two_view_margin_kmeans(ctx: QueryContext) -> torch.Tensor:
     of the batch's second image)."""
     from sklearn.cluster import KMeans
 
-    clusters = ctx.extras.get("views", {}).get("clusters", DIFF2AUG_CLUSTERS)
+    clusters = ctx.params.clusters
     points = torch.cat([ctx.features(), ctx.labeled_features()]).double().numpy()
     clusters = min(clusters, len(points))
     labels = KMeans(clusters, n_init=1, random_state=int(ctx.rng.integers(2**31))).fit(points).labels_
