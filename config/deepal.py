@@ -167,7 +167,8 @@ def tree() -> Tree:
         "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save_model", "--save-models")),
     }
-    return Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH")
+    return Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH",
+                strategy_key="STRATEGY")
 
 
 def open_set_keys() -> dict:

@@ -80,7 +80,8 @@ def center_tree() -> Tree:
     """AL_center.py: the baselines (one K-way classifier, trained and used for querying)."""
     keys = _keys("cifar10", "AV_based", "random, uncertainty, AV_based, AV_uncertainty, Max_AV, KMeans, BALD")
     keys["SAVE_MODEL"] = save_models_key("every cycle's classifier (trial<T>_cycle<C>.pt)")
-    return Tree(CENTER_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH")
+    return Tree(CENTER_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
+                strategy_key="QUERY_STRATEGY")
 
 
 def temperature_tree() -> Tree:
@@ -97,7 +98,8 @@ def temperature_tree() -> Tree:
         "MODELB_T": Key(1.0, "names the run folder only: model B uses no temperature, as the seed", above=0,
                         flags=("--modelB-T",)),
     })
-    return Tree(TEMPERATURE_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH")
+    return Tree(TEMPERATURE_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
+                strategy_key="QUERY_STRATEGY")
 
 
 def _profile(values: dict) -> tuple:

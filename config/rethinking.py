@@ -86,7 +86,8 @@ def tree() -> Tree:
         "SAVE_MODEL": Key(False, "save every cycle's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save-models",)),
     }
-    return Tree("main_al.py --protocol rethinking", keys, profile=_profile, check=_check, epochs_key="EPOCHS")
+    return Tree("main_al.py --protocol rethinking", keys, profile=_profile, check=_check, epochs_key="EPOCHS",
+                strategy_key="AL_METHOD")
 
 
 def _profile(values: dict) -> tuple:

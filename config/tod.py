@@ -64,7 +64,8 @@ def main_tod_tree() -> Tree:
     keys["TOD_CYCLE0"] = Key("lowest", "cycle 0 compares with the untrained previous model: the authors' code "
                              "queries the lowest discrepancies there; 'highest' follows the paper",
                              choices=("lowest", "highest"), flags=("--tod-cycle0",))
-    return Tree("main_TOD.py", keys, profile=_profile, check=_check, epochs_key="EPOCH")
+    return Tree("main_TOD.py", keys, profile=_profile, check=_check, epochs_key="EPOCH",
+                strategy_key="SAMPLING")
 
 
 def main_ll4al_tree() -> Tree:
@@ -77,7 +78,8 @@ def main_ll4al_tree() -> Tree:
                                          "..._loss_module.pt)")
     keys["EPOCHL"] = Key(120, "epoch after which the loss module's gradient stops reaching the backbone",
                          minimum=0, per_epochs="EPOCH")
-    return Tree("main_LL4AL.py", keys, profile=_profile, check=_check, epochs_key="EPOCH")
+    return Tree("main_LL4AL.py", keys, profile=_profile, check=_check, epochs_key="EPOCH",
+                strategy_key="SAMPLING")
 
 
 def _profile(values: dict) -> tuple:

@@ -191,10 +191,13 @@ def infer_type(default: Any) -> str:
 
 class Settings(Mapping):
     """The resolved settings of ``script``, read-only: ``cfg.EPOCH`` or ``cfg["EPOCH"]``.
-    ``sources[KEY]`` says where each value came from; ``scaled`` lists the keys --epochs scaled."""
+    ``sources[KEY]`` says where each value came from; ``scaled`` lists the keys --epochs scaled;
+    ``strategy_key`` names the key of the run's query strategy (None: the script has none)."""
 
-    def __init__(self, script: str, values: dict, tree: Mapping[str, Key], sources: dict, scaled: dict):
+    def __init__(self, script: str, values: dict, tree: Mapping[str, Key], sources: dict, scaled: dict,
+                 strategy_key: str | None = None):
         object.__setattr__(self, "script", script)
+        object.__setattr__(self, "strategy_key", strategy_key)
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "tree", tree)
         object.__setattr__(self, "sources", dict(sources))
@@ -254,14 +257,16 @@ def _show(value: Any) -> str:
 class Tree:
     """A script's settings: its keys, an optional ``profile(values) -> {KEY: value, ...}`` applied
     after the defaults (``values``: the settings resolved without it, e.g. to read DATASET), an
-    optional ``check(settings)`` raising UserError on keys that do not fit together, and the key
-    that ``--epochs`` sets (``epochs_key``)."""
+    optional ``check(settings)`` raising UserError on keys that do not fit together, the key
+    that ``--epochs`` sets (``epochs_key``) and the key naming the run's query strategy
+    (``strategy_key``; config.json records it, so readers of results need no table of scripts)."""
 
     script: str
     keys: dict
     profile: Callable[[dict], tuple[str, Mapping]] | None = None
     check: Callable[[Settings], None] | None = None
     epochs_key: str | None = None
+    strategy_key: str | None = None
     others: dict = field(default_factory=dict)  # KEY -> the script it belongs to, for error messages
 
     def flag_keys(self) -> dict:
@@ -338,7 +343,7 @@ def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) ->
     for key, value in explicit.items():
         values[key] = value
         sources[key] = pending[key][0].rstrip("=")
-    settings = Settings(tree.script, values, keys, sources, scaled)
+    settings = Settings(tree.script, values, keys, sources, scaled, tree.strategy_key)
     if tree.check is not None:
         tree.check(settings)
     return settings

@@ -434,7 +434,8 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
                 **{f"derived.{k}": v for k, v in (derived or {}).items()}, **precision_identity(dist)}
-    config = {"script": cfg.script, "settings": cfg.as_dict(), "scaled": cfg.scaled,
+    config = {"script": cfg.script, "settings": cfg.as_dict(), "strategy_key": cfg.strategy_key,
+              "scaled": cfg.scaled,
               "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
               "run": {"command": [script, *getattr(args, "command", sys.argv[1:])], "out": out,
                       "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
