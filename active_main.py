@@ -41,7 +41,8 @@ from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, file_sha256
 from utils.core.train import evaluate, fit, seed_everything
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
-from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts
+from utils.samplers.ccal import feature_rows, pseudo_label_counts
+from utils.samplers.registry import Need
 
 
 def parse_args(argv=None):
@@ -102,7 +103,7 @@ def main(argv=None):
     feature_idx = ccal.contrast_set(pool)  # L0 + U_in + U_out, the images the encoders were trained on
     rows = feature_rows(feature_idx, len(data.train))
     augment = ccal.make_augment(cfg, cfg.QUERY_RESIZE_FACTOR, fixed=True)
-    strategy = get_strategy("CCAL", provides=CCAL_EXTRAS, where="active_main.py")
+    strategy = get_strategy("CCAL", {Need.CCAL_FEATURES}, where="active_main.py")
     derived = {"known_classes": pool.known_classes.tolist(), "num_known": pool.num_known,
                "initial_budget": len(pool.labeled_idx),
                "encoder_sha256": [file_sha256(args.load_feature_path), file_sha256(args.load_senmatic_path)]}

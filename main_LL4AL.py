@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from config.tod import SAMPLING
 from models import build_model, model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
@@ -69,7 +70,7 @@ def main(argv=None):
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
-    strategy = get_strategy("LearningLoss" if cfg.SAMPLING == "LL4AL" else "random")
+    strategy = get_strategy(SAMPLING[cfg.SAMPLING])
     if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
         model_from_config(cfg, data, pretrained=True)
     run = start_run(args, cfg, data, dist, ("LL4AL", data.name, cfg.SAMPLING, cfg.AUXILIARY),
@@ -95,7 +96,8 @@ def main(argv=None):
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"loss_module": module})
+                                   args.workers, extras={"loss_module": module}, settings=cfg,
+                                   cycle=cycle)
                 queried = strategy.select(ctx)
             if cfg.SAVE_MODEL:
                 run.save_model(trial, cycle, model)

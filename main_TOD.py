@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from config.tod import SAMPLING
 from models import model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
@@ -86,7 +87,7 @@ def main(argv=None):
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
     use_cod = cfg.AUXILIARY == "TOD"
-    strategy = get_strategy(cfg.SAMPLING)
+    strategy = get_strategy(SAMPLING[cfg.SAMPLING])
     if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
         model_from_config(cfg, data, pretrained=True)
     run = start_run(args, cfg, data, dist, ("TOD", data.name, cfg.SAMPLING, cfg.AUXILIARY),
@@ -118,9 +119,9 @@ def main(argv=None):
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"previous_model": previous} if previous is not None else {})
-                lowest = cfg.SAMPLING == "TOD" and cycle == 0 and cfg.TOD_CYCLE0 == "lowest"
-                queried = strategy.select(ctx, lowest=lowest)
+                                   args.workers, extras={"previous_model": previous} if previous is not None else {},
+                                   settings=cfg, cycle=cycle)
+                queried = strategy.select(ctx)
             if cfg.SAVE_MODEL:
                 run.save_model(trial, cycle, model)
             checkpoint = {"model": model.state_dict(), "step": step}

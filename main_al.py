@@ -53,19 +53,10 @@ from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strateg
 from utils.core.train import evaluate, seed_everything
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
-from utils.samplers import QueryContext, get_strategy
+from utils.samplers import QueryContext, get_strategy, list_strategies
+from utils.samplers.registry import Need
 
 PROTOCOLS = {"rethinking": Rethinking, "deepal": DeepAL}
-
-
-def strategy_settings(cfg) -> dict:
-    """The strategies' own settings (config/deepal.py strategy_keys) as the extras they read."""
-    return {"asal": {"steps": cfg.ASAL_STEPS},
-            "cluster_margin": {"margin_multiple": cfg.CLUSTER_MARGIN_KM, "clusters": cfg.CLUSTER_MARGIN_CLUSTERS,
-                               "pick": cfg.CLUSTER_MARGIN_PICK},
-            "batchbald": {"num_samples": cfg.BATCHBALD_SAMPLES, "max_candidates": cfg.BATCHBALD_CANDIDATES or "auto"},
-            "coreset": {"outlier_fraction": cfg.CORESET_OUTLIER_FRACTION, "time_limit": cfg.CORESET_TIME_LIMIT},
-            "views": {"views": cfg.CONSISTENCY_VIEWS, "clusters": cfg.DIFF2AUG_CLUSTERS}}
 
 
 def parse_args(argv=None):
@@ -94,17 +85,31 @@ def sweep(argv, args, cfg, protocol, names):
     seeds, so the strategies of a trial share its initial labeled set and network."""
     strategies = protocol.sweep_strategies(names)
     out = args.out or default_out("sweep", cfg.PROTOCOL, cfg.DATASET)
-    drop = {protocol.STRATEGY_FLAG: True, "--out": True, "--save_path": True, "--jobs": True, "--shard": True,
-            "--resume": False, "--set": (protocol.STRATEGY_KEY,)}
+    key = cfg.strategy_key
     jobs = []
     for name in Shard.parse(args.shard).take(strategies):
         folder = os.path.join(out, name)
-        if finished(folder, cfg.TRIALS, cfg[protocol.CYCLES_KEY], {**cfg.identity(), protocol.STRATEGY_KEY: name}):
+        if finished(folder, cfg.TRIALS, cfg[protocol.CYCLES_KEY], {**cfg.identity(), key: name}):
             print(f"sweep: {name} has finished ({folder}); skipped", flush=True)
             continue
         resume = ["--resume"] if ResultsFolder(folder).has_state() else []
+        others = strategy_settings_of_others(cfg, get_strategy(protocol.registry_name(name)))
+        drop = {protocol.STRATEGY_FLAG: True, "--out": True, "--save_path": True, "--jobs": True, "--shard": True,
+                "--resume": False, **dict.fromkeys(setting_flags(cfg, others), True), "--set": (key, *others)}
         jobs.append(Job(name, folder, child_argv(argv, drop, [protocol.STRATEGY_FLAG, name, "--out", folder, *resume])))
     run_jobs(jobs, args.jobs, os.path.abspath(__file__), main, lambda line: print(line, flush=True))
+
+
+def strategy_settings_of_others(cfg, strategy) -> set:
+    """The strategies' settings in ``cfg``'s tree that ``strategy`` does not read: a sweep's command may
+    set them for its other strategies, and this strategy's run would refuse them."""
+    owned = {key for name in list_strategies() for key in get_strategy(name).keys()}
+    return (owned - set(strategy.keys())) & set(cfg)
+
+
+def setting_flags(cfg, keys: set) -> list:
+    """Every flag (synonyms included) that sets one of ``keys``."""
+    return [flag for key in keys for spec in cfg.tree[key].flags for flag in spec.split("|")]
 
 
 def own_images_oracle(cfg, args, data, dist):
@@ -123,14 +128,14 @@ def main(argv=None):
     protocol.check_oracle()
     if protocol.side_task():  # --make-splits
         return
-    names = strategy_list(cfg[protocol.STRATEGY_KEY])
+    names = strategy_list(cfg[cfg.strategy_key])
     if names is not None:
         if cfg.ORACLE != "simulated":
             raise UserError(f"--oracle {cfg.ORACLE}: a person answers the queries of one strategy; give one")
         return sweep(argv, args, cfg, protocol, names)
     if args.jobs != 1 or args.shard:
         raise UserError("--jobs and --shard apply to sweeps: give several strategies (A,B,C or all)")
-    strategy = get_strategy(protocol.strategy_name(), protocol.PROVIDES, f"the {cfg.PROTOCOL} protocol")
+    strategy = get_strategy(protocol.strategy_name(), protocol.SERVES, f"the {cfg.PROTOCOL} protocol")
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = protocol.load_data()
     if data.own is None:
@@ -145,7 +150,7 @@ def main(argv=None):
     run = start_run(args, cfg, data, dist, name_parts, label, cycles, oracle.columns, derived)
     oracle.start(run.folder.path)
     protocol.pretrain(run)
-    needs_previous = "previous_model" in strategy.needs
+    needs_previous = Need.PREVIOUS_MODEL in strategy.needs
 
     for trial in range(cfg.TRIALS):
         seed_everything(cfg.SEED + trial)
@@ -156,10 +161,7 @@ def main(argv=None):
 
         for cycle in run.cycles_left(trial):
             times = {}
-            if len(state.waiting):  # a person's answers to the last query
-                known, unknown = oracle.collect(run.folder.path, cycle - 1, state.waiting)
-                state.labeled_idx = np.concatenate([state.labeled_idx, known])
-                state.discarded, state.waiting = np.concatenate([state.discarded, unknown]), state.waiting[:0]
+            state.take_answers(oracle, run.folder.path, cycle)  # a person's answers to the last query
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
             untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
@@ -177,18 +179,19 @@ def main(argv=None):
                 if oracle.waits and cycle == cycles - 1:
                     query_size = 0  # a person's answers to a last query would train nothing
                 if query_size:
-                    extras = {"state": state.strategy_state, "mc_dropout": True, **strategy_settings(cfg),
-                              **protocol.query_extras(models), **(hook.extras() if hook else {})}
+                    extras = {"state": state.strategy_state, **protocol.query_extras(models),
+                              **(hook.extras() if hook else {})}
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
-                                       cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
-                    queried = strategy.select(ctx, lowest=untrained is not None and cfg.TOD_CYCLE0 == "lowest")
+                                       cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
+                                       settings=cfg, cycle=cycle)
+                    queried = strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
             oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,
                           ctx.probs() if scored else None)
-            state.discarded, state.waiting = np.concatenate([state.discarded, answer.unknown]), answer.waiting
+            state.record(answer)
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)
             if cfg.SAVE_MODEL:
                 run.save_model(trial, cycle, model)

@@ -13,9 +13,12 @@
 ``--set KEY=VALUE`` changes any of them.
 """
 
+import dataclasses
 import importlib
+from collections.abc import Iterable, Mapping
 
-from utils.core.config import Key, Tree
+from utils.core.cli import UserError
+from utils.core.config import SCRIPT_EPOCHS, Key, Tree
 
 DATASETS_HELP = ("cifar10, cifar100, svhn, mnist, fashionmnist, caltech101, tinyimagenet, gtsrb, digits or "
                  "folder:PATH")
@@ -43,6 +46,52 @@ def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
 def save_models_key(what: str) -> Key:
     """SAVE_MODEL: ``what`` of every cycle saved under <out>/models/ (the flag --save-models)."""
     return Key(False, f"save {what} under <out>/models/", switch=True, resumable=True, flags=("--save-models",))
+
+
+def with_strategies(tree: Tree, serves: Iterable, runs_hooks: bool = True, names: Mapping[str, str] | None = None,
+                    only: Iterable[str] | None = None) -> Tree:
+    """``tree`` with the settings of the query strategies its script can run: those of every registered
+    strategy (``only``: of these registry names) whose needs ``serves`` meets, and of their training
+    hooks where the script runs hooks (``runs_hooks``; a script that does not cannot run such
+    strategies). ``names`` maps the script's own spellings of strategies (the seed's, lower-case) to
+    registry names, so that a strategy's setting given for a run of another strategy is refused."""
+    from utils.samplers import get_strategy, list_strategies  # (importing the package registers every strategy)
+
+    keys, owners = dict(tree.keys), {}
+    for strategy in (get_strategy(name) for name in (only or list_strategies())):
+        if strategy.missing(serves) or (strategy.training is not None and not runs_hooks):
+            continue
+        for key, key_def in strategy.keys(runs_hooks).items():
+            if key_def.per_epochs == SCRIPT_EPOCHS:
+                key_def = dataclasses.replace(key_def, per_epochs=tree.epochs_key)
+            if key in tree.keys:
+                raise ValueError(f"{tree.script}: its key {key} is also a setting of strategy {strategy.name}")
+            keys[key] = key_def
+            owners[key] = (*owners.get(key, ()), strategy.name)
+    lower = {k.lower(): v for k, v in (names or {}).items()}
+    if tree.strategy_key is None:  # the script runs its one strategy
+        return dataclasses.replace(tree, keys=keys, owners=owners, used_strategies=lambda values: list(only or ()))
+    return dataclasses.replace(tree, keys=keys, owners=owners,
+                               used_strategies=lambda values: used_strategies(values[tree.strategy_key], lower))
+
+
+def used_strategies(value: str | None, names: Mapping[str, str]) -> list | None:
+    """The registry names of the strategies a strategy setting's ``value`` names (``A,B,C``; the script's
+    own spellings mapped by ``names``); None when it names none yet, ``all``, or an unknown strategy (the
+    script refuses that itself, with the list to choose from)."""
+    from utils.samplers import get_strategy
+
+    if value is None:
+        return None
+    used = []
+    for name in (part.strip() for part in str(value).split(",") if part.strip()):
+        if name.lower() == "all":
+            return None
+        try:
+            used.append(get_strategy(names.get(name.lower(), name)).name)
+        except UserError:
+            return None
+    return used
 
 
 # script (and protocol) -> (config module, its tree function)

@@ -10,9 +10,10 @@ The warm-up is not scaled by ``--epochs`` (the seed's runs use 10 warm-up epochs
 2,000 epochs). ``--set KEY=VALUE`` changes any key; ``--list-settings`` lists them.
 """
 
-from config import common_keys, save_models_key
+from config import common_keys, save_models_key, with_strategies
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.samplers.registry import Need
 
 CONTRAST, ACTIVE = "contrast_main.py", "active_main.py"
 
@@ -137,7 +138,8 @@ def active_tree() -> Tree:
         "CLASSIFIER_SEEDS": Key(5, "classifiers per cycle (init seeds); the reported accuracy is their mean",
                                 minimum=1),
     })
-    return Tree(ACTIVE, keys, check=_check, epochs_key="CLASSIFIER_EPOCHS")
+    return with_strategies(Tree(ACTIVE, keys, check=_check, epochs_key="CLASSIFIER_EPOCHS"), {Need.CCAL_FEATURES},
+                           runs_hooks=False, only=("CCAL",))
 
 
 def _contrast_profile(values: dict) -> tuple:

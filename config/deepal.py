@@ -2,9 +2,19 @@
 spec 003, sections 1-4): its flags, its fixed settings, and (the profile) its per-dataset batch sizes,
 normalisation, augmentation and the milestones it forces on MNIST."""
 
-from config import common_keys
+from config import common_keys, with_strategies
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.samplers.registry import Need
+
+SERVES = frozenset({Need.STATE, Need.ENSEMBLE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives
+TOOLKIT_SSL = {  # the toolkit's semi-supervised --strategy names: (--ssl, the query strategy they stand for)
+    "fixmatch": ("fixmatch", "RandomSampling"), "flexmatch": ("flexmatch", "RandomSampling"),
+    "uda": ("uda", "RandomSampling"), "pseudolabel": ("pseudolabel", "RandomSampling"),
+    "ssl_Random": ("mixmatch", "RandomSampling"), "ssl_LC": ("mixmatch", "LeastConfidence"),
+    "ssl_Consistency": ("mixmatch", "ConsistencySampling"), "ssl_Diff2AugDirect": ("mixmatch", "TwoViewMargin"),
+    "ssl_Diff2AugKmeans": ("mixmatch", "TwoViewMarginKMeans"),
+}
 
 MODELS = {  # MODEL -> (models registry name, options)
     "ResNet18": ("resnet18", {"width": 16}),  # the slim CIFAR ResNet-18 (16-32-64-128, ~0.7 M parameters)
@@ -32,39 +42,12 @@ PROFILES = {  # the toolkit's args_pool: training batch, normalisation, augmenta
 }
 
 
-def strategy_keys(epochs_key: str, asal_flag: str) -> dict:
-    """Settings of the strategies with their own networks and sampling passes (both protocols)."""
+def model_keys() -> dict:
+    """The MC-dropout settings of the strategies that need dropout (both protocols)."""
     return {
         "MC_SAMPLES": Key(10, "MC-dropout passes (BALD, the *Dropout strategies, BatchBALD)", minimum=1),
         "MC_DROPOUT": Key(0.2, "dropout before the classifier of ResNets for the MC-dropout strategies", minimum=0,
                           below=1),
-        "LL_DETACH_EPOCH": Key(120, "learning loss: the module's gradient into the backbone stops after this epoch",
-                               minimum=0, per_epochs=epochs_key),
-        "ASAL_STEPS": Key(2000, "GAN training steps of ASAL per query", minimum=1, flags=(asal_flag,)),
-        "VAE_WIDTH": Key(128, "channels of the first layer of VAAL's VAE (the paper's 128 takes about 3 s per "
-                         "batch of 64 on 2 CPU cores; 32 is about 16x cheaper)", minimum=1),
-        "TOD_CYCLE0": Key("lowest", "TOD: cycle 0 compares with an untrained network; the authors' code queries "
-                          "the lowest discrepancies there (main_TOD.py's default), 'highest' as at every later cycle",
-                          choices=("lowest", "highest"), flags=("--tod-cycle0",)),
-        "CLUSTER_MARGIN_KM": Key(10, "ClusterMarginSampling: the k_m x query-size lowest-margin points are "
-                                 "clustered (the toolkit's 10)", minimum=1),
-        "CLUSTER_MARGIN_CLUSTERS": Key(20, "ClusterMarginSampling: clusters of the average-linkage HAC (the "
-                                       "toolkit's 20)", minimum=1),
-        "CLUSTER_MARGIN_PICK": Key("lowest", "ClusterMarginSampling: the point taken from a cluster in each "
-                                   "round: lowest margin (the toolkit) or random (the paper)",
-                                   choices=("lowest", "random")),
-        "BATCHBALD_SAMPLES": Key(10_000, "BatchBALD: sampled label configurations once the joint entropy is "
-                                 "no longer exact", minimum=1),
-        "BATCHBALD_CANDIDATES": Key(None, "BatchBALD: the highest-BALD points the greedy batch is chosen "
-                                    "from (None: max(1000, 10 x query size))", type="int", minimum=1),
-        "CORESET_OUTLIER_FRACTION": Key(1e-4, "CoreSet: the outliers the robust k-center may leave, as a "
-                                        "fraction of pool + labeled (the paper's 1e-4)", minimum=0, below=1),
-        "CORESET_TIME_LIMIT": Key(60.0, "CoreSet: seconds for the MIP phase before the best solution so far "
-                                  "(greedy at worst) is taken", above=0),
-        "CONSISTENCY_VIEWS": Key(50, "ConsistencySampling: augmented views of every candidate (the toolkit's "
-                                 "ssl_Consistency: 50)", minimum=2),
-        "DIFF2AUG_CLUSTERS": Key(20, "TwoViewMarginKMeans: k-means clusters the query is stratified over (the "
-                                 "toolkit's ssl_Diff2AugKmeans: 20)", minimum=1),
     }
 
 
@@ -156,19 +139,16 @@ def tree() -> Tree:
         "FLIP": Key(None, "random horizontal flips (None: the dataset's own)", type="bool"),
         "LENET_MIN_SIZE": Key(28, "smaller images (digits) are resized to this side for LeNet", minimum=8),
         "N_ENSEMBLES": Key(5, "members of the Ensembles strategy", minimum=1, flags=("--n_ensembles",)),
-        "HIDDEN_UNITS": Key(128, "GCN hidden width (UncertainGCN, CoreGCN)", minimum=1, flags=("--hidden_units|-n",)),
-        "DROPOUT_RATE": Key(0.3, "GCN dropout", minimum=0, below=1, flags=("--dropout_rate|-r",)),
-        "LAMBDA_LOSS": Key(1.2, "GCN weight of the unlabeled term", minimum=0, flags=("--lambda_loss|-l",)),
-        "S_MARGIN": Key(0.1, "UncertainGCN confidence margin", minimum=0, flags=("--s_margin|-s",)),
-        **strategy_keys("N_EPOCH", "--asal_steps"),
+        **model_keys(),
         **ssl_keys(),
         **open_set_keys(),
         **own_images_keys("N_QUERY's percent (--nQuery)"),
         "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save_model", "--save-models")),
     }
-    return Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH",
+    tree = Tree("main_al.py --protocol deepal", keys, profile=_profile, check=_check, epochs_key="N_EPOCH",
                 strategy_key="STRATEGY")
+    return with_strategies(tree, SERVES, names={name: query for name, (_, query) in TOOLKIT_SSL.items()})
 
 
 def open_set_keys() -> dict:

@@ -10,12 +10,17 @@ hard-codes (B.2-B.4). ``--set KEY=VALUE`` changes any key; ``--list-settings`` l
 
 import dataclasses
 
-from config import common_keys, save_models_key
+from config import common_keys, save_models_key, with_strategies
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.samplers.registry import Need
 
 CENTER_SCRIPT, TEMPERATURE_SCRIPT = "AL_center.py", "AL_center_temperature.py"
 
+# what the scripts give their strategies (the temperature script also the detector's unknown class); neither runs
+# the training hooks of strategies with networks of their own
+SERVES = {CENTER_SCRIPT: frozenset({Need.STATE, Need.MC_DROPOUT}),
+          TEMPERATURE_SCRIPT: frozenset({Need.STATE, Need.MC_DROPOUT, Need.UNKNOWN_CLASS})}
 # the seed's strategy names -> the registry's (its others are registry names or aliases)
 SEED_STRATEGIES = {"random": "RandomSampling", "uncertainty": "EntropySampling"}
 
@@ -80,8 +85,9 @@ def center_tree() -> Tree:
     """AL_center.py: the baselines (one K-way classifier, trained and used for querying)."""
     keys = _keys("cifar10", "AV_based", "random, uncertainty, AV_based, AV_uncertainty, Max_AV, KMeans, BALD")
     keys["SAVE_MODEL"] = save_models_key("every cycle's classifier (trial<T>_cycle<C>.pt)")
-    return Tree(CENTER_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
+    tree = Tree(CENTER_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
                 strategy_key="QUERY_STRATEGY")
+    return with_strategies(tree, SERVES[CENTER_SCRIPT], runs_hooks=False, names=SEED_STRATEGIES)
 
 
 def temperature_tree() -> Tree:
@@ -98,8 +104,9 @@ def temperature_tree() -> Tree:
         "MODELB_T": Key(1.0, "names the run folder only: model B uses no temperature, as the seed", above=0,
                         flags=("--modelB-T",)),
     })
-    return Tree(TEMPERATURE_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
+    tree = Tree(TEMPERATURE_SCRIPT, keys, profile=_profile, check=_check, epochs_key="MAX_EPOCH",
                 strategy_key="QUERY_STRATEGY")
+    return with_strategies(tree, SERVES[TEMPERATURE_SCRIPT], runs_hooks=False, names=SEED_STRATEGIES)
 
 
 def _profile(values: dict) -> tuple:

@@ -2,10 +2,13 @@
 spec B.1-B.7): the seed's flags, the fixed constants of its training, label propagation and CEAL,
 and (the profile) its per-dataset normalisation."""
 
-from config import common_keys
-from config.deepal import open_set_keys, own_images_keys, strategy_keys
+from config import common_keys, with_strategies
+from config.deepal import model_keys, open_set_keys, own_images_keys
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.samplers.registry import Need
+
+SERVES = frozenset({Need.STATE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives its strategies
 
 METHODS = {"random": "RandomSampling", "uncertainty_entropy": "EntropySampling", "coreset": "KCenterGreedy",
            "jlp": "jLP"}  # the seed's --al-method names -> the registry (the seed's coreset is the greedy k-center)
@@ -80,14 +83,15 @@ def tree() -> Tree:
                                flags=("--pretrain-epochs",)),
         "PRETRAIN_LR": Key(0.02, "DeepCluster learning rate", above=0, flags=("--pretrain-lr",)),
         "PRETRAIN_BATCH_SIZE": Key(128, "DeepCluster batch", minimum=2, flags=("--pretrain-batch-size",)),
-        **strategy_keys("EPOCHS", "--asal-steps"),
+        **model_keys(),
         **open_set_keys(),
         **own_images_keys("AL_BUDGET"),
         "SAVE_MODEL": Key(False, "save every cycle's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save-models",)),
     }
-    return Tree("main_al.py --protocol rethinking", keys, profile=_profile, check=_check, epochs_key="EPOCHS",
+    tree = Tree("main_al.py --protocol rethinking", keys, profile=_profile, check=_check, epochs_key="EPOCHS",
                 strategy_key="AL_METHOD")
+    return with_strategies(tree, SERVES, names=METHODS)
 
 
 def _profile(values: dict) -> tuple:

@@ -6,11 +6,13 @@ import importlib
 import pkgutil
 
 import config
-from config import common_keys, save_models_key
+from config import common_keys, save_models_key, with_strategies
 from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.samplers.registry import Need
 
 NOT_DATASET_CONFIGS = {"ccal", "deepal", "lfosa", "rethinking", "tod"}
+SAMPLING = {"TOD": "TOD", "LL4AL": "LearningLoss", "RANDOM": "RandomSampling"}  # --sampling -> the registry's name
 
 
 def list_configs() -> list:
@@ -61,11 +63,8 @@ def main_tod_tree() -> Tree:
                  "TOD: cross-entropy + WEIGHT x the COD loss with an EMA teacher; NONE: cross-entropy only")
     keys["WEIGHT"] = Key(0.02, "weight of the COD loss (--auxiliary TOD)", minimum=0)
     keys["SAVE_MODEL"] = save_models_key("every cycle's model (trial<T>_cycle<C>.pt)")
-    keys["TOD_CYCLE0"] = Key("lowest", "cycle 0 compares with the untrained previous model: the authors' code "
-                             "queries the lowest discrepancies there; 'highest' follows the paper",
-                             choices=("lowest", "highest"), flags=("--tod-cycle0",))
-    return Tree("main_TOD.py", keys, profile=_profile, check=_check, epochs_key="EPOCH",
-                strategy_key="SAMPLING")
+    tree = Tree("main_TOD.py", keys, profile=_profile, check=_check, epochs_key="EPOCH", strategy_key="SAMPLING")
+    return with_strategies(tree, {Need.PREVIOUS_MODEL}, runs_hooks=False, only=SAMPLING.values(), names=SAMPLING)
 
 
 def main_ll4al_tree() -> Tree:
@@ -78,8 +77,8 @@ def main_ll4al_tree() -> Tree:
                                          "..._loss_module.pt)")
     keys["EPOCHL"] = Key(120, "epoch after which the loss module's gradient stops reaching the backbone",
                          minimum=0, per_epochs="EPOCH")
-    return Tree("main_LL4AL.py", keys, profile=_profile, check=_check, epochs_key="EPOCH",
-                strategy_key="SAMPLING")
+    tree = Tree("main_LL4AL.py", keys, profile=_profile, check=_check, epochs_key="EPOCH", strategy_key="SAMPLING")
+    return with_strategies(tree, (), runs_hooks=False, only=SAMPLING.values(), names=SAMPLING)
 
 
 def _profile(values: dict) -> tuple:

@@ -222,7 +222,7 @@ def ccal_extras(data, labeled, query_size, seed):
 
 def tiny_context(candidates, query_size, seed=0, data=None):
     """A QueryContext over ``tiny_data`` (the samples not in ``candidates`` are labeled) with a ``TinyNet`` and
-    the extras every registered strategy needs (small settings: GCN 5 epochs, ASAL 3 steps)."""
+    the extras every registered strategy needs and small strategy settings (TINY_SETTINGS: ASAL 3 steps, ...)."""
     from models import LossNet
     from models.vaal import VAE, LatentDiscriminator
     from models.waal import Critic
@@ -234,11 +234,12 @@ def tiny_context(candidates, query_size, seed=0, data=None):
     labeled = np.setdiff1d(data.train_idx, candidates)
     extras = {"previous_model": TinyNet(seed=1).eval(), "loss_module": LossNet((8,)), "ensemble": [model, TinyNet(2)],
               "state": {}, "mc_dropout": True, "vae": VAE(1, 32, 8), "discriminator": LatentDiscriminator(8),
-              "vae_size": 32, "critic": Critic(8), "gcn": {"epochs": 5}, "asal": {"steps": 3, "batch_size": 8},
-              "views": {"views": 4, "clusters": 3},
-              "unknown_class": 2, **ccal_extras(data, labeled, query_size, seed)}
+              "vae_size": 32, "critic": Critic(8), "unknown_class": 2, **ccal_extras(data, labeled, query_size, seed)}
     return QueryContext(model, data, labeled, np.asarray(candidates), query_size, Dist(), batch_size=16,
-                        rng=np.random.default_rng(seed), extras=extras, mc_samples=5)
+                        rng=np.random.default_rng(seed), extras=extras, mc_samples=5, settings=dict(TINY_SETTINGS))
+
+
+TINY_SETTINGS = {"ASAL_STEPS": 3, "CONSISTENCY_VIEWS": 4, "DIFF2AUG_CLUSTERS": 3}  # strategy settings for tiny contexts
 
 
 @pytest.fixture(scope="module")

@@ -247,7 +247,7 @@ def test_other_scripts_refuse_the_own_images_layout(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------- every strategy, both protocols
 
-OWN_STRATEGIES = [s for s in list_strategies() if not get_strategy(s).missing(DeepAL.PROVIDES)]
+OWN_STRATEGIES = [s for s in list_strategies() if not get_strategy(s).missing(DeepAL.SERVES)]
 
 
 @pytest.mark.slow

@@ -193,15 +193,15 @@ def test_registered_strategy_queries_candidates_through_a_query_context():
     strategy = get_strategy("batch_bald")
     assert strategy is get_strategy("BatchBALD") is get_strategy("batchbald")
     candidates = np.arange(10, 50)
-    ctx = dropout_context(candidates, 6, mc_dropout=True)
+    ctx = dropout_context(candidates, 6)
     chosen = strategy.select(ctx)
     assert len(set(chosen.tolist())) == 6 and set(chosen.tolist()) <= set(candidates.tolist())
     mc_probs = ctx.mc_probs()
     assert mc_probs.shape == (8, 40, 3)
     assert chosen[0] == candidates[int(torch.argmax(bald_scores(mc_probs.double())))]
-    assert np.array_equal(chosen, strategy.select(dropout_context(candidates, 6, mc_dropout=True)))
-    with pytest.raises(UserError, match="mc_dropout"):
-        strategy.select(dropout_context(candidates, 6))
+    assert np.array_equal(chosen, strategy.select(dropout_context(candidates, 6)))
+    with pytest.raises(UserError, match=r"needs a model with dropout \(MC dropout\), which x.py does not provide"):
+        get_strategy("BatchBALD", serves=(), where="x.py")
 
 
 def test_batchbald_settings_choose_the_candidates_and_the_samples():
@@ -210,7 +210,8 @@ def test_batchbald_settings_choose_the_candidates_and_the_samples():
     from unittest import mock
 
     candidates = np.arange(10, 50)
-    ctx = dropout_context(candidates, 1, mc_dropout=True, batchbald={"num_samples": 3, "max_candidates": 1})
+    ctx = dropout_context(candidates, 1)
+    ctx.settings.update(BATCHBALD_SAMPLES=3, BATCHBALD_CANDIDATES=1)
     top = candidates[int(bald_scores(ctx.mc_probs(consistent=True)).argmax())]
     with mock.patch("utils.samplers.batchbald.batchbald_select", wraps=batchbald_select) as spy:
         assert get_strategy("BatchBALD").select(ctx).tolist() == [top]

@@ -29,13 +29,13 @@ from utils.protocols import ccal
 from utils.protocols.ccal import ccal_pool, contrast_set, even_batches, make_augment, query_features
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.ccal import (
-    CCAL_EXTRAS,
     ccal_query,
     distinctive_scores,
     feature_rows,
     joint_selection,
     semantic_scores,
 )
+from utils.samplers.registry import Need
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -409,10 +409,10 @@ def test_query_rotations_choose_the_rotations_of_the_distinctive_score():
 # ----------------------------------------------------------------------------- the selector CCAL
 
 def test_the_ccal_selector_is_registered_and_queries_what_ccal_query_queries():
-    strategy = get_strategy("ccal", provides=CCAL_EXTRAS, where="active_main.py")
+    strategy = get_strategy("ccal", serves={Need.CCAL_FEATURES}, where="active_main.py")
     assert strategy.name == "CCAL" and not strategy.fixed_size
-    with pytest.raises(UserError, match="strategy CCAL needs features, k, labels, positions, t, target"):
-        get_strategy("CCAL", provides=(), where="main_al.py")
+    with pytest.raises(UserError, match="strategy CCAL needs CCAL's encoder features"):
+        get_strategy("CCAL", serves=(), where="main_al.py")
     generator = torch.Generator().manual_seed(0)
     feature_idx = np.arange(0, 400, 2)
     features = (torch.randn(200, 4, 16, generator=generator), torch.randn(200, 16, generator=generator))

@@ -4,6 +4,7 @@ key read by its script, IMAGE_SIZE for image files."""
 
 import ast
 import importlib
+import inspect
 import json
 import os
 
@@ -114,14 +115,52 @@ def profile_reads(path):
             if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant)}
 
 
+def strategy_key_readers(key):
+    """The files that read a strategy's setting ``key``: the module of each strategy declaring it (as
+    ``ctx.params.<short name>``) and of its training hook (as the key's name)."""
+    from utils.samplers import get_strategy, list_strategies
+
+    files = {}
+    for name in list_strategies():
+        strategy = get_strategy(name)
+        rule = inspect.unwrap(strategy.scores or strategy.positions)
+        if key in strategy.params:
+            files[inspect.getsourcefile(rule)] = key[len(strategy.prefix) + 1:].lower()
+        if strategy.training is not None and key in strategy.training.PARAMS:
+            files[inspect.getsourcefile(strategy.training)] = key
+    return files
+
+
+def query_context_keywords(path):
+    """The keyword arguments of every QueryContext(...) call in ``path``."""
+    return {k.arg for node in ast.walk(ast.parse(open(path).read())) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == "QueryContext" for k in node.keywords}
+
+
+def strings_used(path):
+    return {node.value for node in ast.walk(ast.parse(open(path).read()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
 @pytest.mark.parametrize("script", sorted(ENTRY))
 def test_every_key_is_read_by_the_code_of_its_script(script):
     """A key that no code of its script reads (outside config/, where values are only declared and
-    checked; a profile's choice of values counts) would be an option that silently does nothing."""
-    in_config = {f for f in reachable(script) if os.path.relpath(f, ROOT).startswith("config" + os.sep)}
-    read = set().union(*(names_read(f) for f in reachable(script) - in_config), *map(profile_reads, in_config))
-    unread = sorted(set(config.tree(script).keys) - read)
+    checked; a profile's choice of values counts) would be an option that silently does nothing.
+    A query strategy's setting is read by its rule (``ctx.params.<name>``) or its training hook, and
+    the script hands the strategy its settings (``QueryContext(..., settings=cfg)``)."""
+    tree = config.tree(script)
+    files = reachable(script)
+    in_config = {f for f in files if os.path.relpath(f, ROOT).startswith("config" + os.sep)}
+    read = set().union(*(names_read(f) for f in files - in_config), *map(profile_reads, in_config))
+    unread = sorted(k for k in set(tree.keys) - read if k not in tree.owners)
     assert not unread, f"{script}: no code reads {', '.join(unread)}"
+    if tree.owners:
+        assert any("settings" in query_context_keywords(f) for f in files), f"{script} never hands its strategy " \
+            "the settings (QueryContext(..., settings=cfg))"
+    for key in tree.owners:
+        readers = strategy_key_readers(key)
+        assert readers and all(name in names_read(f) | strings_used(f) for f, name in readers.items()), \
+            f"{script}: {key} is read by none of its strategies' rules ({', '.join(readers)})"
 
 
 def test_the_walk_would_catch_an_unread_key():

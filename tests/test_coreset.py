@@ -166,7 +166,8 @@ def test_coreset_settings_reach_the_solver(monkeypatch):
     identity = BatchTransform((0.0,), (1 / 255,))
     data = ImageData("line", dataset, dataset, 2, 1, 1, identity, identity, np.arange(5), np.arange(5))
     ctx = QueryContext(PixelFeatures(), data, np.array([0]), np.array([4, 2, 1, 3]), 1, Dist(), batch_size=2,
-                       rng=np.random.default_rng(0), extras={"coreset": {"outlier_fraction": 0.5, "time_limit": 7.0}})
+                       rng=np.random.default_rng(0),
+                       settings={"CORESET_OUTLIER_FRACTION": 0.5, "CORESET_TIME_LIMIT": 7.0})
     # 2 of the 5 points may be outliers: greedy's 10 leaves 3, 5 and 8 at 3, 5 and 2, radius 2 once 3 and 5
     # are given up, which no centre beats (without outliers the optimum is 8, radius 3: see above)
     assert get_strategy("CoreSet").select(ctx).tolist() == [4]

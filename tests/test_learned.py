@@ -19,9 +19,8 @@ from utils.samplers.learned import asal_select, train_gan
 
 def hook_inputs(data, lr=0.05):
     """(stream, settings) a protocol hands a training hook, for ``data`` on the CPU (a narrow VAE)."""
-    settings = HookSettings(lr=lr, momentum=0.9, weight_decay=0.0, grad_clip=None, epoch_l=120,
-                            in_channels=data.in_channels, image_size=data.image_size, device=torch.device("cpu"),
-                            vae_width=8)
+    settings = HookSettings(lr=lr, momentum=0.9, weight_decay=0.0, grad_clip=None, in_channels=data.in_channels,
+                            image_size=data.image_size, device=torch.device("cpu"), params={"VAE_WIDTH": 8})
     return (lambda indices: augmented_batches(data, indices, 16, Dist())), settings
 
 
@@ -144,19 +143,20 @@ def test_uncertain_gcn_queries_the_unlabeled_nodes_nearest_the_margin(monkeypatc
     assert learned.uncertain_gcn(ctx).tolist() == [4, 1, 3]
     features, is_labeled, options = calls[0]
     assert features.shape == (12, 8) and torch.allclose(features.norm(dim=1), torch.ones(12))
-    assert is_labeled.tolist() == [True] * 4 + [False] * 8 and options["epochs"] == 5  # ctx.extras["gcn"]
+    assert is_labeled.tolist() == [True] * 4 + [False] * 8
+    assert options["hidden"] == 128 and options["weight"] == 1.2  # the GCN_* settings' defaults
     assert get_strategy("UncertainGCN").select(tiny_context(candidates, 3, data=data)).tolist() == [7, 3, 6]
 
 
 def test_uncertain_gcn_breaks_distance_ties_by_position(monkeypatch):
     data = tiny_data(8)
     candidates = np.arange(2, 8)  # labeled: 0, 1
-    # margin 0.25 (ctx.extras["gcn_margin"]); every distance is exact in float32
+    # margin 0.25 (GCN_S_MARGIN); every distance is exact in float32
     #                   candidate position:  0 (below) 1      2 (above) 3 (above) 4 (below) 5
     probability = torch.tensor([0.25, 0.25] + [0.125, 0.875, 0.375, 0.3125, 0.1875, 0.625])
     fixed_gcn(monkeypatch, probability)
     ctx = tiny_context(candidates, 5, data=data)
-    ctx.extras["gcn_margin"] = 0.25
+    ctx.settings["GCN_S_MARGIN"] = 0.25
     # distances 0.125, 0.625, 0.125, 0.0625, 0.0625, 0.375: each tied pair in position order, whichever side of the
     # margin comes first (3 above before 4 below, 0 below before 2 above)
     assert learned.uncertain_gcn(ctx).tolist() == [3, 4, 0, 2, 5]

@@ -77,7 +77,7 @@ def images_28(n=32, seed=0):
 
 
 def waal_hook(model, data, n_labeled=8):
-    settings = HookSettings(lr=0.05, momentum=0.9, weight_decay=0.0, grad_clip=None, epoch_l=120, in_channels=1,
+    settings = HookSettings(lr=0.05, momentum=0.9, weight_decay=0.0, grad_clip=None, in_channels=1,
                             image_size=28, device=torch.device("cpu"))
     return WAALHook(model, np.arange(n_labeled), np.arange(n_labeled, len(data.train)),
                     lambda indices: augmented_batches(data, indices, 8, Dist()), settings)

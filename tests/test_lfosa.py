@@ -19,6 +19,7 @@ from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, read_config, read
 from utils.methods.center_loss import CenterLoss, CenterLossTerm
 from utils.protocols.lfosa import LabelSets, RandomRotation, parse_args, run_name, temperature_cross_entropy
 from utils.samplers import av_scores, get_strategy, known_posteriors, max_activations, top_k
+from utils.samplers.registry import Need
 
 DIGITS = ["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
           "--max-epoch", "2", "--quiet", "--set", "WIDTH=8"]
@@ -64,7 +65,7 @@ def test_samples_predicted_unknown_score_zero_and_lonely_classes_too():
 
 def test_strategies_are_registered_under_the_seed_names():
     assert get_strategy("AV_temperature").name == get_strategy("lfosa").name == "AV_temperature"
-    assert get_strategy("AV_temperature").needs == ("unknown_class",)
+    assert get_strategy("AV_temperature").needs == {Need.UNKNOWN_CLASS}
     for name in ("AV_based", "AV_uncertainty", "Max_AV", "KMeans", "BALD", "random"):
         get_strategy(name)
 

@@ -69,7 +69,7 @@ def test_resume_continues_the_deepal_rounds(tmp_path):
     (["--strategy", "NoSuchStrategy"], "choose from ASAL, AV_based"),
     (["--strategy", "EntropySampling", "--model", "VGG"], "MODEL expects one of ResNet18"),
     (["--strategy", "EntropySampling", "--cycles", "9"], "needs more labels"),
-    (["--strategy", "AV_temperature"], "needs unknown_class"),
+    (["--strategy", "AV_temperature"], "needs an open-set detector's unknown class"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, argv, message):
     out = tmp_path / "run"
@@ -129,10 +129,26 @@ def test_tod_takes_the_lowest_discrepancies_at_cycle_0_in_both_protocols(tmp_pat
     from utils.samplers.registry import Strategy
 
     seen, real = [], Strategy.select
-    monkeypatch.setattr(Strategy, "select", lambda self, ctx, lowest=False: seen.append(lowest) or
-                        real(self, ctx, lowest=lowest))
+    monkeypatch.setattr(Strategy, "select", lambda self, ctx: seen.append(
+        ctx.cycle == 0 and ctx.settings["TOD_CYCLE0"] == "lowest") or real(self, ctx))
     budget = ["--nStart", "10", "--nQuery", "5", "--nEnd", "20", "--n_epoch", "1"]
     common = [] if protocol[1] == "rethinking" else budget
     main_al.main([*protocol, "--dataset", "digits", *common, "--cycles", "2", "--quiet", *switch,
                   "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
     assert seen == expected
+
+
+def test_the_tod_rule_ranks_the_lowest_discrepancies_first_at_cycle_0_unless_told_otherwise():
+    """TOD_CYCLE0 (the strategy's own setting): at cycle 0 the lowest discrepancies come first."""
+    from conftest import tiny_context
+
+    from utils.core.train import softmax_probs
+    from utils.samplers import get_strategy, tod_scores
+
+    ctx = tiny_context(np.arange(10, 40), 5)
+    scores = tod_scores(ctx.predict(softmax_probs), ctx.predict(softmax_probs, model=ctx.extras["previous_model"]))
+    highest, lowest = np.argsort(-scores.numpy(), kind="stable")[:5], np.argsort(scores.numpy(), kind="stable")[:5]
+    tod = get_strategy("TOD")
+    for cycle, setting, expected in ((0, "lowest", lowest), (0, "highest", highest), (1, "lowest", highest)):
+        ctx.cycle, ctx.settings["TOD_CYCLE0"] = cycle, setting
+        assert tod.select(ctx).tolist() == ctx.candidates[expected].tolist()

@@ -155,7 +155,7 @@ def test_independent_masks_keep_every_bald_query_near_the_exact_value():
 def context(data, candidates, seed=0):
     return QueryContext(MLP().eval(), data, np.setdiff1d(np.arange(len(data.train)), candidates),
                         np.asarray(candidates), 3, Dist(), batch_size=16, rng=np.random.default_rng(seed),
-                        extras={"mc_dropout": True}, mc_samples=8)
+                        mc_samples=8)
 
 
 @pytest.mark.parametrize("name", ["BALDDropout", "LeastConfidenceDropout", "MarginSamplingDropout",

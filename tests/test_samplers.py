@@ -58,7 +58,8 @@ def test_tod_queries_the_largest_output_change_between_cycles():
     ctx = context(data, [0, 1, 2, 3, 4], 2, previous_model=LookupModel(0.0))
     tod = get_strategy("TOD")
     assert sorted(tod.select(ctx).tolist()) == [1, 2]
-    assert sorted(tod.select(ctx, lowest=True).tolist()) == [0, 3]  # TOD's cycle-0 rule
+    ctx.cycle = 0  # TOD's cycle-0 rule (TOD_CYCLE0 lowest, the default): the lowest discrepancies
+    assert sorted(tod.select(ctx).tolist()) == [0, 3]
     only_some = context(data, [3, 4, 0], 1, previous_model=LookupModel(0.0))
     assert tod.select(only_some).tolist() == [4]  # indices are dataset indices of the candidates
 
@@ -78,7 +79,7 @@ def test_random_is_seeded_and_takes_distinct_candidates():
 
 def test_missing_inputs_and_oversized_queries_are_user_errors():
     data = tiny_data([[0, 0], [1, 1]])
-    with pytest.raises(UserError, match="previous_model"):
-        get_strategy("TOD").select(context(data, [0, 1], 1))
+    with pytest.raises(UserError, match="TOD needs the previous cycle's model, which x.py does not provide"):
+        get_strategy("TOD", serves=(), where="x.py")
     with pytest.raises(UserError, match="larger than"):
         get_strategy("random").select(context(data, [0, 1], 3))

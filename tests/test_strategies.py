@@ -206,7 +206,7 @@ def test_cluster_margin_settings_reach_the_strategy(monkeypatch):
     monkeypatch.setattr(diversity, "hac_labels", lambda emb, n, seed: seen.setdefault("clusters", n) and
                         torch.arange(len(emb)) % 2)
     ctx = tiny_context(np.arange(10, 50), 4)
-    ctx.extras["cluster_margin"] = {"margin_multiple": 1, "clusters": 7, "pick": "random"}
+    ctx.settings.update(CLUSTER_MARGIN_KM=1, CLUSTER_MARGIN_CLUSTERS=7, CLUSTER_MARGIN_PICK="random")
     chosen = get_strategy("ClusterMarginSampling").select(ctx)
     margins = (lambda p: p.topk(2, dim=1).values)(ctx.probs())
     lowest = np.asarray(ctx.candidates)[torch.argsort(margins[:, 0] - margins[:, 1])[:4].numpy()]

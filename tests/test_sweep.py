@@ -47,7 +47,7 @@ def test_all_means_every_strategy_the_protocol_can_run():
 
 @pytest.mark.parametrize("argv,message", [
     (["--strategy", "EntropySampling,NoSuch"], "unknown strategy 'NoSuch'"),
-    (["--strategy", "EntropySampling,AV_temperature"], "needs unknown_class"),
+    (["--strategy", "EntropySampling,AV_temperature"], "needs an open-set detector's unknown class"),
     (["--strategy", "EntropySampling,RandomSampling", "--shard", "3/2"], "--shard 3/2"),
     (["--strategy", "EntropySampling", "--jobs", "2"], "apply to sweeps"),
     (["--strategy", "EntropySampling,RandomSampling", "--jobs", "0"], "--jobs: expected 1 or more"),
@@ -69,7 +69,7 @@ def record_initial_states(monkeypatch, protocol_class, method):
 
     def wrapped(self, *args):
         result = original(self, *args)
-        name = self.cfg[self.STRATEGY_KEY]
+        name = self.cfg[self.cfg.strategy_key]
         if method == "start_trial":
             trial, state = args[0], result
             seen[(name, trial)] = (state.labeled_idx.copy(), state.initial_models[0].state_dict())

@@ -32,6 +32,7 @@ from utils.samplers import (
 )
 from utils.samplers.dpp import SwapChain, gradient_factors, independent_start, kdpp_iterations
 from utils.samplers.mcadl import class_weights
+from utils.samplers.registry import Need
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,14 +41,14 @@ def test_the_toolkit_names_and_aliases_reach_the_three_strategies():
     assert get_strategy("ActiveLearningByLearning") is get_strategy("albl")
     assert get_strategy("BaselineSampling") is get_strategy("kdpp") is get_strategy("baseline")
     assert get_strategy("MCADL") is get_strategy("mcadl")
-    assert get_strategy("albl").needs == ("state",) and get_strategy("mcadl").needs == ("state",)
-    assert get_strategy("BaselineSampling").needs == ()
+    assert get_strategy("albl").needs == {Need.STATE} and get_strategy("mcadl").needs == {Need.STATE}
+    assert get_strategy("BaselineSampling").needs == frozenset()
     for name in ("albl", "MCADL"):  # a script without a per-trial state refuses them before anything runs
-        with pytest.raises(UserError, match="needs state, which x.py does not provide"):
-            get_strategy(name, provides={"mc_dropout"}, where="x.py")
+        with pytest.raises(UserError, match="needs a state kept across a trial's queries, which x.py does not"):
+            get_strategy(name, serves={Need.MC_DROPOUT}, where="x.py")
     for protocol in (DeepAL, Rethinking):
-        assert not get_strategy("albl").missing(protocol.PROVIDES) and not get_strategy("mcadl").missing(
-            protocol.PROVIDES)
+        assert not get_strategy("albl").missing(protocol.SERVES) and not get_strategy("mcadl").missing(
+            protocol.SERVES)
 
 
 # ------------------------------------------------------------------------ ALBL: EXP4.P

@@ -48,7 +48,8 @@ def symmetric_and_not(n=30):
 def test_consistency_queries_the_images_whose_prediction_changes_under_the_views():
     data = symmetric_and_not()
     ctx = tiny_context(data.train_idx, 10, data=data)
-    ctx = dataclasses.replace(ctx, model=PixelNet().eval(), extras={"views": {"views": 8}})
+    ctx = dataclasses.replace(ctx, model=PixelNet().eval(), settings={"CONSISTENCY_VIEWS": 8})
+    ctx.params = get_strategy("ConsistencySampling").params_from(ctx.settings)
     scores = get_strategy("ConsistencySampling").scores(ctx)
     assert torch.all(scores[:15] < 1e-10)  # symmetric: every view predicts the same
     assert torch.all(scores[15:] > 1e-8)  # (8 random flips each: all differ from the plain view w.p. 1 - 2^-7)
@@ -82,6 +83,6 @@ def test_stratified_by_cluster_takes_proportional_quotas_then_round_robin_from_c
 def test_two_view_margin_kmeans_queries_across_clusters():
     data = tiny_data(60)
     ctx = tiny_context(np.arange(20, 60), 8, data=data)
-    ctx.extras["views"] = {"clusters": 4}
+    ctx.settings["DIFF2AUG_CLUSTERS"] = 4
     picked = get_strategy("TwoViewMarginKMeans").select(ctx)
     assert len(set(picked.tolist())) == 8 and set(picked.tolist()) <= set(range(20, 60))

@@ -62,6 +62,10 @@ def add_setting_flags(parser: argparse.ArgumentParser, tree: Tree) -> None:
     raw strings here and are typed by the settings resolution, so every source of a value is
     checked the same way."""
     group = parser.add_argument_group(f"{tree.script} settings")
+    if tree.owners:
+        parser.add_argument_group("the query strategies' own settings (--set KEY=VALUE; the run's strategy "
+                                  "reads its own, a key of another strategy is refused)",
+                                  strategy_settings_help(tree).replace("%", "%%"))
     for key, key_def in tree.keys.items():
         for flag in key_def.flags:
             names = flag.split("|")
@@ -77,6 +81,14 @@ def add_setting_flags(parser: argparse.ArgumentParser, tree: Tree) -> None:
                 if key_def.choices:
                     kwargs["metavar"] = "{" + ",".join(dict.fromkeys(map(str, key_def.names().values()))) + "}"
             group.add_argument(*names, **kwargs)
+
+
+def strategy_settings_help(tree: Tree) -> str:
+    """The strategies' settings of ``tree`` as text: ``Strategy: KEY=default, ...; ...``."""
+    by_strategy = {}
+    for key, owners in tree.owners.items():
+        by_strategy.setdefault(" / ".join(owners), []).append(f"{key}={tree.keys[key].default}")
+    return "; ".join(f"{owners}: {', '.join(keys)}" for owners, keys in sorted(by_strategy.items()))
 
 
 def add_inert_flags(parser: argparse.ArgumentParser, flags: dict, **kwargs) -> None:

@@ -268,6 +268,10 @@ class Tree:
     epochs_key: str | None = None
     strategy_key: str | None = None
     others: dict = field(default_factory=dict)  # KEY -> the script it belongs to, for error messages
+    # the query strategies' own settings: KEY -> the strategies declaring it, and
+    # used_strategies(values) -> the registry names of the run's strategies (None: any of them, e.g. a sweep of all)
+    owners: dict = field(default_factory=dict)
+    used_strategies: Callable[[Mapping], Iterable[str] | None] | None = None
 
     def flag_keys(self) -> dict:
         """flag -> KEY."""
@@ -344,9 +348,29 @@ def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) ->
         values[key] = value
         sources[key] = pending[key][0].rstrip("=")
     settings = Settings(tree.script, values, keys, sources, scaled, tree.strategy_key)
+    _refuse_unused_strategy_keys(tree, settings, {k: pending[k][0] for k in explicit})
     if tree.check is not None:
         tree.check(settings)
     return settings
+
+
+def _refuse_unused_strategy_keys(tree: Tree, settings: Settings, given: Mapping[str, str]) -> None:
+    """A strategy's setting given (``given``: KEY -> the flag or ``--set KEY=`` that set it) for a run
+    that does not use the strategy stops with one line, as a key of another script does."""
+    if not tree.owners or tree.used_strategies is None:
+        return
+    used = tree.used_strategies(settings)
+    if used is None:
+        return
+    used = set(used)
+    for key, source in given.items():
+        owners = tree.owners.get(key)
+        if owners and not used & set(owners):
+            value = settings[tree.strategy_key] if tree.strategy_key else None
+            names = "" if [str(value)] == sorted(used) else f": {', '.join(sorted(used))}"
+            run = f" ({tree.strategy_key} {value}{names})" if value else ""
+            raise UserError(f"{source.rstrip('=')}: {key} is a setting of {' and '.join(owners)}, which this run "
+                            f"does not use{run}; drop it")
 
 
 def scale(value: Any, factor: float) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from config.deepal import MODELS
+from config.deepal import MODELS, SERVES, TOOLKIT_SSL
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags
@@ -23,14 +23,8 @@ from utils.core.splits import random_subset
 from utils.core.train import fit
 from utils.methods.ssl import make_ssl
 from utils.protocols.pool import PoolProtocol, Trial
+from utils.samplers.registry import Need
 
-TOOLKIT_SSL = {  # the toolkit's semi-supervised --strategy names: (--ssl, the query strategy they stand for)
-    "fixmatch": ("fixmatch", "RandomSampling"), "flexmatch": ("flexmatch", "RandomSampling"),
-    "uda": ("uda", "RandomSampling"), "pseudolabel": ("pseudolabel", "RandomSampling"),
-    "ssl_Random": ("mixmatch", "RandomSampling"), "ssl_LC": ("mixmatch", "LeastConfidence"),
-    "ssl_Consistency": ("mixmatch", "ConsistencySampling"), "ssl_Diff2AugDirect": ("mixmatch", "TwoViewMargin"),
-    "ssl_Diff2AugKmeans": ("mixmatch", "TwoViewMarginKMeans"),
-}
 _TOOLKIT_SSL = {name.lower(): pair for name, pair in TOOLKIT_SSL.items()}  # (names ignore case)
 
 
@@ -57,8 +51,8 @@ class DeepAL(PoolProtocol):
 
     NAME = "deepal"
     INITIAL_SET_KEY = "N_START"
-    STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "STRATEGY", "--strategy", "CYCLES"
-    PROVIDES = frozenset({"state", "ensemble", "previous_model", "mc_dropout"})
+    STRATEGY_FLAG, CYCLES_KEY = "--strategy", "CYCLES"
+    SERVES = SERVES
 
     @staticmethod
     def add_run_args(parser) -> None:
@@ -97,6 +91,10 @@ class DeepAL(PoolProtocol):
             self.ssl = method
         return name
 
+    def registry_name(self, name: str) -> str:
+        """A toolkit SSL name stands for its query strategy."""
+        return _TOOLKIT_SSL.get(name.lower(), (None, name))[1]
+
     def sweep_strategies(self, names: list) -> list:
         """As every protocol's, with the toolkit's SSL names kept as given (each its own run)."""
         if [n.lower() for n in names] == ["all"]:
@@ -116,12 +114,12 @@ class DeepAL(PoolProtocol):
             data.resize_inputs(cfg.LENET_MIN_SIZE)
         if self.model_name == "lenet":
             options = {**options, "image_size": data.image_size}
-        elif "mc_dropout" in self.strategy.needs:
+        elif Need.MC_DROPOUT in self.strategy.needs:
             options = {**options, "dropout": cfg.MC_DROPOUT, "consistency_head": False}
         else:
             options = {**options, "consistency_head": False}
         self.model_options = options
-        self.members = cfg.N_ENSEMBLES if "ensemble" in self.strategy.needs else 1
+        self.members = cfg.N_ENSEMBLES if Need.ENSEMBLE in self.strategy.needs else 1
         if self.ssl != "none" and self.strategy.training is not None:
             raise UserError(f"--ssl {self.ssl} trains the task model its own way; {self.strategy.name} trains "
                             "networks of its own alongside the supervised loop: use it without --ssl")
@@ -273,8 +271,9 @@ class DeepAL(PoolProtocol):
         if tested is not model:
             model.load_state_dict(tested.state_dict())
 
-    def hook_settings(self):
-        return super().hook_settings(self.cfg.GRAD_CLIP)
+    @property
+    def grad_clip(self) -> float | None:
+        return self.cfg.GRAD_CLIP
 
     def query_size(self, cycle: int, state: Trial) -> int:
         """nQuery% of the pool per round; the last round takes what is left; none after it."""
@@ -283,6 +282,4 @@ class DeepAL(PoolProtocol):
         return min(self.query, self.end - len(state.labeled_idx) - len(state.discarded))
 
     def query_extras(self, models: list) -> dict:
-        cfg = self.cfg
-        return {"ensemble": models, "gcn": {"hidden": cfg.HIDDEN_UNITS, "dropout": cfg.DROPOUT_RATE,
-                                            "weight": cfg.LAMBDA_LOSS}, "gcn_margin": cfg.S_MARGIN}
+        return {"ensemble": models}

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from config.lfosa import SEED_STRATEGIES, TEMPERATURE_SCRIPT
+from config.lfosa import SEED_STRATEGIES, SERVES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
@@ -38,6 +38,7 @@ from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.core.train import evaluate, seed_everything
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
+from utils.samplers.registry import Need
 
 # ----------------------------------------------------------------------------- command line
 
@@ -76,14 +77,14 @@ def gpu_indices(text: str) -> str:
     return text
 
 
-def get_lfosa_strategy(cfg: Settings, provides: set):
+def get_lfosa_strategy(cfg: Settings):
     """The registry's strategy QUERY_STRATEGY names (the seed's names mapped), checked against
-    what the script ``provides``. Strategies that train networks of their own alongside the
+    what the script serves (config/lfosa.py SERVES). Strategies that train networks of their own alongside the
     classifier (a training hook: VAAL, WAAL, LearningLoss) are refused: LfOSA's loop runs none."""
     name = SEED_STRATEGIES.get(cfg.QUERY_STRATEGY.lower(), cfg.QUERY_STRATEGY)
     hint = "" if cfg.script == TEMPERATURE_SCRIPT else \
         f"; for unknown_class (LfOSA's detector) run it with {TEMPERATURE_SCRIPT}"
-    return get_strategy(name, provides=provides, where=cfg.script, hint=hint, runs_hooks=False)
+    return get_strategy(name, SERVES[cfg.script], where=cfg.script, hint=hint, runs_hooks=False)
 
 
 def device_and_rank(args: argparse.Namespace) -> tuple[str, int | None, str | None]:
@@ -183,8 +184,7 @@ class Experiment:
     def __init__(self, args: argparse.Namespace, cfg: Settings):
         self.args, self.cfg, self.script = args, cfg, cfg.script
         self.temperature = cfg.script == TEMPERATURE_SCRIPT
-        provides = {"state", "mc_dropout"} | ({"unknown_class"} if self.temperature else set())
-        self.strategy = get_lfosa_strategy(cfg, provides)
+        self.strategy = get_lfosa_strategy(cfg)
         device, local_rank, notice = device_and_rank(args)
         self.dist = distributed.setup(device, local_rank, args.amp, args.channels_last)
         if notice and self.dist.is_main:
@@ -244,7 +244,7 @@ class Experiment:
         """A freshly initialised 2-d-bottleneck ResNet; the querying model gets dropout when the
         strategy samples MC dropout (BALD)."""
         cfg = self.cfg
-        dropout = cfg.MC_DROPOUT if queries and "mc_dropout" in self.strategy.needs else 0.0
+        dropout = cfg.MC_DROPOUT if queries and Need.MC_DROPOUT in self.strategy.needs else 0.0
         return build_model(f"lfosa_{cfg.MODEL}", num_outputs, self.data.in_channels, width=cfg.WIDTH,
                            bottleneck=cfg.BOTTLENECK, dropout=dropout).to(self.dist.device)
 
@@ -297,8 +297,8 @@ class Experiment:
         outputs = distributed.unwrap(model).linear.out_features
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
                            cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.args.workers,
-                           extras={"state": sets.state, "mc_dropout": True, **(extras or {})},
-                           mc_samples=cfg.MC_SAMPLES)
+                           extras={"state": sets.state, **(extras or {})}, mc_samples=cfg.MC_SAMPLES,
+                           settings=cfg)
         return self.strategy.select(ctx)
 
     def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: float,

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS
+from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS, SERVES
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, path, positive, str2bool
@@ -25,6 +25,7 @@ from utils.methods import deepcluster
 from utils.methods.label_propagation import knn_graph, propagate, pseudo_labels
 from utils.protocols.pool import PoolProtocol, Trial
 from utils.samplers import entropy_scores
+from utils.samplers.registry import Need
 
 INERT = {  # the seed's flags that change nothing here, and why
     **dict.fromkeys(("--train-subdir", "--eval-subdir", "--test-subdir"), "the pool is train+val, as the seed's "
@@ -65,8 +66,8 @@ class Rethinking(PoolProtocol):
 
     NAME = "rethinking"
     INITIAL_SET_KEY = "SPLIT"
-    STRATEGY_KEY, STRATEGY_FLAG, CYCLES_KEY = "AL_METHOD", "--al-method", "AL_NB_CYCLES"
-    PROVIDES = frozenset({"state", "previous_model", "mc_dropout"})
+    STRATEGY_FLAG, CYCLES_KEY = "--al-method", "AL_NB_CYCLES"
+    SERVES = SERVES
 
     @staticmethod
     def add_run_args(parser) -> None:
@@ -138,7 +139,7 @@ class Rethinking(PoolProtocol):
         """DeepCluster weights to load (+PRE alone, or kept on --resume) and the split files are read
         and checked here, before anything is written."""
         cfg = self.cfg
-        self.dropout = cfg.MC_DROPOUT if "mc_dropout" in self.strategy.needs else 0.0
+        self.dropout = cfg.MC_DROPOUT if Need.MC_DROPOUT in self.strategy.needs else 0.0
         add, learn = cfg.ADD_UNSUPERVISED_PRETRAINING, cfg.LEARN_UNSUPERVISED_PRETRAINING
         self.use_pretrained = add or learn
         self.pretrained, self.trunk = self.weights_path(), None
@@ -258,9 +259,6 @@ class Rethinking(PoolProtocol):
 
     def keeps_previous(self) -> bool:
         return super().keeps_previous() or self.cfg.FINETUNING
-
-    def hook_settings(self):
-        return super().hook_settings(None)
 
     def train(self, model, state: Trial, pool_idx: np.ndarray, hook, run, desc: str) -> None:
         CycleTraining(self, model, state, pool_idx, hook).fit(run, desc)

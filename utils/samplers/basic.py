@@ -4,9 +4,9 @@ TOD itself (Huang et al., ICCV'21) and learning loss (LL4AL; Yoo & Kweon, CVPR'1
 import numpy as np
 import torch
 
+from utils.core.config import Key
 from utils.core.train import softmax_probs
 from utils.samplers.hooks import LossPredictionHook
-from utils.core.config import Key
 from utils.samplers.registry import Need, QueryContext, register_scorer, register_selector
 
 
@@ -34,7 +34,7 @@ def tod(ctx: QueryContext) -> torch.Tensor:
     return -scores if ctx.cycle == 0 and ctx.params.cycle0 == "lowest" else scores
 
 
-@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"), 
+@register_scorer("LearningLoss", aliases=("ll4al", "lloss", "learning_loss"),
                  training=LossPredictionHook, pool_subset=10_000)
 def learning_loss(ctx: QueryContext) -> torch.Tensor:
     """The loss predicted by the LL4AL module from the model's stage features, highest first

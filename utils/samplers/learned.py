@@ -8,10 +8,10 @@ from torch import nn
 from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from models.waal import critic_input
+from utils.core.config import Key
 from utils.core.loop import stage_counter
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
-from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
 from utils.samplers.uncertainty import entropy_scores
 
@@ -83,8 +83,8 @@ def _gcn_nodes(ctx: QueryContext) -> tuple[int, tuple[torch.Tensor, torch.Tensor
     is_labeled = torch.zeros(len(features), dtype=torch.bool)
     is_labeled[: len(labeled)] = True
     params = ctx.params
-    _, outputs = train_gcn(features, is_labeled, params.hidden_units, params.dropout_rate, params.lambda_loss,
-                           seed=int(ctx.rng.integers(2**31)))
+    _, outputs = train_gcn(features, is_labeled, hidden=params.hidden_units, dropout=params.dropout_rate,
+                           weight=params.lambda_loss, seed=int(ctx.rng.integers(2**31)))
     return len(labeled), outputs
 
 

@@ -17,7 +17,9 @@ script that runs strategies puts their keys into its settings tree (config.strat
         ... ctx.params.outlier_fraction ...
 """
 
+import dataclasses
 import enum
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -36,8 +38,9 @@ from utils.core.train import mc_dropout_probs, predict
 class QueryContext:
     """What a strategy may read: the trained model, the data (scored on the plain view), the
     labeled set, the ``candidates`` to choose from (the pool or a random subset of it),
-    ``query_size``, an RNG, ``mc_samples`` (K of MC dropout), the strategy's ``params`` (its
-    declared settings, :class:`Params`) and what the script gives for the strategy's needs and
+    ``query_size``, an RNG, ``mc_samples`` (K of MC dropout), the run's ``settings`` of which the
+    strategy reads its declared ones as ``params`` (a :class:`Params`, filled by Strategy.select; a
+    key the settings lack takes its default), and what the script gives for the strategy's needs and
     its training hook produced (``extras``: e.g. ``previous_model``, ``loss_module``, ``ensemble``).
 
     The inference results strategies share are computed once and cached: ``probs()`` and
@@ -55,8 +58,9 @@ class QueryContext:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(np.random.randint(2**31)))
     extras: dict = field(default_factory=dict)
     mc_samples: int = 10
-    params: "Params | None" = None  # the strategy's settings; None: its defaults (Strategy.select fills them)
-    cycle: int = 0  # the cycle of the query (TOD's rule differs at cycle 0)
+    settings: Mapping = field(default_factory=dict)  # the run's resolved settings (any mapping of keys)
+    params: "Params | None" = None  # the strategy's own settings (Strategy.select takes them from ``settings``)
+    cycle: int | None = None  # the cycle of the query, when a script runs cycles (TOD's rule differs at cycle 0)
     _cache: dict = field(default_factory=dict, repr=False)
 
     def predict(self, fn: Callable, indices: np.ndarray | None = None, model: torch.nn.Module | None = None,
@@ -112,11 +116,11 @@ class Need(enum.Enum):
     members, PREVIOUS_MODEL keeps the last cycle's weights in the checkpoint."""
 
     MC_DROPOUT = "a model with dropout (MC dropout)"
-    ENSEMBLE = "an ensemble of independently initialised models (extras['ensemble'])"
-    PREVIOUS_MODEL = "the previous cycle's model (extras['previous_model'])"
-    STATE = "a dict kept across a trial's queries and checkpointed (extras['state'])"
-    UNKNOWN_CLASS = "an open-set detector's unknown-class output (extras['unknown_class'])"
-    CCAL_FEATURES = "CCAL's encoder features (extras['features'], ...)"
+    ENSEMBLE = "an ensemble of independently initialised models"  # extras["ensemble"]
+    PREVIOUS_MODEL = "the previous cycle's model"  # extras["previous_model"]
+    STATE = "a state kept across a trial's queries"  # extras["state"], a dict the checkpoint holds
+    UNKNOWN_CLASS = "an open-set detector's unknown class"  # extras["unknown_class"]
+    CCAL_FEATURES = "CCAL's encoder features"  # extras["features"], ["positions"], ["labels"], k, t, target
 
     def __str__(self) -> str:
         return self.value
@@ -178,7 +182,8 @@ class Strategy:
         return {**self.params, **hook}
 
     def params_from(self, settings: Mapping | None) -> Params:
-        """This strategy's settings as resolved in ``settings`` (a script's Settings); None: the defaults."""
+        """This strategy's settings as resolved in ``settings`` (a script's Settings, or any mapping of keys;
+        a key it lacks, or None, gives the key's default)."""
         return Params(self.prefix, {key: (settings[key] if settings is not None and key in settings else k.default)
                                     for key, k in self.params.items()})
 
@@ -193,19 +198,15 @@ class Strategy:
             return np.sort(pool_idx[np.random.permutation(len(pool_idx))[: self.pool_subset]])
         return pool_idx
 
-    def select(self, ctx: QueryContext, lowest: bool = False) -> np.ndarray:
+    def select(self, ctx: QueryContext) -> np.ndarray:
         """``query_size`` distinct candidate indices (dataset indices; at most ``query_size`` for a
-        selector without ``fixed_size``); rank 0 decides. ``lowest`` takes the lowest scores
-        instead (scorers only)."""
+        selector without ``fixed_size``): a scorer's highest scores, a selector's positions; rank 0
+        decides."""
         if ctx.query_size > len(ctx.candidates):
             raise UserError(f"query size {ctx.query_size} is larger than the {len(ctx.candidates)} "
                             "candidates left in the pool")
-        if ctx.params is None:
-            ctx.params = self.params_from(None)
         if self.scores is not None:
-            positions = top_k(self.scores(ctx), ctx.query_size, largest=not lowest)
-        elif lowest:
-            raise ValueError(f"strategy {self.name} ranks no scores; lowest=True needs a scorer")
+            positions = top_k(self.scores(ctx), ctx.query_size)
         else:
             positions = self.positions(ctx)
         chosen = ctx.candidates[np.asarray(positions, dtype=np.int64)]
@@ -243,11 +244,23 @@ def _declare_keys(owner: str, keys: Mapping) -> None:
         _KEYS.setdefault(name, (key, owner))
 
 
+def with_params(fn: Callable, prefix: str, keys: Mapping) -> Callable:
+    """``fn(ctx)`` called with ``ctx.params`` holding its strategy's settings, read from ``ctx.settings``
+    (a shallow copy of the context when they differ: what the context computed stays shared)."""
+    @functools.wraps(fn)
+    def rule(ctx: QueryContext):
+        params = Params(prefix, {key: ctx.settings.get(key, k.default) for key, k in keys.items()})
+        return fn(ctx if ctx.params == params else dataclasses.replace(ctx, params=params))
+    return rule
+
+
 def _register(name: str, aliases: Iterable, needs: Iterable, prefix: str | None, params: Mapping | None,
               **rule) -> Strategy:
     prefix = (prefix or name).upper()
-    strategy = Strategy(name, aliases=tuple(aliases), needs=frozenset(needs), prefix=prefix,
-                        params=MappingProxyType(prefixed(prefix, params)), **rule)
+    keys = MappingProxyType(prefixed(prefix, params))
+    rule = {kind: with_params(fn, prefix, keys) if callable(fn) and kind in ("scores", "positions") else fn
+            for kind, fn in rule.items()}
+    strategy = Strategy(name, aliases=tuple(aliases), needs=frozenset(needs), prefix=prefix, params=keys, **rule)
     if not all(isinstance(n, Need) for n in strategy.needs):
         raise TypeError(f"strategy {name}: needs are utils.samplers.registry.Need members")
     _declare_keys(name, strategy.params)
@@ -264,10 +277,11 @@ def register_scorer(name: str, aliases: tuple = (), needs: Iterable = (), params
                     pool_subset: int | None = None) -> Callable:
     """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``, with
     its ``needs`` (:class:`Need`) and settings ``params`` ({PARAM: Key}, keys ``<prefix>_<PARAM>``;
-    ``prefix`` defaults to the upper-cased name)."""
+    ``prefix`` defaults to the upper-cased name). Returns ``fn`` reading its settings from
+    ``ctx.settings`` as ``ctx.params`` (see with_params)."""
     def decorate(fn):
-        _register(name, aliases, needs, prefix, params, scores=fn, training=training, pool_subset=pool_subset)
-        return fn
+        return _register(name, aliases, needs, prefix, params, scores=fn, training=training,
+                         pool_subset=pool_subset).scores
     return decorate
 
 
@@ -277,9 +291,8 @@ def register_selector(name: str, aliases: tuple = (), needs: Iterable = (), para
     """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases`` (see
     register_scorer for ``needs``, ``params`` and ``prefix``)."""
     def decorate(fn):
-        _register(name, aliases, needs, prefix, params, positions=fn, training=training, pool_subset=pool_subset,
-                  fixed_size=fixed_size)
-        return fn
+        return _register(name, aliases, needs, prefix, params, positions=fn, training=training,
+                         pool_subset=pool_subset, fixed_size=fixed_size).positions
     return decorate
 
 

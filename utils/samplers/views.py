@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from utils.core.train import softmax_probs
 from utils.core.config import Key
+from utils.core.train import softmax_probs
 from utils.samplers.registry import QueryContext, register_scorer, register_selector
 from utils.samplers.uncertainty import margin_scores
 
