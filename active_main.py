@@ -74,12 +74,12 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     batches = ccal.even_batches(labeled_idx, cfg.CLASSIFIER_BATCH, dist.world_size, seed, 2)
     loader = make_batch_loader(data.train, batches, dist, args.workers)
 
-    def step(images, targets):
-        loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
-                                           targets.to(dist.device))
+    def step(batch):
+        loss = nn.functional.cross_entropy(net(data.train_transform(batch.images.to(dist.device))).logits,
+                                           batch.targets.to(dist.device))
         optimizer.zero_grad(set_to_none=True)
         dist.precision.minimize(loss, optimizer)
-        return loss.item()
+        return loss.detach()
 
     fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
         epoch_start=lambda epoch: net.train(epoch == 0 or not cfg.CLASSIFIER_FROZEN_BN))

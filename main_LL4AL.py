@@ -42,23 +42,20 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
     module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
     labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
-    joint = True  # the loss-prediction gradient reaches the backbone
-
-    def start_epoch(epoch):
-        nonlocal joint
+    def start_epoch(_epoch):
         net.train()
         loss_net.train()
-        joint = cfg.AUXILIARY == "LL4AL" and epoch <= cfg.EPOCHL
 
-    def train_step(images, targets):
-        out = net(data.train_transform(images.to(dist.device)))
-        target_loss = nn.functional.cross_entropy(out.logits, targets.to(dist.device), reduction="none")
+    def train_step(batch):
+        out = net(data.train_transform(batch.images.to(dist.device)))
+        target_loss = nn.functional.cross_entropy(out.logits, batch.targets.to(dist.device), reduction="none")
+        joint = cfg.AUXILIARY == "LL4AL" and batch.epoch <= cfg.EPOCHL  # the module's gradient reaches the backbone
         stages = out.stages if joint else [s.detach() for s in out.stages]
         loss = target_loss.mean() + cfg.LL_WEIGHT * ranking_loss(loss_net(stages), target_loss, cfg.MARGIN)
         optimizer.zero_grad(set_to_none=True)
         module_optimizer.zero_grad(set_to_none=True)
         dist.precision.minimize(loss, optimizer, before_update=lambda: dist.precision.step(module_optimizer))
-        return loss.item()
+        return loss.detach()
 
     # only the backbone's LR follows the schedule; the module's stays at LR, as LL4AL in TOD's code
     fit(labeled, cfg.EPOCH, train_step, run, desc, start_epoch, epoch_end=lambda _e: scheduler.step(),

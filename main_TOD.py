@@ -55,9 +55,8 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     augment = data.train_transform
     teacher = dist.precision.wrap(ema) if ema is not None else None
 
-    def train_step(images, targets):
-        nonlocal step
-        x_l, y = augment(images.to(dist.device)), targets.to(dist.device)
+    def train_step(batch):
+        x_l, y = augment(batch.images.to(dist.device)), batch.targets.to(dist.device)
         out_l = net(x_l)
         loss = nn.functional.cross_entropy(out_l.logits, y)
         if ema is not None:
@@ -69,13 +68,12 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
                                         + cod_loss(out_u.logits, out_u.cons_logits, ema_u))
         optimizer.zero_grad(set_to_none=True)
         dist.precision.minimize(loss, optimizer)
-        step += 1
         if ema is not None:
-            ema_update(ema, model, step)
-        return loss.item()
+            ema_update(ema, model, batch.step + 1)
+        return loss.detach()
 
-    fit(labeled, cfg.EPOCH, train_step, run, desc, epoch_start=lambda _e: net.train(),
-        epoch_end=lambda _e: scheduler.step(), optimizer=optimizer)
+    step = fit(labeled, cfg.EPOCH, train_step, run, desc, epoch_start=lambda _e: net.train(),
+               epoch_end=lambda _e: scheduler.step(), optimizer=optimizer, first_step=step)
     if ema is not None:  # the teacher's BatchNorm statistics (of each rank's batches) as rank 0's, which it saves
         distributed.broadcast_buffers(ema, dist)
     return step

@@ -49,12 +49,13 @@ def tiny_fit(run, epochs=2):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = make_loader(data.train, data.train_idx, 16, shuffle=True)  # 60 images: 4 batches
 
-    def step(images, targets):
-        loss = torch.nn.functional.cross_entropy(model(data.train_transform(images.float())).logits, targets)
+    def step(batch):
+        loss = torch.nn.functional.cross_entropy(model(data.train_transform(batch.images.float())).logits,
+                                                 batch.targets)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return loss.item()
+        return loss.detach()
 
     fit(loader, epochs, step, run, "trial0/cycle2", optimizer=optimizer)
     return model, data

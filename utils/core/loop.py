@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -258,18 +258,18 @@ class Run:
         return tqdm(desc=f"{desc} {what}", total=total, unit=f" {unit}", leave=False, dynamic_ncols=True,
                     delay=BAR_DELAY)
 
-    def log_batch(self, bar, epoch: int, batch: int, batches: int, loss: float, lr: float | None = None) -> None:
-        """Progress within an epoch of ``bar`` (``progress()``'s): ``batch`` of ``batches`` done, ``loss`` the
-        epoch's mean loss so far; to the bar's postfix (redrawn at most every BAR_REFRESH seconds) or the
-        progress lines."""
+    def log_batch(self, bar, epoch: int, batch: int, batches: int, loss: Callable[[], float],
+                  lr: float | None = None) -> None:
+        """Progress within an epoch of ``bar`` (``progress()``'s): ``batch`` of ``batches`` done, ``loss()`` the
+        epoch's mean loss so far, asked for only when shown (it may wait for the device); to the bar's postfix
+        (redrawn at most every BAR_REFRESH seconds) or the progress lines."""
         if isinstance(bar, _Lines):
             bar.batch(epoch, batch, batches, loss, lr)
         elif hasattr(bar, "set_postfix"):
-            bar.set_postfix(batch=f"{batch}/{batches}", loss=f"{loss:.3f}", refresh=False)
             now = clock()
             if now - getattr(bar, "_batch_shown", -BAR_REFRESH) >= BAR_REFRESH:
                 bar._batch_shown = now
-                bar.refresh()
+                bar.set_postfix(batch=f"{batch}/{batches}", loss=f"{loss():.3f}")
 
     def log_epoch(self, bar, tag: str, epoch: int, loss: float, lr: float | None = None) -> None:
         """The mean training loss of an epoch (and its learning rate): to tensorboard and the
@@ -380,7 +380,7 @@ class _Lines:
         """The stage's status in the next lines, after the count (tqdm's signature; nothing is redrawn)."""
         self.status = text
 
-    def batch(self, epoch: int, batch: int, batches: int, loss: float, lr: float | None) -> None:
+    def batch(self, epoch: int, batch: int, batches: int, loss: Callable[[], float], lr: float | None) -> None:
         self.postfix = {"loss": loss, "lr": lr}
         self._show(epoch + 1, (epoch + batch / max(batches, 1), f"batch {batch}/{batches}"))
 
@@ -406,8 +406,9 @@ class _Lines:
             parts.append(f"({100 * fraction:.0f}%)")
         if self.status:
             parts.append(self.status)
-        if self.postfix.get("loss") is not None:
-            parts.append(f"loss {self.postfix['loss']:.4f}")
+        loss = self.postfix.get("loss")
+        if loss is not None:
+            parts.append(f"loss {loss() if callable(loss) else loss:.4f}")
         if self.postfix.get("lr") is not None:
             parts.append(f"lr {self.postfix['lr']:.4g}")
         elapsed = now - self.start

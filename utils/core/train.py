@@ -3,6 +3,7 @@
 import random
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -86,38 +87,68 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     return distributed.gather_rows(torch.cat(outputs), dist)[: len(indices)]
 
 
-def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callable | None = None,
-        epoch_end: Callable | None = None, with_indices: bool = False, with_position: bool = False,
-        optimizer: torch.optim.Optimizer | None = None, stop: Callable | None = None) -> None:
-    """``epochs`` passes over ``loader`` (a new shuffle each), calling ``step(images, targets)``
-    on every uint8 batch (``step(images, targets, indices)`` with ``with_indices``;
-    ``step(images, targets, indices, position)`` with ``with_position``, ``position`` = epoch +
-    batch / batches, the fractional epoch of per-iteration schedules); ``step`` returns the batch
-    loss (a float). ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes,
-    schedules); the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to
-    the progress bar and tensorboard; within an epoch the bar (or the progress lines) follows the batches.
-    ``stop(summed_loss)`` after an epoch: True ends the training there (an early stop)."""
+@dataclass(frozen=True)
+class Batch:
+    """One training batch as a step sees it: uint8 ``images``, ``targets`` and dataset ``indices`` (as the
+    loader gives them, on the CPU), the ``epoch``, the ``position`` (epoch + batch / batches: the fractional
+    epoch of per-iteration schedules) and ``step``, the optimisation steps taken before it (counted from
+    ``fit``'s ``first_step``)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    epoch: int
+    position: float
+    step: int
+
+
+Step = Callable[[Batch], "torch.Tensor | float"]  # a training step: the batch's loss (detached) or a float
+
+
+def train_one_epoch(loader, step: Step, run, bar, epoch: int, optimizer: torch.optim.Optimizer | None = None,
+                    first_step: int = 0) -> tuple[float, int]:
+    """One pass over ``loader`` (its shuffle for ``epoch``) calling ``step(batch)`` on every batch (see
+    :class:`Batch`). The steps' losses are summed where they are (on the training device), so the loop
+    waits for the device only when the progress shows the running loss (``run.log_batch``, at most every
+    BAR_REFRESH or PROGRESS_PERIOD seconds) and once at the end. Returns (summed loss, batches)."""
+    loader.batch_sampler.set_epoch(epoch)
+    length = len(loader)
+    total, batches = 0.0, 0
+    for images, targets, indices in loader:
+        total = total + step(Batch(images, targets, indices, epoch, epoch + batches / max(1, length),
+                                   first_step + batches))
+        batches += 1
+        run.log_batch(bar, epoch, batches, length, lambda total=total, batches=batches: float(total) / batches,
+                      learning_rate(optimizer))
+    return float(total), batches
+
+
+def learning_rate(optimizer: torch.optim.Optimizer | None) -> float | None:
+    return optimizer.param_groups[0]["lr"] if optimizer is not None else None
+
+
+def fit(loader, epochs: int, step: Step, run, desc: str, epoch_start: Callable | None = None,
+        epoch_end: Callable | None = None, optimizer: torch.optim.Optimizer | None = None,
+        stop: Callable | None = None, first_step: int = 0) -> int:
+    """``epochs`` passes of :func:`train_one_epoch` over ``loader`` (a new shuffle each), ``step(batch)`` on
+    every batch; ``epoch_start(epoch)`` and ``epoch_end(epoch)`` run around each pass (modes, schedules);
+    the mean loss (and ``optimizer``'s learning rate at the epoch's last step) goes to the progress and
+    tensorboard. ``stop(summed_loss)`` after an epoch: True ends the training there (an early stop).
+    Returns the optimisation steps taken, counted from ``first_step``."""
     bar = run.progress(range(epochs), desc, what="train epoch")
+    steps = first_step
     for epoch in bar:
-        loader.batch_sampler.set_epoch(epoch)
         if epoch_start is not None:
             epoch_start(epoch)
-        length = len(loader)
-        total, batches, steps = 0.0, 0, max(1, length) if with_position else 1
-        for images, targets, indices in loader:
-            if with_position:
-                total += step(images, targets, indices, epoch + batches / steps)
-            else:
-                total += step(images, targets, indices) if with_indices else step(images, targets)
-            batches += 1
-            run.log_batch(bar, epoch, batches, length, total / batches,
-                          optimizer.param_groups[0]["lr"] if optimizer is not None else None)
-        lr = optimizer.param_groups[0]["lr"] if optimizer is not None else None
+        total, batches = train_one_epoch(loader, step, run, bar, epoch, optimizer, steps)
+        steps += batches
+        lr = learning_rate(optimizer)
         if epoch_end is not None:
             epoch_end(epoch)
         run.log_epoch(bar, desc, epoch, total / max(batches, 1), lr)
         if stop is not None and stop(total):
             break
+    return steps
 
 
 def evaluate(model, data, batch_size, dist, workers=0):

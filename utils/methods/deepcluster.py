@@ -23,7 +23,7 @@ from utils.core import distributed
 from utils.core.cli import UserError
 from utils.core.data import AllowListUnpickler, RefusedGlobal, make_loader
 from utils.core.results import atomic_write, load_tensors
-from utils.core.train import predict
+from utils.core.train import predict, train_one_epoch
 
 CLUSTERS_PER_CLASS = 5
 KMEANS_ITERATIONS = 20
@@ -88,17 +88,22 @@ def pretrain(model, data, indices, num_classes, epochs, batch_size, lr, dist, ru
         net = distributed.wrap(model, dist)
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=1e-5)
         net.train()
-        total, batches = 0.0, 0
         loader = make_loader(data.train, chosen, batch_size, dist=dist, workers=workers)
-        for images, _targets, batch_indices in loader:
-            logits = net(data.train_transform(images.to(dist.device))).logits
-            loss = nn.functional.cross_entropy(logits, cluster_of[batch_indices].to(dist.device))
-            optimizer.zero_grad(set_to_none=True)
-            dist.precision.minimize(loss, optimizer)
-            total, batches = total + loss.item(), batches + 1
-            run.log_batch(bar, epoch, batches, len(loader), total / batches, lr)
+        total, batches = train_one_epoch(loader, cluster_step(net, optimizer, cluster_of, data, dist), run, bar,
+                                         epoch, optimizer)
         run.log_epoch(bar, "deepcluster", epoch, total / max(batches, 1), lr)
     return model
+
+
+def cluster_step(net: nn.Module, optimizer: torch.optim.Optimizer, cluster_of: torch.Tensor, data, dist):
+    """A training step on the clusters as labels (``cluster_of``: every training image's cluster)."""
+    def step(batch):
+        logits = net(data.train_transform(batch.images.to(dist.device))).logits
+        loss = nn.functional.cross_entropy(logits, cluster_of[batch.indices].to(dist.device))
+        optimizer.zero_grad(set_to_none=True)
+        dist.precision.minimize(loss, optimizer)
+        return loss.detach()
+    return step
 
 
 def trunk_state(model: nn.Module) -> dict:

@@ -46,6 +46,18 @@ def deepal_budget(cfg, pool_size: int, start: int | None = None) -> tuple[int, i
     return start, query, end, rounds
 
 
+class EarlyStop:
+    """The toolkit's early stop of an --ssl round (not MixMatch's): ``method.stop_early`` on the summed
+    losses of consecutive epochs; called after every epoch with its summed loss."""
+
+    def __init__(self, method):
+        self.method, self.previous = method, None
+
+    def __call__(self, summed_loss: float) -> bool:
+        done, self.previous = self.method.stop_early(self.previous, summed_loss), summed_loss
+        return done
+
+
 class DeepAL(PoolProtocol):
     """``--protocol deepal``."""
 
@@ -194,19 +206,19 @@ class DeepAL(PoolProtocol):
             if hook:
                 hook.set_lr(lr)
 
-        def step(images, targets, _indices, position):
-            x, y = data.train_transform(images.to(dist.device)), targets.to(dist.device)
+        def step(batch):
+            x, y = data.train_transform(batch.images.to(dist.device)), batch.targets.to(dist.device)
             out = net(x)
             loss = nn.functional.cross_entropy(out.logits, y)
             if hook:
-                loss = loss + hook.extra_loss(net, out, x, y, int(position))
+                loss = loss + hook.extra_loss(net, out, x, y, batch.epoch)
                 hook.zero_grad()
             optimizer.zero_grad(set_to_none=True)
             dist.precision.minimize(loss, optimizer, clip_value=cfg.GRAD_CLIP,
-                                    before_update=(lambda: hook.step(out, int(position))) if hook else None)
-            return loss.item()
+                                    before_update=(lambda: hook.step(out, batch.epoch)) if hook else None)
+            return loss.detach()
 
-        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, with_position=True, optimizer=optimizer)
+        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, optimizer=optimizer)
 
     def train_semi_supervised(self, model, state: Trial, pool_idx: np.ndarray, run, desc: str) -> None:
         """Up to N_EPOCH epochs of the --ssl method (utils/methods/ssl.py) with the supervised run's
@@ -234,18 +246,18 @@ class DeepAL(PoolProtocol):
         weak = data.train_transform
         strong = (lambda u: weak(method.strong_augment(u))) if method.strong_augment is not None else None
         clip = cfg.GRAD_CLIP if method.clamp_gradients else None
-        previous, logged = None, {}  # the last epoch's summed loss; the epoch's sums of the method's logs
+        logged = {}  # the epoch's sums of the method's logs
 
         def start_epoch(epoch):
             net.train()
             for group in optimizer.param_groups:
                 group["lr"] = self.epoch_lr(epoch)
 
-        def step(images, targets, _indices, position):
+        def step(batch):
             u_images, _, u_idx = next(unlabeled)
-            loss, logs = method.loss(lambda x: net(x).logits, weak(images.to(dist.device)), targets.to(dist.device),
-                                     u_images.to(dist.device), position_of[u_idx].to(dist.device), weak, strong,
-                                     position / cfg.N_EPOCH)
+            loss, logs = method.loss(lambda x: net(x).logits, weak(batch.images.to(dist.device)),
+                                     batch.targets.to(dist.device), u_images.to(dist.device),
+                                     position_of[u_idx].to(dist.device), weak, strong, batch.position / cfg.N_EPOCH)
             for key, value in (*logs.items(), ("steps", 1)):
                 logged[key] = logged.get(key, 0.0) + value
             optimizer.zero_grad(set_to_none=True)
@@ -259,14 +271,9 @@ class DeepAL(PoolProtocol):
                 run.scalar(f"{desc}/ssl_{key}", total / max(steps_done, 1), epoch)
             logged.clear()
 
-        def stop(summed_loss):  # the toolkit's early stop (not MixMatch's)
-            nonlocal previous
-            done, previous = method.stop_early(previous, summed_loss), summed_loss
-            return done
-
         method.start(model)
-        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, end_epoch, with_position=True, optimizer=optimizer,
-            stop=stop)
+        fit(loader, cfg.N_EPOCH, step, run, desc, start_epoch, end_epoch, optimizer=optimizer,
+            stop=EarlyStop(method))
         tested = method.eval_model(model)
         if tested is not model:
             model.load_state_dict(tested.state_dict())

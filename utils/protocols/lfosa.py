@@ -35,7 +35,7 @@ from utils.core.data import load_data, make_loader
 from utils.core.loop import start_run
 from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
-from utils.core.train import evaluate, seed_everything
+from utils.core.train import evaluate, seed_everything, train_one_epoch
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.registry import Need
@@ -265,26 +265,32 @@ class Experiment:
         bar = self.run.progress(range(cfg.MAX_EPOCH), desc)
         for epoch in bar:
             for member, net, optimizer, loader in zip(members, nets, optimizers, loaders):
-                loader.batch_sampler.set_epoch(epoch)
                 net.train()
-                total = 0.0
-                for images, targets, _ in loader:  # never a batch of one image (make_loader)
-                    targets = targets.to(dist.device)
-                    out = net(data.train_transform(images.to(dist.device)))
-                    loss = member.loss(out.logits, targets) + center(out.features, targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    dist.precision.backward(loss)
-                    dist.precision.step(optimizer)
-                    center.step()
-                    dist.precision.update()
-                    total += loss.item()
-                self.run.log_epoch(bar, f"{desc}/{member.name}", epoch, total / max(len(loader), 1),
+                total, batches = train_one_epoch(loader, self.step(member, net, optimizer, center), self.run, bar,
+                                                 epoch, optimizer)  # never a batch of one image (make_loader)
+                self.run.log_epoch(bar, f"{desc}/{member.name}", epoch, total / max(batches, 1),
                                    optimizer.param_groups[0]["lr"])
             for scheduler in schedulers:
                 scheduler.step()
             if (epoch + 1) % cfg.EVAL_FREQ == 0 and epoch + 1 < cfg.MAX_EPOCH:
                 accs = ", ".join(f"{m.name} {self.test(m.model):.2f}%" for m in members)
                 self.run.log(f"{desc} epoch {epoch + 1}: test accuracy {accs}")
+
+    def step(self, member: Member, net: nn.Module, optimizer: torch.optim.Optimizer, center: CenterLossTerm):
+        """The training step of ``member`` (its loss + the shared center loss, the centres' own SGD step)."""
+        data, dist = self.data, self.dist
+
+        def step(batch):
+            targets = batch.targets.to(dist.device)
+            out = net(data.train_transform(batch.images.to(dist.device)))
+            loss = member.loss(out.logits, targets) + center(out.features, targets)
+            optimizer.zero_grad(set_to_none=True)
+            dist.precision.backward(loss)
+            dist.precision.step(optimizer)
+            center.step()
+            dist.precision.update()
+            return loss.detach()
+        return step
 
     def test(self, model: nn.Module) -> float:
         """Top-1 accuracy (%) on the known-class test set (a K+1-way model may answer K: wrong)."""

@@ -347,23 +347,24 @@ class CycleTraining:
             batches = [np.concatenate([b, extra]) for b, extra in zip(batches, labeled)]
         return [b.tolist() for b in batches if len(b)]
 
-    def step(self, images, _targets, indices, position: float) -> float:
-        lr = rethinking_lr(self.cfg, position)
+    def step(self, batch) -> torch.Tensor:
+        lr = rethinking_lr(self.cfg, batch.position)
+        indices = batch.indices
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = self.data.train_transform(images.to(self.dist.device)), self.label_of[indices].to(self.dist.device)
+        x, y = self.data.train_transform(batch.images.to(self.dist.device)), self.label_of[indices].to(self.dist.device)
         out = self.net(x)
         per_sample = nn.functional.cross_entropy(out.logits, y, ignore_index=-1, reduction="none")
         loss = (per_sample * self.weight_of[indices].to(self.dist.device)).sum() / len(indices)
         hook = self.hook
         if hook:
             hook.set_lr(lr)
-            loss = loss + hook.extra_loss(self.net, out, x, y, int(position))
+            loss = loss + hook.extra_loss(self.net, out, x, y, batch.epoch)
             hook.zero_grad()
         self.optimizer.zero_grad(set_to_none=True)
         self.dist.precision.minimize(loss, self.optimizer,
-                                     before_update=(lambda: hook.step(out, int(position))) if hook else None)
-        return loss.item()
+                                     before_update=(lambda: hook.step(out, batch.epoch)) if hook else None)
+        return loss.detach()
 
     def end_epoch(self, epoch: int) -> None:
         cfg = self.cfg
@@ -373,4 +374,4 @@ class CycleTraining:
     def fit(self, run, desc: str) -> None:
         loader = make_batch_loader(self.data.train, self.batches, self.dist, self.p.args.workers)
         fit(loader, self.cfg.EPOCHS, self.step, run, desc, lambda _e: self.net.train(), self.end_epoch,
-            with_position=True, optimizer=self.optimizer)
+            optimizer=self.optimizer)

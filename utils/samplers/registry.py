@@ -246,7 +246,11 @@ def _declare_keys(owner: str, keys: Mapping) -> None:
 
 def with_params(fn: Callable, prefix: str, keys: Mapping) -> Callable:
     """``fn(ctx)`` called with ``ctx.params`` holding its strategy's settings, read from ``ctx.settings``
-    (a shallow copy of the context when they differ: what the context computed stays shared)."""
+    (a shallow copy of the context when they differ: what the context computed stays shared); ``fn`` itself
+    when the strategy has no settings."""
+    if not keys:
+        return fn
+
     @functools.wraps(fn)
     def rule(ctx: QueryContext):
         params = Params(prefix, {key: ctx.settings.get(key, k.default) for key, k in keys.items()})
