@@ -27,8 +27,9 @@ from torch import nn
 
 from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
-from utils.core.cli import UserError, parse_script_args, run_cli
+from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
+from utils.core.errors import UserError
 from utils.core.loop import image_shape, precision_identity
 from utils.core.results import ResultsFolder, check_folder
 from utils.core.splits import pool_fingerprint

@@ -45,7 +45,8 @@ import numpy as np
 
 from utils.core import distributed
 from utils.core.annotation import AnnotatorOracle
-from utils.core.cli import ArgumentParser, UserError, parse_script_args, positive, run_cli
+from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
+from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
 from utils.core.results import ResultsFolder

@@ -3,8 +3,8 @@ spec 003, sections 1-4): its flags, its fixed settings, and (the profile) its pe
 normalisation, augmentation and the milestones it forces on MNIST."""
 
 from config import common_keys
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 
 MODELS = {  # MODEL -> (models registry name, options)
     "ResNet18": ("resnet18", {"width": 16}),  # the slim CIFAR ResNet-18 (16-32-64-128, ~0.7 M parameters)

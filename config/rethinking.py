@@ -4,8 +4,8 @@ and (the profile) its per-dataset normalisation."""
 
 from config import common_keys
 from config.deepal import open_set_keys, own_images_keys, strategy_keys
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 
 METHODS = {"random": "RandomSampling", "uncertainty_entropy": "EntropySampling", "coreset": "KCenterGreedy",
            "jlp": "jLP"}  # the seed's --al-method names -> the registry (the seed's coreset is the greedy k-center)

@@ -17,7 +17,8 @@ from PIL import Image
 
 import main_al
 from utils.core.annotation import contact_sheet, read_answers
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.results import read_config, read_cycles
 from utils.protocols.deepal import DeepAL
 from utils.samplers import get_strategy, list_strategies

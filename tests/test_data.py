@@ -24,7 +24,6 @@ from conftest import (
 )
 
 from utils.core import data as data_module
-from utils.core.cli import UserError
 from utils.core.data import (
     BatchTransform,
     IndexSampler,
@@ -37,6 +36,7 @@ from utils.core.data import (
     registered_datasets,
 )
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import make_cifar
 
 import main_al
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.results import read_config, read_cycles
 from utils.protocols.deepal import deepal_budget
 

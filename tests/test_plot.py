@@ -14,7 +14,8 @@ import pytest
 
 import plot
 from utils.core import summary
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"

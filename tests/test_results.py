@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.loop import Run
 from utils.core.results import CYCLE_COLUMNS, atomic_write, read_cycles
 from utils.core.train import seed_everything

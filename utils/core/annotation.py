@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.openset import Answer, Oracle
 from utils.core.results import CYCLE_COLUMNS, atomic_write, write_text
 

@@ -9,12 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from utils.core.errors import UserError
+
 if TYPE_CHECKING:
     from utils.core.config import Settings, Tree
-
-
-class UserError(Exception):
-    """Bad input the user can fix; reported as one line on stderr with exit code 2."""
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -28,9 +28,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
+from utils.core.errors import UserError
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
 from utils.core.train import rng_state, set_rng_state
 

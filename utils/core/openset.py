@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 # CCAL's known classes (spec A.1): CIFAR-10 airplane and automobile; 20 CIFAR-100 classes.
 CCAL_KNOWN = {

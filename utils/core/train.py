@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from utils.core import distributed
-from utils.core.cli import UserError
 from utils.core.data import make_loader
+from utils.core.errors import UserError
 
 
 def seed_everything(seed):

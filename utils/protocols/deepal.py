@@ -17,8 +17,9 @@ from torch import nn
 from config.deepal import MODELS
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags
+from utils.core.cli import add_inert_flags, add_refused_flags
 from utils.core.data import cycled_batches, forever, make_batch_loader, make_loader
+from utils.core.errors import UserError
 from utils.core.splits import random_subset
 from utils.core.train import fit
 from utils.methods.ssl import make_ssl

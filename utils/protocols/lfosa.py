@@ -29,9 +29,10 @@ from torch import nn
 from config.lfosa import SEED_STRATEGIES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
+from utils.core.cli import add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
 from utils.core.config import Settings
 from utils.core.data import load_data, make_loader
+from utils.core.errors import UserError
 from utils.core.loop import start_run
 from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from models.resnet import WHOLE_TRUNK
-from utils.core.cli import UserError
 from utils.core.data import augmented_batches, load_data
+from utils.core.errors import UserError
 from utils.samplers import get_strategy, list_strategies
 from utils.samplers.hooks import HookSettings
 
