@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.ccal import ACTIVE
 from models import build_model
 from utils.core import distributed
@@ -46,8 +47,8 @@ from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts
 
 def parse_args(argv=None):
     """(run-control args, frozen settings) of config/ccal.py's active_main.py tree."""
-    return parse_script_args(ACTIVE, "CCAL joint query and per-cycle classifier (needs the two encoders of "
-                             "contrast_main.py)", argv, lambda parser: ccal.add_ccal_args(parser, ACTIVE),
+    return parse_script_args(config.tree(ACTIVE), "CCAL joint query and per-cycle classifier (needs the two "
+                             "encoders of contrast_main.py)", argv, lambda parser: ccal.add_ccal_args(parser, ACTIVE),
                              refuse=ccal.refuse_mode)
 
 

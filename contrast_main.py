@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
@@ -40,9 +41,9 @@ from utils.protocols import ccal
 
 def parse_args(argv=None):
     """(run-control args, frozen settings) of config/ccal.py's contrast_main.py tree."""
-    return parse_script_args(CONTRAST, "CCAL contrastive pre-training of the semantic (--mode senmatic) or the "
-                             "distinctive (--mode feature) encoder", argv, lambda parser: ccal.add_ccal_args(parser,
-                                                                                                        CONTRAST))
+    return parse_script_args(config.tree(CONTRAST), "CCAL contrastive pre-training of the semantic (--mode senmatic) "
+                             "or the distinctive (--mode feature) encoder", argv,
+                             lambda parser: ccal.add_ccal_args(parser, CONTRAST))
 
 
 def folders(args, cfg):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from models import build_model, model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
@@ -31,7 +32,8 @@ from utils.samplers import QueryContext, get_strategy
 
 def parse_args(argv=None):
     """(run-control args, frozen settings): config/tod.py's main_LL4AL.py tree."""
-    return parse_script_args("main_LL4AL.py", "LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code", argv)
+    return parse_script_args(config.tree("main_LL4AL.py"),
+                             "LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code", argv)
 
 
 def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from models import model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
@@ -33,7 +34,7 @@ from utils.samplers import QueryContext, get_strategy
 
 def parse_args(argv=None):
     """(run-control args, frozen settings): config/tod.py's main_TOD.py tree."""
-    return parse_script_args("main_TOD.py", "TOD active learning (Huang et al., ICCV'21)", argv)
+    return parse_script_args(config.tree("main_TOD.py"), "TOD active learning (Huang et al., ICCV'21)", argv)
 
 
 def frozen(model):

@@ -43,6 +43,7 @@ import sys
 
 import numpy as np
 
+import config
 from utils.core import distributed
 from utils.core.annotation import AnnotatorOracle
 from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
@@ -86,8 +87,9 @@ def parse_args(argv=None):
         group.add_argument("--shard", default=None, metavar="I/N",
                            help="run the I-th of N slices of the strategies (default: all of them)")
 
-    return parse_script_args(f"main_al.py --protocol {protocol.NAME}", "Pool-based deep active learning (main_al.py; "
-                             "--protocol deepal --help lists the toolkit's flags)", argv, run_args, protocol.refuse)
+    return parse_script_args(config.tree(f"main_al.py --protocol {protocol.NAME}"),
+                             "Pool-based deep active learning (main_al.py; --protocol deepal --help lists the "
+                             "toolkit's flags)", argv, run_args, protocol.refuse)
 
 
 def sweep(argv, args, cfg, protocol, names):

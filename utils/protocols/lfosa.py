@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.lfosa import SEED_STRATEGIES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
@@ -51,8 +52,9 @@ TRUE_ONLY = dict.fromkeys(("--is-filter", "--is-mini"), "False is not supported:
 def parse_args(argv: list | None, script: str) -> tuple[argparse.Namespace, Settings]:
     """(run-control args, frozen settings) of ``script``: the seed's flags (B.1) set the keys of
     config/lfosa.py's tree; --gpu, --use-cpu, --save-dir, -j/--workers are run control."""
-    return parse_script_args(script, f"{script}: active learning for open-set annotation (Ning et al., CVPR'22)",
-                             argv, add_run_args, refuse=lambda flag, value: flag not in TRUE_ONLY or not value)
+    return parse_script_args(config.tree(script),
+                             f"{script}: active learning for open-set annotation (Ning et al., CVPR'22)", argv,
+                             add_run_args, refuse=lambda flag, value: flag not in TRUE_ONLY or not value)
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
