@@ -39,7 +39,8 @@ from utils.core.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_da
 from utils.core.loop import start_run
 from utils.core.openset import known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, file_sha256
-from utils.core.train import evaluate, fit, seed_everything
+from utils.core.rng import seed_everything
+from utils.core.train import evaluate, fit
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.ccal import CCAL_EXTRAS, feature_rows, pseudo_label_counts

@@ -33,8 +33,8 @@ from utils.core.data import load_data, make_batch_loader
 from utils.core.errors import UserError
 from utils.core.loop import image_shape, precision_identity
 from utils.core.results import ResultsFolder, check_folder
+from utils.core.rng import seed_everything
 from utils.core.splits import pool_fingerprint
-from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
 from utils.protocols import ccal
 

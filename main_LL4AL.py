@@ -24,8 +24,9 @@ from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_loader
 from utils.core.loop import check_budget, start_run
+from utils.core.rng import seed_everything
 from utils.core.splits import random_subset
-from utils.core.train import evaluate, fit, seed_everything
+from utils.core.train import evaluate, fit
 from utils.methods.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
 

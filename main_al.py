@@ -51,8 +51,9 @@ from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
 from utils.core.results import ResultsFolder
+from utils.core.rng import seed_everything
 from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
-from utils.core.train import evaluate, seed_everything
+from utils.core.train import evaluate
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import QueryContext, get_strategy

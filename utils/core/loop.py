@@ -32,7 +32,7 @@ from utils.core.config import Settings
 from utils.core.distributed import barrier
 from utils.core.errors import UserError
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
-from utils.core.train import rng_state, set_rng_state
+from utils.core.rng import rng_state, set_rng_state
 
 
 def _versions():

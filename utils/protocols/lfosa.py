@@ -37,7 +37,8 @@ from utils.core.errors import UserError
 from utils.core.loop import start_run
 from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
-from utils.core.train import evaluate, seed_everything
+from utils.core.rng import seed_everything
+from utils.core.train import evaluate
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
 

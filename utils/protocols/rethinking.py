@@ -20,8 +20,9 @@ from utils.core.cli import add_inert_flags, add_refused_flags, count, path, posi
 from utils.core.data import cycled_batches, make_batch_loader
 from utils.core.errors import UserError
 from utils.core.openset import open_set
+from utils.core.rng import seed_everything
 from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
-from utils.core.train import fit, predict, seed_everything, softmax_probs
+from utils.core.train import fit, predict, softmax_probs
 from utils.methods import deepcluster
 from utils.methods.label_propagation import knn_graph, propagate, pseudo_labels
 from utils.protocols.pool import PoolProtocol, Trial
