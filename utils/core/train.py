@@ -8,6 +8,7 @@ import torch
 from utils.core import distributed
 from utils.core.data import make_loader
 from utils.core.errors import UserError
+from utils.core.progress import active_run
 
 
 @torch.no_grad()
@@ -22,12 +23,10 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
 
-    Progress goes through the running Run (``utils.core.loop.active_run()``): a bar on a terminal, else
+    Progress goes through the running Run (``utils.core.progress.active_run()``): a bar on a terminal, else
     ``[<desc>] scoring n/N images ...`` lines when it takes longer than PROGRESS_PERIOD; ``desc`` defaults
     to ``test`` for the test set, ``query`` otherwise.
     """
-    from utils.core.loop import active_run  # (here: utils.core.loop imports this module)
-
     dataset = data.train
     if isinstance(indices, str) and indices == "test":
         dataset, indices = data.test, data.test_idx

@@ -13,7 +13,7 @@ import torch
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 from utils.samplers.diversity import kcenter_greedy, min_sq_distances
 from utils.core.config import Key
 from utils.samplers.registry import QueryContext, register_selector

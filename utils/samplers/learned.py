@@ -8,7 +8,7 @@ from torch import nn
 from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from models.waal import critic_input
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
 from utils.core.config import Key
