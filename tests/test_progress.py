@@ -14,7 +14,8 @@ from utils.core import progress
 from utils.core.data import make_loader
 from utils.core.distributed import Dist
 from utils.core.loop import Run
-from utils.core.train import evaluate, fit, mc_dropout_probs, predict, softmax_probs
+from utils.core.train import evaluate, fit, predict, softmax_probs
+from utils.samplers.mc_dropout import mc_dropout_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
