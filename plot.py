@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils.core import summary
 from utils.core.cli import ArgumentParser, run_cli
 from utils.core.cli import path as path_arg
 from utils.core.errors import UserError
 from utils.core.results import check_folder, read_config, read_cycles, write_text
+from utils.reporting import summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

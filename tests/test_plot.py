@@ -1,4 +1,4 @@
-"""plot.py and utils/core/summary.py on hand-written results folders: accuracy against labels, and for
+"""plot.py and utils/reporting/summary.py on hand-written results folders: accuracy against labels, and for
 open-set runs selection recall, selection precision and accuracy per cycle, one line per setting
 (seeds pooled); AUBC, final accuracy, the paired difference against random, the summary table;
 labels from the settings that differ; folders of runs; readable figures with 20 runs; bad input
@@ -13,10 +13,10 @@ import warnings
 import pytest
 
 import plot
-from utils.core import summary
 from utils.core.cli import run_cli
 from utils.core.errors import UserError
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.reporting import summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
