@@ -95,7 +95,7 @@ def resolve_paths(paths: list[str]) -> list[str]:
     return [r for r in runs if not (os.path.realpath(r) in seen or seen.add(os.path.realpath(r)))]
 
 
-def load_run(folder: str) -> summary.Run:
+def load_run(folder: str) -> summary.RunRecord:
     """The run in ``folder``: its config.json (``{}`` when it has none) and cycles.csv. UserError
     when either is damaged or no finished cycle holds a test accuracy."""
     config_file, cycles_file = os.path.join(folder, "config.json"), os.path.join(folder, "cycles.csv")
@@ -107,7 +107,7 @@ def load_run(folder: str) -> summary.Run:
         raise UserError(f"{cycles_file} has no finished cycle yet")
     if not any(isinstance(row.get("test_acc"), (int, float)) for row in rows):
         raise UserError(f"{cycles_file} has no test_acc value")
-    return summary.Run(folder, config, rows)
+    return summary.RunRecord(folder, config, rows)
 
 
 def load_groups(runs: list[str], skipped: list | None = None) -> list[summary.Group]:
