@@ -23,7 +23,6 @@ from conftest import (
     write_images,
 )
 
-from utils.core import data as data_module
 from utils.core.data import (
     BatchTransform,
     IndexSampler,
@@ -35,6 +34,7 @@ from utils.core.data import (
     register_dataset,
     registered_datasets,
 )
+from utils.core.data import datasets as data_module
 from utils.core.distributed import Dist
 from utils.core.errors import UserError
 from utils.core.registry import Registry

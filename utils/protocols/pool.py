@@ -94,7 +94,7 @@ class PoolProtocol:
                 raise UserError(f"--oracle {cfg.ORACLE}: {why}; drop {key} ({cfg.sources[key]})")
 
     def load_images(self, **options):
-        """The run's dataset (utils/core/data.py's load_data); with a person answering, the own-images
+        """The run's dataset (utils/core/data/datasets.py's load_data); with a person answering, the own-images
         layout, read from the run's image list when resumed."""
         own = self.cfg.ORACLE != "simulated"
         manifest = self.args.out if own and self.args.resume else None
