@@ -28,7 +28,7 @@
     python main_al.py --dataset cifar10 --al-method uncertainty_entropy --split 0 --al-budget 100
     python main_al.py --make-splits --dataset cifar10 --nr-splits 10 --split-size 1000
 
---oracle human | folder: a person answers (utils/core/annotation.py). L <- PATH/labeled/; after each
+--oracle human | folder: a person answers (utils/core/oracles.py). L <- PATH/labeled/; after each
 query the run writes <out>/to_label/cycle<C>.csv and .png and stops (human: fill in the labels, then
 --resume) or waits (folder: move the images into PATH/labeled/<class>/); the answers join L at the
 start of the next cycle ("unknown" ones are set aside).
@@ -45,11 +45,10 @@ import numpy as np
 
 import config
 from utils.core import distributed
-from utils.core.annotation import AnnotatorOracle
 from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
 from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
-from utils.core.openset import open_set
+from utils.core.oracles import AnnotatorOracle, open_set
 from utils.core.results import ResultsFolder
 from utils.core.rng import seed_everything
 from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
@@ -112,7 +111,7 @@ def sweep(argv, args, cfg, protocol, names):
 
 
 def own_images_oracle(cfg, args, data, dist):
-    """The oracle of a run on own images (a person answers; utils/core/annotation.py), with a
+    """The oracle of a run on own images (a person answers; utils/core/oracles.py), with a
     resumed run's answers read and checked before anything is written."""
     oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist)
     if args.resume and args.out and ResultsFolder(args.out).has_state():

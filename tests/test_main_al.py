@@ -105,7 +105,8 @@ def test_known_classes_make_any_strategy_open_set(tmp_path, protocol):
 
 
 def test_the_oracle_discards_unknown_answers_and_counts_them():
-    from utils.core.openset import OpenSetPool, Oracle
+    from utils.core.openset import OpenSetPool
+    from utils.core.oracles import Oracle
 
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)

@@ -19,7 +19,7 @@ from utils.core import distributed
 from utils.core.cli import add_inert_flags, add_refused_flags, count, path, positive, str2bool
 from utils.core.data import cycled_batches, make_batch_loader
 from utils.core.errors import UserError
-from utils.core.openset import open_set
+from utils.core.oracles import open_set
 from utils.core.rng import seed_everything
 from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
 from utils.core.train import fit, predict, softmax_probs

@@ -4,6 +4,7 @@
 - ``transforms.py``: :class:`BatchTransform`, normalisation and augmentation of whole batches on the device;
 - ``datasets.py``: the dataset registry and its loaders, the bundle :class:`ImageData`, ``build_data``/``load_data``;
 - ``loaders.py``: data loaders over dataset indices (samplers, fixed batch lists, endless and augmented batches);
+- ``own_images.py``: the own-images layout ``folder:PATH`` with labeled/ and unlabeled/ (a person labels the pool).
 
 The public names are importable from ``utils.core.data``.
 """

@@ -21,20 +21,18 @@ import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from utils.core.data.images import CACHE_BYTES, FileImages, TensorImages
+from utils.core.data.own_images import OwnImages, class_folders, is_own_images, load_own_images
 from utils.core.data.transforms import BatchTransform
 from utils.core.errors import UserError, one_line
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
-
-if TYPE_CHECKING:
-    from utils.core.annotation import OwnImages
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -58,7 +56,7 @@ class ImageData:
     eval_transform: BatchTransform
     train_idx: np.ndarray = field(default=None)
     test_idx: np.ndarray = field(default=None)
-    own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/annotation.py)
+    own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/data/own_images.py)
     decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
 
     @property
@@ -448,8 +446,6 @@ def _load_gtsrb(root: str, download: bool, image_size: int | None) -> RawSplits:
     when decoded; random crop after size/8 pixels of padding and flips (the toolkit's choice,
     although a flipped traffic sign can mean another sign). ``download``: torchvision's GTSRB,
     laid out so by :func:`_gtsrb_from_torchvision`."""
-    from utils.core.annotation import class_folders
-
     folder = os.path.join(root, "gtsrb")
     for part in ("train", "test"):
         if download and not os.path.isdir(os.path.join(folder, part)):
@@ -468,10 +464,8 @@ def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_o
     """``folder:PATH``: ``PATH/{train,test}/<class>/**`` (every image labeled; torchvision's listing,
     a class folder without images is an error, so is a test class absent from train), or with
     ``own_images`` the annotation layout ``PATH/labeled/<class>/``, ``PATH/unlabeled/**``, optional
-    ``PATH/test/<class>/`` (utils/core/annotation.py; ``manifest_out``: the run folder whose image
+    ``PATH/test/<class>/`` (utils/core/data/own_images.py; ``manifest_out``: the run folder whose image
     list a resumed run reads); resized to ``image_size`` (default 32)."""
-    from utils.core.annotation import class_folders, is_own_images, load_own_images
-
     image_size = image_size or 32
     if is_own_images(path) != own_images:
         if own_images:
