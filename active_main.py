@@ -73,7 +73,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.CLASSIFIER_LR)
     batches = ccal.even_batches(labeled_idx, cfg.CLASSIFIER_BATCH, dist.world_size, seed, 2)
-    loader = make_batch_loader(data.train, batches, dist, args.workers)
+    loader = make_batch_loader(data.train, batches, dist, data.workers)
 
     def step(images, targets):
         loss = nn.functional.cross_entropy(net(data.train_transform(images.to(dist.device))).logits,
@@ -84,7 +84,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
 
     fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
         epoch_start=lambda epoch: net.train(epoch == 0 or not cfg.CLASSIFIER_FROZEN_BN))
-    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers), model
+    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, data.workers), model
 
 
 def main(argv=None):
@@ -140,14 +140,14 @@ def main(argv=None):
                     if features is None:  # the encoders are fixed: every image's features once per trial
                         features = ccal.query_features(distinctive, semantic, data, feature_idx, augment,
                                                        cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
-                                                       args.workers, rotations=cfg.QUERY_ROTATIONS)
+                                                       data.workers, rotations=cfg.QUERY_ROTATIONS)
                     unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))
                     labels = label_of[targets[labeled_idx]]
                     extras = {"features": features, "positions": rows, "labels": labels, "k": cfg.K, "t": cfg.T,
                               "target": cfg.TARGET}
                     ctx = QueryContext(None, classifier_data, labeled_idx, unlabeled_idx,
                                        min(cfg.TARGET * num_known, len(unlabeled_idx)), dist, cfg.TEST_BATCH_SIZE,
-                                       args.workers, rng=np.random.default_rng(base_seed), extras=extras)
+                                       data.workers, rng=np.random.default_rng(base_seed), extras=extras)
                     queried = strategy.select(ctx)
                     if args.print_score:
                         counts = pseudo_label_counts(features, rows[unlabeled_idx], rows[labeled_idx], labels,

@@ -104,7 +104,7 @@ def main(argv=None):
               "pool": pool_fingerprint(train_idx)}
     saved = resume_state(logdir, resume_path, identity)
     batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
-    loader = make_batch_loader(data.train, batches, dist, args.workers)
+    loader = make_batch_loader(data.train, batches, dist, data.workers)
     steps = len(loader)
     if steps == 0:
         raise UserError(f"--batch_size {cfg.BATCH_SIZE} x {dist.world_size} process(es) exceeds the {len(train_idx)} "

@@ -43,7 +43,7 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
     optimizer = torch.optim.SGD(net.parameters(), **sgd)
     module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, data.workers)
     joint = True  # the loss-prediction gradient reaches the backbone
 
     def start_epoch(epoch):
@@ -94,11 +94,11 @@ def main(argv=None):
             pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, data.workers)
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"loss_module": module})
+                                   data.workers, extras={"loss_module": module})
                 queried = strategy.select(ctx)
             if cfg.SAVE_MODEL:
                 run.save_model(trial, cycle, model)

@@ -50,9 +50,9 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WDECAY)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, data.workers)
     unlabeled = forever(make_loader(data.train, pool_idx, cfg.BATCH, True, np.random.randint(2**31), dist,
-                                    args.workers)) if ema is not None else None
+                                    data.workers)) if ema is not None else None
     augment = data.train_transform
     teacher = dist.precision.wrap(ema) if ema is not None else None
 
@@ -116,11 +116,11 @@ def main(argv=None):
             with run.timer(times, "train_seconds"):
                 step = train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step,
                                    f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, data.workers)
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"previous_model": previous} if previous is not None else {})
+                                   data.workers, extras={"previous_model": previous} if previous is not None else {})
                 lowest = cfg.SAMPLING == "TOD" and cycle == 0 and cfg.TOD_CYCLE0 == "lowest"
                 queried = strategy.select(ctx, lowest=lowest)
             if cfg.SAVE_MODEL:

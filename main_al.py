@@ -173,7 +173,7 @@ def main(argv=None):
                     protocol.train(member, state, pool_idx, hook if m == 0 else None, run,
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
-            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) else None
+            acc = evaluate(model, data, cfg.TEST_BATCH, dist, data.workers) if len(data.test_idx) else None
             with run.timer(times, "query_seconds"):
                 queried, ctx = np.empty(0, dtype=np.int64), None
                 query_size = min(protocol.query_size(cycle, state), len(pool_idx))
@@ -185,11 +185,11 @@ def main(argv=None):
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
-                                       cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
+                                       cfg.TEST_BATCH, data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES)
                     queried = strategy.select(ctx, lowest=untrained is not None and cfg.TOD_CYCLE0 == "lowest")
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
-            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, data.workers,
                           ctx.probs() if scored else None)
             state.discarded, state.waiting = np.concatenate([state.discarded, answer.unknown]), answer.waiting
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)

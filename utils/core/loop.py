@@ -242,7 +242,7 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
               "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
               "run": {"command": [script, *getattr(args, "command", sys.argv[1:])], "out": out,
                       "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
-                      "workers": args.workers, "amp": dist.precision.amp,
+                      "workers": data.workers, "amp": dist.precision.amp,
                       "channels_last": dist.precision.channels_last, "dataset": data.name,
                       "image_shape": image_shape(data), "model_input_size": data.image_size}}
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,

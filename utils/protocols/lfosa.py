@@ -265,7 +265,7 @@ class Experiment:
                                       weight_decay=cfg.WEIGHT_DECAY) for net in nets]
         schedulers = [torch.optim.lr_scheduler.StepLR(o, cfg.STEPSIZE, cfg.GAMMA) for o in optimizers]
         loaders = [make_loader(data.train, m.indices, cfg.BATCH_SIZE, True, np.random.randint(2**31), dist,
-                               self.args.workers) for m in members]
+                               self.data.workers) for m in members]
         bar = self.run.progress(range(cfg.MAX_EPOCH), desc)
         for epoch in bar:
             for member, net, optimizer, loader in zip(members, nets, optimizers, loaders):
@@ -292,7 +292,7 @@ class Experiment:
 
     def test(self, model: nn.Module) -> float:
         """Top-1 accuracy (%) on the known-class test set (a K+1-way model may answer K: wrong)."""
-        return evaluate(model, self.data, self.cfg.BATCH_SIZE, self.dist, self.args.workers)
+        return evaluate(model, self.data, self.cfg.BATCH_SIZE, self.dist, self.data.workers)
 
     def query(self, model: nn.Module, sets: LabelSets, extras: dict | None = None) -> np.ndarray:
         """QUERY_BATCH indices of the pool chosen by the strategy with ``model`` (plain view)."""
@@ -300,7 +300,7 @@ class Experiment:
         candidates = self.strategy.candidates(sets.pool(self.data.train_idx))
         outputs = distributed.unwrap(model).linear.out_features
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
-                           cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.args.workers,
+                           cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.data.workers,
                            extras={"state": sets.state, "mc_dropout": True, **(extras or {})},
                            mc_samples=cfg.MC_SAMPLES)
         return self.strategy.select(ctx)

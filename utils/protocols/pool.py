@@ -121,7 +121,7 @@ class PoolProtocol:
 
     def stream(self, indices: np.ndarray):
         """Endless augmented batches of ``indices`` for a strategy's own networks."""
-        return augmented_batches(self.data, indices, self.batch_size, self.dist, self.args.workers)
+        return augmented_batches(self.data, indices, self.batch_size, self.dist, self.data.workers)
 
     def hook_settings(self, grad_clip: float | None) -> HookSettings:
         cfg = self.cfg

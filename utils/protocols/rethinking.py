@@ -226,7 +226,7 @@ class Rethinking(PoolProtocol):
         seed_everything(cfg.SEED)
         learner = self.new_model().to(dist.device)
         deepcluster.pretrain(learner, self.data, self.data.train_idx, self.data.num_classes, cfg.PRETRAIN_EPOCHS,
-                             cfg.PRETRAIN_BATCH_SIZE, cfg.PRETRAIN_LR, dist, run, cfg.SEED, self.args.workers)
+                             cfg.PRETRAIN_BATCH_SIZE, cfg.PRETRAIN_LR, dist, run, cfg.SEED, self.data.workers)
         if dist.is_main:
             deepcluster.save_trunk(learner, self.pretrained, self.weights_provenance())
         distributed.barrier(dist)
@@ -277,7 +277,7 @@ class Rethinking(PoolProtocol):
         if not cfg.ADD_CEAL:
             return
         remaining = np.setdiff1d(pool_idx, queried)
-        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.args.workers,
+        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.data.workers,
                         desc="ceal")
         entropy = entropy_scores(probs) / math.log(self.data.num_classes)
         confident = (entropy < cfg.CEAL_TH - cfg.CEAL_DECAY * cycle).numpy()
@@ -316,7 +316,7 @@ class CycleTraining:
         drawn for the next epoch (LP_MODE), their labels and certainty weights."""
         cfg, data, pool_idx = self.cfg, self.data, self.pool_idx
         features = predict(self.model, data, data.train_idx, lambda out, _y: out.features.float(), cfg.TEST_BATCH,
-                           self.dist, self.p.args.workers, desc="label propagation").numpy()
+                           self.dist, self.data.workers, desc="label propagation").numpy()
         graph = knn_graph(features, use_gpu=self.dist.device.type == "cuda")
         labeled_pos = np.searchsorted(data.train_idx, self.labeled_idx)
         labels, weights = pseudo_labels(propagate(graph, labeled_pos, data.train_targets[self.labeled_idx],
@@ -375,6 +375,6 @@ class CycleTraining:
             self.refresh_pseudo_labels()  # (after the last epoch it would change nothing)
 
     def fit(self, run, desc: str) -> None:
-        loader = make_batch_loader(self.data.train, self.batches, self.dist, self.p.args.workers)
+        loader = make_batch_loader(self.data.train, self.batches, self.dist, self.data.workers)
         fit(loader, self.cfg.EPOCHS, self.step, run, desc, lambda _e: self.net.train(), self.end_epoch,
             with_position=True, optimizer=self.optimizer)

@@ -58,6 +58,7 @@ class ImageData:
     test_idx: np.ndarray = field(default=None)
     own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/data/own_images.py)
     decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
+    workers: int = 0  # data-loader worker processes of the run's loaders (load_data decides)
 
     @property
     def train_targets(self) -> np.ndarray:
@@ -561,12 +562,14 @@ def load_data(cfg: Mapping, args, **options) -> ImageData:
     """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES,
     MAX_TEST_SAMPLES when the script has it, SEED) and its --data-root, --download and --workers (None: image files are
     decoded in one thread per core, and the data loaders get no worker processes when the images
-    fit in memory, else up to four); ``options``: build_data's other arguments."""
+    fit in memory, else up to four); the data loaders' worker count goes into ``data.workers``;
+    ``options``: build_data's other arguments."""
     cores = os.cpu_count() or 1
     max_test = cfg["MAX_TEST_SAMPLES"] if "MAX_TEST_SAMPLES" in cfg else None
     data = build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"], max_test,
                       cfg["SEED"], cfg["IMAGE_SIZE"],
                       threads=args.workers or cores, **options)
+    data.workers = args.workers
     if args.workers is None:
-        args.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
+        data.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
     return data
