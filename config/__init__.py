@@ -16,9 +16,10 @@
 import importlib
 
 from utils.core.config import Key, Tree
+from utils.core.data import list_datasets
 
-DATASETS_HELP = ("cifar10, cifar100, svhn, mnist, fashionmnist, caltech101, tinyimagenet, gtsrb, digits or "
-                 "folder:PATH")
+# the registered datasets (utils/core/data/datasets.py), then folder:PATH
+DATASETS_HELP = ", ".join(list_datasets()[:-1]) + f" or {list_datasets()[-1]}"
 
 
 def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
