@@ -1,4 +1,4 @@
-"""The active-learning run: results folder, per-cycle commit, resume, logging.
+"""The active-learning run: results folder, per-cycle commit, resume (its reporting: utils/core/progress.py).
 
 An entry script drives its own trial/cycle loop (the paper's algorithm) and calls
 
