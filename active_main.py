@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.ccal import ACTIVE
 from models import build_model
 from utils.core import distributed
@@ -38,7 +39,8 @@ from utils.core.data import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, load_da
 from utils.core.loop import start_run
 from utils.core.openset import known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, file_sha256
-from utils.core.train import evaluate, fit, seed_everything
+from utils.core.rng import seed_everything
+from utils.core.train import evaluate, fit
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.ccal import feature_rows, pseudo_label_counts
@@ -47,8 +49,8 @@ from utils.samplers.registry import Need
 
 def parse_args(argv=None):
     """(run-control args, frozen settings) of config/ccal.py's active_main.py tree."""
-    return parse_script_args(ACTIVE, "CCAL joint query and per-cycle classifier (needs the two encoders of "
-                             "contrast_main.py)", argv, lambda parser: ccal.add_ccal_args(parser, ACTIVE),
+    return parse_script_args(config.tree(ACTIVE), "CCAL joint query and per-cycle classifier (needs the two "
+                             "encoders of contrast_main.py)", argv, lambda parser: ccal.add_ccal_args(parser, ACTIVE),
                              refuse=ccal.refuse_mode)
 
 
@@ -72,7 +74,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.CLASSIFIER_LR)
     batches = ccal.even_batches(labeled_idx, cfg.CLASSIFIER_BATCH, dist.world_size, seed, 2)
-    loader = make_batch_loader(data.train, batches, dist, args.workers)
+    loader = make_batch_loader(data.train, batches, dist, data.workers)
 
     def step(batch):
         loss = nn.functional.cross_entropy(net(data.train_transform(batch.images.to(dist.device))).logits,
@@ -83,7 +85,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
 
     fit(loader, cfg.CLASSIFIER_EPOCHS, step, run, desc, optimizer=optimizer,
         epoch_start=lambda epoch: net.train(epoch == 0 or not cfg.CLASSIFIER_FROZEN_BN))
-    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, args.workers), model
+    return evaluate(model, data, cfg.TEST_BATCH_SIZE, dist, data.workers), model
 
 
 def main(argv=None):
@@ -139,14 +141,14 @@ def main(argv=None):
                     if features is None:  # the encoders are fixed: every image's features once per trial
                         features = ccal.query_features(distinctive, semantic, data, feature_idx, augment,
                                                        cfg.QUERY_OOD_SAMPLES, base_seed, cfg.TEST_BATCH_SIZE, dist,
-                                                       args.workers, rotations=cfg.QUERY_ROTATIONS)
+                                                       data.workers, rotations=cfg.QUERY_ROTATIONS)
                     unlabeled_idx = np.setdiff1d(feature_idx, np.union1d(labeled_idx, unknown_idx))
                     labels = label_of[targets[labeled_idx]]
                     extras = {"features": features, "positions": rows, "labels": labels, "k": cfg.K, "t": cfg.T,
                               "target": cfg.TARGET}
                     ctx = QueryContext(None, classifier_data, labeled_idx, unlabeled_idx,
                                        min(cfg.TARGET * num_known, len(unlabeled_idx)), dist, cfg.TEST_BATCH_SIZE,
-                                       args.workers, rng=np.random.default_rng(base_seed), extras=extras)
+                                       data.workers, rng=np.random.default_rng(base_seed), extras=extras)
                     queried = strategy.select(ctx)
                     if args.print_score:
                         counts = pseudo_label_counts(features, rows[unlabeled_idx], rows[labeled_idx], labels,

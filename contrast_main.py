@@ -25,23 +25,25 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.ccal import CONTRAST, ROLE
 from utils.core import distributed
-from utils.core.cli import UserError, parse_script_args, run_cli
+from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
+from utils.core.errors import UserError
 from utils.core.loop import image_shape, precision_identity
 from utils.core.results import ResultsFolder, check_folder
+from utils.core.rng import seed_everything
 from utils.core.splits import pool_fingerprint
-from utils.core.train import seed_everything
 from utils.methods.contrastive import contrastive_losses, training_views, warmup_schedule
 from utils.protocols import ccal
 
 
 def parse_args(argv=None):
     """(run-control args, frozen settings) of config/ccal.py's contrast_main.py tree."""
-    return parse_script_args(CONTRAST, "CCAL contrastive pre-training of the semantic (--mode senmatic) or the "
-                             "distinctive (--mode feature) encoder", argv, lambda parser: ccal.add_ccal_args(parser,
-                                                                                                        CONTRAST))
+    return parse_script_args(config.tree(CONTRAST), "CCAL contrastive pre-training of the semantic (--mode senmatic) "
+                             "or the distinctive (--mode feature) encoder", argv,
+                             lambda parser: ccal.add_ccal_args(parser, CONTRAST))
 
 
 def folders(args, cfg):
@@ -102,7 +104,7 @@ def main(argv=None):
               "pool": pool_fingerprint(train_idx)}
     saved = resume_state(logdir, resume_path, identity)
     batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
-    loader = make_batch_loader(data.train, batches, dist, args.workers)
+    loader = make_batch_loader(data.train, batches, dist, data.workers)
     steps = len(loader)
     if steps == 0:
         raise UserError(f"--batch_size {cfg.BATCH_SIZE} x {dist.world_size} process(es) exceeds the {len(train_idx)} "

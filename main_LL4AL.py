@@ -18,21 +18,24 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.tod import SAMPLING
 from models import build_model, model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_loader
 from utils.core.loop import check_budget, start_run
+from utils.core.rng import seed_everything
 from utils.core.splits import random_subset
-from utils.core.train import evaluate, fit, seed_everything
+from utils.core.train import evaluate, fit
 from utils.methods.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
 
 
 def parse_args(argv=None):
     """(run-control args, frozen settings): config/tod.py's main_LL4AL.py tree."""
-    return parse_script_args("main_LL4AL.py", "LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code", argv)
+    return parse_script_args(config.tree("main_LL4AL.py"),
+                             "LL4AL active learning (Yoo & Kweon, CVPR'19), as in TOD's code", argv)
 
 
 def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
@@ -41,7 +44,7 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
     optimizer = torch.optim.SGD(net.parameters(), **sgd)
     module_optimizer = torch.optim.SGD(loss_net.parameters(), **sgd)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, data.workers)
     def start_epoch(_epoch):
         net.train()
         loss_net.train()
@@ -89,11 +92,11 @@ def main(argv=None):
             pool_idx = np.setdiff1d(data.train_idx, labeled_idx)
             with run.timer(times, "train_seconds"):
                 train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, data.workers)
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"loss_module": module}, settings=cfg,
+                                   data.workers, extras={"loss_module": module}, settings=cfg,
                                    cycle=cycle)
                 queried = strategy.select(ctx)
             if cfg.SAVE_MODEL:

@@ -20,21 +20,23 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.tod import SAMPLING
 from models import model_from_config
 from utils.core import distributed
 from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import forever, load_data, make_loader
 from utils.core.loop import check_budget, start_run
+from utils.core.rng import seed_everything
 from utils.core.splits import random_subset
-from utils.core.train import evaluate, fit, seed_everything
+from utils.core.train import evaluate, fit
 from utils.methods.losses import cod_loss, ema_update
 from utils.samplers import QueryContext, get_strategy
 
 
 def parse_args(argv=None):
     """(run-control args, frozen settings): config/tod.py's main_TOD.py tree."""
-    return parse_script_args("main_TOD.py", "TOD active learning (Huang et al., ICCV'21)", argv)
+    return parse_script_args(config.tree("main_TOD.py"), "TOD active learning (Huang et al., ICCV'21)", argv)
 
 
 def frozen(model):
@@ -49,9 +51,9 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
     net = distributed.wrap(model, dist)
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WDECAY)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.MILESTONES, gamma=0.1)
-    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, args.workers)
+    labeled = make_loader(data.train, labeled_idx, cfg.BATCH, True, np.random.randint(2**31), dist, data.workers)
     unlabeled = forever(make_loader(data.train, pool_idx, cfg.BATCH, True, np.random.randint(2**31), dist,
-                                    args.workers)) if ema is not None else None
+                                    data.workers)) if ema is not None else None
     augment = data.train_transform
     teacher = dist.precision.wrap(ema) if ema is not None else None
 
@@ -113,11 +115,11 @@ def main(argv=None):
             with run.timer(times, "train_seconds"):
                 step = train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, step,
                                    f"trial{trial}/cycle{cycle}")
-            acc = evaluate(model, data, cfg.BATCH, dist, args.workers)
+            acc = evaluate(model, data, cfg.BATCH, dist, data.workers)
             with run.timer(times, "query_seconds"):
                 candidates = random_subset(pool_idx, min(cfg.SUBSET, len(pool_idx)))
                 ctx = QueryContext(model, data, labeled_idx, candidates, cfg.ADDENDUM, dist, cfg.BATCH,
-                                   args.workers, extras={"previous_model": previous} if previous is not None else {},
+                                   data.workers, extras={"previous_model": previous} if previous is not None else {},
                                    settings=cfg, cycle=cycle)
                 queried = strategy.select(ctx)
             if cfg.SAVE_MODEL:

@@ -28,7 +28,7 @@
     python main_al.py --dataset cifar10 --al-method uncertainty_entropy --split 0 --al-budget 100
     python main_al.py --make-splits --dataset cifar10 --nr-splits 10 --split-size 1000
 
---oracle human | folder: a person answers (utils/core/annotation.py). L <- PATH/labeled/; after each
+--oracle human | folder: a person answers (utils/core/oracles.py). L <- PATH/labeled/; after each
 query the run writes <out>/to_label/cycle<C>.csv and .png and stops (human: fill in the labels, then
 --resume) or waits (folder: move the images into PATH/labeled/<class>/); the answers join L at the
 start of the next cycle ("unknown" ones are set aside).
@@ -43,14 +43,16 @@ import sys
 
 import numpy as np
 
+import config
 from utils.core import distributed
-from utils.core.annotation import AnnotatorOracle
-from utils.core.cli import ArgumentParser, UserError, parse_script_args, positive, run_cli
+from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
+from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
-from utils.core.openset import open_set
+from utils.core.oracles import AnnotatorOracle, open_set
 from utils.core.results import ResultsFolder
+from utils.core.rng import seed_everything
 from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
-from utils.core.train import evaluate, seed_everything
+from utils.core.train import evaluate
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import QueryContext, get_strategy, list_strategies
@@ -76,8 +78,9 @@ def parse_args(argv=None):
         group.add_argument("--shard", default=None, metavar="I/N",
                            help="run the I-th of N slices of the strategies (default: all of them)")
 
-    return parse_script_args(f"main_al.py --protocol {protocol.NAME}", "Pool-based deep active learning (main_al.py; "
-                             "--protocol deepal --help lists the toolkit's flags)", argv, run_args, protocol.refuse)
+    return parse_script_args(config.tree(f"main_al.py --protocol {protocol.NAME}"),
+                             "Pool-based deep active learning (main_al.py; --protocol deepal --help lists the "
+                             "toolkit's flags)", argv, run_args, protocol.refuse)
 
 
 def sweep(argv, args, cfg, protocol, names):
@@ -113,7 +116,7 @@ def setting_flags(cfg, keys: set) -> list:
 
 
 def own_images_oracle(cfg, args, data, dist):
-    """The oracle of a run on own images (a person answers; utils/core/annotation.py), with a
+    """The oracle of a run on own images (a person answers; utils/core/oracles.py), with a
     resumed run's answers read and checked before anything is written."""
     oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist)
     if args.resume and args.out and ResultsFolder(args.out).has_state():
@@ -172,7 +175,7 @@ def main(argv=None):
                     protocol.train(member, state, pool_idx, hook if m == 0 else None, run,
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
-            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) else None
+            acc = evaluate(model, data, cfg.TEST_BATCH, dist, data.workers) if len(data.test_idx) else None
             with run.timer(times, "query_seconds"):
                 queried, ctx = np.empty(0, dtype=np.int64), None
                 query_size = min(protocol.query_size(cycle, state), len(pool_idx))
@@ -184,12 +187,12 @@ def main(argv=None):
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
-                                       cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
+                                       cfg.TEST_BATCH, data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
                                        settings=cfg, cycle=cycle)
                     queried = strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
-            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, data.workers,
                           ctx.probs() if scored else None)
             state.record(answer)
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)

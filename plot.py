@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from utils.core import summary
-from utils.core.cli import ArgumentParser, UserError, run_cli
+from utils.core.cli import ArgumentParser, run_cli
 from utils.core.cli import path as path_arg
+from utils.core.errors import UserError
 from utils.core.results import check_folder, read_config, read_cycles, write_text
+from utils.reporting import summary
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -94,7 +95,7 @@ def resolve_paths(paths: list[str]) -> list[str]:
     return [r for r in runs if not (os.path.realpath(r) in seen or seen.add(os.path.realpath(r)))]
 
 
-def load_run(folder: str) -> summary.Run:
+def load_run(folder: str) -> summary.RunRecord:
     """The run in ``folder``: its config.json (``{}`` when it has none) and cycles.csv. UserError
     when either is damaged or no finished cycle holds a test accuracy."""
     config_file, cycles_file = os.path.join(folder, "config.json"), os.path.join(folder, "cycles.csv")
@@ -106,7 +107,7 @@ def load_run(folder: str) -> summary.Run:
         raise UserError(f"{cycles_file} has no finished cycle yet")
     if not any(isinstance(row.get("test_acc"), (int, float)) for row in rows):
         raise UserError(f"{cycles_file} has no test_acc value")
-    return summary.Run(folder, config, rows)
+    return summary.RunRecord(folder, config, rows)
 
 
 def load_groups(runs: list[str], skipped: list | None = None) -> list[summary.Group]:

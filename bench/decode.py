@@ -1,5 +1,5 @@
 """Decoding image files (folder:PATH, caltech101, tinyimagenet, own images): the one decode pass
-into memory (utils/core/data.py's FileImages.decode) in 1 and in all threads, against decoding every
+into memory (utils/core/data/images.py's FileImages.decode) in 1 and in all threads, against decoding every
 batch from the files (what an epoch cost before the cache), and a pass over the cached images.
 
     python bench/decode.py                 # 4,000 JPEG files of 256x256 -> 64x64 (a minute on 2 cores)

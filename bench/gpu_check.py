@@ -52,7 +52,7 @@ sys.path.insert(0, ROOT)
 def write_cifar10(root: str, n_train: int, n_test: int, seed: int = 0) -> str:
     """A synthetic CIFAR-10 under ``root/cifar-10-batches-py``: data_batch_1..5 and test_batch pickles, each a
     dict of ``b"data"`` (N x 3072 uint8, the channel planes of 32x32 images) and ``b"labels"`` (N ints 0..9),
-    as torchvision's and utils/core/data.py's readers expect. Labels cycle through the 10 classes."""
+    as torchvision's and utils/core/data/'s readers expect. Labels cycle through the 10 classes."""
     import numpy as np
 
     rng = np.random.default_rng(seed)

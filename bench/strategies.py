@@ -17,8 +17,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models import build_model  # noqa: E402
 from utils.core.data import BatchTransform, ImageData, TensorImages  # noqa: E402
 from utils.core.distributed import Dist  # noqa: E402
-from utils.core.train import mc_dropout_probs, predict  # noqa: E402
+from utils.core.train import predict  # noqa: E402
 from utils.samplers import badge_select, kcenter_greedy  # noqa: E402
+from utils.samplers.mc_dropout import mc_dropout_probs  # noqa: E402
 
 
 def timed(fn):

@@ -17,11 +17,12 @@ import dataclasses
 import importlib
 from collections.abc import Iterable, Mapping
 
-from utils.core.cli import UserError
 from utils.core.config import SCRIPT_EPOCHS, Key, Tree
+from utils.core.data import list_datasets
+from utils.core.errors import UserError
 
-DATASETS_HELP = ("cifar10, cifar100, svhn, mnist, fashionmnist, caltech101, tinyimagenet, gtsrb, digits or "
-                 "folder:PATH")
+# the registered datasets (utils/core/data/datasets.py), then folder:PATH
+DATASETS_HELP = ", ".join(list_datasets()[:-1]) + f" or {list_datasets()[-1]}"
 
 
 def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:

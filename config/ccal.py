@@ -11,8 +11,8 @@ The warm-up is not scaled by ``--epochs`` (the seed's runs use 10 warm-up epochs
 """
 
 from config import common_keys, save_models_key, with_strategies
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 from utils.samplers.registry import Need
 
 CONTRAST, ACTIVE = "contrast_main.py", "active_main.py"

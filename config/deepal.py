@@ -3,8 +3,8 @@ spec 003, sections 1-4): its flags, its fixed settings, and (the profile) its pe
 normalisation, augmentation and the milestones it forces on MNIST."""
 
 from config import common_keys, with_strategies
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 from utils.samplers.registry import Need
 
 SERVES = frozenset({Need.STATE, Need.ENSEMBLE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives

@@ -11,8 +11,8 @@ hard-codes (B.2-B.4). ``--set KEY=VALUE`` changes any key; ``--list-settings`` l
 import dataclasses
 
 from config import common_keys, save_models_key, with_strategies
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 from utils.samplers.registry import Need
 
 CENTER_SCRIPT, TEMPERATURE_SCRIPT = "AL_center.py", "AL_center_temperature.py"

@@ -4,8 +4,8 @@ and (the profile) its per-dataset normalisation."""
 
 from config import common_keys, with_strategies
 from config.deepal import model_keys, open_set_keys, own_images_keys
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 from utils.samplers.registry import Need
 
 SERVES = frozenset({Need.STATE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives its strategies

@@ -7,8 +7,8 @@ import pkgutil
 
 import config
 from config import common_keys, save_models_key, with_strategies
-from utils.core.cli import UserError
 from utils.core.config import Key, Tree
+from utils.core.errors import UserError
 from utils.samplers.registry import Need
 
 NOT_DATASET_CONFIGS = {"ccal", "deepal", "lfosa", "rethinking", "tod"}

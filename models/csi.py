@@ -12,7 +12,7 @@ from torch import nn
 
 from models.registry import register_model
 from models.resnet import RESNET18_BLOCKS, CifarResNet
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 
 class CSIOutput(NamedTuple):

@@ -12,7 +12,7 @@ from typing import NamedTuple, TypeVar
 
 from torch import nn
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.registry import Registry
 
 MODEL_KINDS = ("classifier", "encoder", "head")

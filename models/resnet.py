@@ -20,7 +20,7 @@ from torchvision.models.resnet import BasicBlock
 from models.layers import ConsistentDropout
 from models.output import ModelOutput
 from models.registry import register_model
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.results import load_tensors
 
 IMAGENET_RESNET18_URL = "https://download.pytorch.org/models/resnet18-5c106cde.pth"

@@ -1,5 +1,5 @@
 """A practice folder for "Label your own images" (README): scikit-learn's digits laid out as
-``labeled/<class>/``, ``unlabeled/**`` and ``test/<class>/`` PNG files (utils/core/annotation.py).
+``labeled/<class>/``, ``unlabeled/**`` and ``test/<class>/`` PNG files (utils/core/data/own_images.py).
 
     python tests/own_images.py my_images      # prints the folder and how many images went where
 

@@ -1,5 +1,6 @@
-"""Active learning on own images with a person answering (utils/core/annotation.py, main_al.py
---oracle human|folder): the whole loop, the answers' checks, the folder watcher, bad layouts."""
+"""Active learning on own images with a person answering (utils/core/data/own_images.py,
+utils/core/oracles.py, main_al.py --oracle human|folder): the whole loop, the answers' checks, the folder
+watcher, bad layouts."""
 
 import csv
 import hashlib
@@ -16,8 +17,9 @@ from own_images import make_own_images
 from PIL import Image
 
 import main_al
-from utils.core.annotation import contact_sheet, read_answers
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
+from utils.core.oracles import contact_sheet, read_answers
 from utils.core.results import read_config, read_cycles
 from utils.protocols.deepal import DeepAL
 from utils.samplers import get_strategy, list_strategies
@@ -336,8 +338,8 @@ def test_ctrl_c_while_waiting_is_one_line_and_exit_130(capsys):
 # ------------------------------------------------------------------------------- hidden entries, hostile images
 
 def test_hidden_entries_are_never_images_nor_classes(tmp_path):
-    from utils.core.annotation import scan
     from utils.core.data import build_data
+    from utils.core.data.own_images import scan
 
     root = tmp_path / "data"
     make_own_images(str(root), labeled_per_class=2, n_unlabeled=20, n_test=20, classes=3)

@@ -10,8 +10,8 @@ import torch
 from conftest import ENTRY, run_main
 
 import config
-from utils.core.cli import UserError
 from utils.core.data import make_loader
+from utils.core.errors import UserError
 from utils.core.loop import Run
 from utils.core.results import load_tensors
 

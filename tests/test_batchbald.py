@@ -12,8 +12,8 @@ from torch import nn
 
 import utils.samplers.batchbald  # noqa: F401  (registers BatchBALD)
 from models import ConsistentDropout, ModelOutput
-from utils.core.cli import UserError
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.samplers.batchbald import batchbald_select
 from utils.samplers.registry import QueryContext, get_strategy
 from utils.samplers.uncertainty import bald_scores

@@ -19,9 +19,10 @@ import contrast_main
 from config import tree
 from models.csi import CSIResNet
 from utils.core import distributed
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
 from utils.core.config import resolve
 from utils.core.data import TensorImages, build_data
+from utils.core.errors import UserError
 from utils.core.openset import CCAL_KNOWN, mismatch_pool
 from utils.core.results import read_cycles
 from utils.methods.contrastive import SimCLRAugment, hflip, nt_xent, rotate, training_views, warmup_schedule

@@ -12,8 +12,8 @@ import pytest
 from conftest import ENTRY, ROOT, run_main, write_images
 
 import config
-from utils.core.cli import UserError
 from utils.core.config import Key, Settings, Tree, resolve
+from utils.core.errors import UserError
 
 
 def test_every_script_has_a_tree_and_an_entry_here():

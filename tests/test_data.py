@@ -23,8 +23,6 @@ from conftest import (
     write_images,
 )
 
-from utils.core import data as data_module
-from utils.core.cli import UserError
 from utils.core.data import (
     BatchTransform,
     IndexSampler,
@@ -36,7 +34,9 @@ from utils.core.data import (
     register_dataset,
     registered_datasets,
 )
+from utils.core.data import datasets as data_module
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 

@@ -15,7 +15,7 @@ import contrast_main
 import main_al
 import main_LL4AL
 import main_TOD
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.loop import Run
 from utils.core.results import read_cycles
 

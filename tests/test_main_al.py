@@ -7,7 +7,8 @@ import pytest
 from conftest import make_cifar
 
 import main_al
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.results import read_config, read_cycles
 from utils.protocols.deepal import deepal_budget
 
@@ -104,7 +105,8 @@ def test_known_classes_make_any_strategy_open_set(tmp_path, protocol):
 
 
 def test_the_oracle_discards_unknown_answers_and_counts_them():
-    from utils.core.openset import OpenSetPool, Oracle
+    from utils.core.openset import OpenSetPool
+    from utils.core.oracles import Oracle
 
     targets = np.array([0, 1, 2, 0, 1, 2, 0, 1])
     pool = OpenSetPool(np.array([0, 1]), np.array([0]), np.arange(1, 8), num_known=6)

@@ -13,8 +13,8 @@ from models import ConsistentDropout, ModelOutput, build_model
 from models.layers import hash32_
 from utils.core.data import BatchTransform, ImageData, TensorImages
 from utils.core.distributed import Dist
-from utils.core.train import mc_dropout_probs
 from utils.samplers import QueryContext, bald_scores, get_strategy
+from utils.samplers.mc_dropout import mc_dropout_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ from conftest import make_imagenet_weights
 from models import MODEL_KINDS, LossNet, build_model, list_models, model_from_config, register_model
 from models.lfosa import BottleneckResNet
 from models.resnet import CifarResNet
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 # Every registered model needs a row: its input [C, H, W] (None for heads: they read the stages
 # of a resnet18 forward pass) and its build options (small widths keep the test fast).

@@ -1,4 +1,4 @@
-"""plot.py and utils/core/summary.py on hand-written results folders: accuracy against labels, and for
+"""plot.py and utils/reporting/summary.py on hand-written results folders: accuracy against labels, and for
 open-set runs selection recall, selection precision and accuracy per cycle, one line per setting
 (seeds pooled); AUBC, final accuracy, the paired difference against random, the summary table;
 labels from the settings that differ; folders of runs; readable figures with 20 runs; bad input
@@ -12,10 +12,12 @@ import warnings
 
 import pytest
 
+import config
 import plot
-from utils.core import summary
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
+from utils.reporting import summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
@@ -150,10 +152,23 @@ def test_paired_difference_and_wins_against_random(tmp_path):
     paired = table_of([random, short])["EntropySampling"].vs_random
     assert (paired.diff, paired.wins, paired.trials) == (pytest.approx(10.0), 1, 1)
     # the rethinking protocol's AL_METHOD=random and the LfOSA scripts' QUERY_STRATEGY=random are random too
-    assert summary.is_random(summary.Run("x", {"script": "main_al.py --protocol rethinking",
+    assert summary.is_random(summary.RunRecord("x", {"script": "main_al.py --protocol rethinking",
                                                "settings": {"AL_METHOD": "random"}}, []))
-    assert summary.strategy_key(summary.Run("x", {"script": "AL_center.py", "settings": {"QUERY_STRATEGY": "x"}},
+    assert summary.strategy_key(summary.RunRecord("x", {"script": "AL_center.py", "settings": {"QUERY_STRATEGY": "x"}},
                                             [])) == "QUERY_STRATEGY"
+
+
+def test_the_strategy_key_is_what_config_json_records_and_the_old_table_agrees_with_the_trees():
+    settings = {"SAMPLING": "TOD", "STRATEGY": "EntropySampling"}
+    recorded = summary.RunRecord("x", {"script": "main_TOD.py", "strategy_key": "STRATEGY", "settings": settings}, [])
+    assert summary.strategy_key(recorded) == "STRATEGY"  # not the old table's SAMPLING
+    assert summary.strategy_key(summary.RunRecord("x", {"script": "main_TOD.py", "strategy_key": None,
+                                                        "settings": settings}, [])) is None
+    old = summary.RunRecord("x", {"script": "main_TOD.py", "settings": settings}, [])
+    assert summary.strategy_key(old) == "SAMPLING"
+    # folders written before config.json recorded the key read the old table: it names what the trees name
+    for script, key in summary.OLD_STRATEGY_KEYS.items():
+        assert config.tree(script).strategy_key == key, script
 
 
 def test_summary_table_in_markdown_and_csv_from_two_tiny_runs(tmp_path, capsys):

@@ -11,8 +11,8 @@ from torch import nn
 
 from models.output import ModelOutput
 from utils.core import precision as precision_module
-from utils.core.cli import UserError
 from utils.core.distributed import Dist, unwrap, wrap
+from utils.core.errors import UserError
 from utils.core.precision import Precision, float32
 from utils.core.results import read_cycles
 

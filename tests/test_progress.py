@@ -1,6 +1,6 @@
 """Progress of long stages: off a terminal, plain lines at most every PROGRESS_PERIOD seconds for training
 (per epoch and per batch) and pool scoring (predict); nothing with --quiet or on a short stage. A fake clock
-(utils.core.loop.clock) stands in for time, so nothing sleeps."""
+(utils.core.progress.clock) stands in for time, so nothing sleeps."""
 
 import re
 import sys
@@ -10,11 +10,12 @@ import pytest
 import torch
 from conftest import TinyNet, tiny_data
 
-from utils.core import loop
+from utils.core import progress
 from utils.core.data import make_loader
 from utils.core.distributed import Dist
 from utils.core.loop import Run
-from utils.core.train import evaluate, fit, mc_dropout_probs, predict, softmax_probs
+from utils.core.train import evaluate, fit, predict, softmax_probs
+from utils.samplers.mc_dropout import mc_dropout_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,7 +36,7 @@ def fake_clock(monkeypatch, step):
         now[0] += step
         return now[0]
 
-    monkeypatch.setattr(loop, "clock", clock)
+    monkeypatch.setattr(progress, "clock", clock)
 
 
 @pytest.fixture
@@ -130,8 +131,8 @@ def test_a_short_stage_prints_no_line(tmp_path, monkeypatch, capsys, not_a_tty):
     try:
         model, data = tiny_fit(run)
         predict(model, data, data.train_idx, softmax_probs, 8, Dist())
-        monkeypatch.setattr(loop, "PROGRESS_PERIOD", 10_000.0)  # a real clock, a period no test reaches
-        monkeypatch.setattr(loop, "clock", time.monotonic)
+        monkeypatch.setattr(progress, "PROGRESS_PERIOD", 10_000.0)  # a real clock, a period no test reaches
+        monkeypatch.setattr(progress, "clock", time.monotonic)
         tiny_fit(run)
     finally:
         run.close()
@@ -140,7 +141,7 @@ def test_a_short_stage_prints_no_line(tmp_path, monkeypatch, capsys, not_a_tty):
 
 def test_the_period_is_a_setting(tmp_path, monkeypatch, capsys, not_a_tty):
     fake_clock(monkeypatch, 31.0)
-    monkeypatch.setattr(loop, "PROGRESS_PERIOD", 62.0)  # every other reading
+    monkeypatch.setattr(progress, "PROGRESS_PERIOD", 62.0)  # every other reading
     run = Run(str(tmp_path / "run"), {"settings": IDENTITY}, IDENTITY)
     try:
         tiny_fit(run)
@@ -165,7 +166,7 @@ def test_on_a_terminal_the_epoch_bar_follows_the_batches(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("seconds, text", [(0.4, "0s"), (41, "41s"), (192, "3m12s"), (870, "14m30s"),
                                            (3725, "1h02m")])
 def test_durations(seconds, text):
-    assert loop._duration(seconds) == text
+    assert progress._duration(seconds) == text
 
 
 # ---------------------------------------------------------------------- the inner loops of slow queries

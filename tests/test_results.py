@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.loop import Run
 from utils.core.results import CYCLE_COLUMNS, atomic_write, read_cycles
-from utils.core.train import seed_everything
+from utils.core.rng import seed_everything
 
 IDENTITY = {"script": "x.py", "START": 2, "SEED": 0}  # what a resumed run must share with the saved one
 

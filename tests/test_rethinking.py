@@ -14,9 +14,10 @@ from torch import nn
 
 import main_al
 from models import ModelOutput, build_model
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
 from utils.core.data import BatchTransform, ImageData, TensorImages, build_data
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.core.results import read_config, read_cycles
 from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
 from utils.methods.deepcluster import (

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from models import ModelOutput
-from utils.core.cli import UserError
 from utils.core.data import BatchTransform, ImageData, TensorImages
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.samplers import QueryContext, get_strategy, list_strategies
 
 

@@ -11,8 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from config.deepal import ssl_keys
-from utils.core.cli import UserError
 from utils.core.data import BatchTransform
+from utils.core.errors import UserError
 from utils.methods.ssl import (
     SSL_METHODS,
     StrongAugment,

@@ -11,7 +11,6 @@ from torch import nn
 
 from models import ModelOutput
 from utils.core.distributed import Dist
-from utils.core.train import mc_dropout_probs
 from utils.samplers import (
     badge_select,
     bald_scores,
@@ -24,6 +23,7 @@ from utils.samplers import (
     list_strategies,
     margin_scores,
 )
+from utils.samplers.mc_dropout import mc_dropout_probs
 
 # ------------------------------------------------------------------------ properties of every strategy
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import main_al
-from utils.core.cli import UserError, run_cli
+from utils.core.cli import run_cli
+from utils.core.errors import UserError
 from utils.core.sweep import Shard, child_argv, finished, strategy_list
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking

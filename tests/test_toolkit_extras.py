@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import TinyNet, tiny_context, tiny_data
 
-from utils.core.cli import UserError
 from utils.core.data import BatchTransform, ImageData, TensorImages
 from utils.core.distributed import Dist
+from utils.core.errors import UserError
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import (

@@ -7,14 +7,9 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from utils.core.config import Settings, Tree
-
-
-class UserError(Exception):
-    """Bad input the user can fix; reported as one line on stderr with exit code 2."""
+from utils.core.config import Settings, Tree, resolve
+from utils.core.errors import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -113,8 +108,6 @@ def parse_command_line(parser: argparse.ArgumentParser, tree: Tree, argv: list |
     """Parse ``argv`` and resolve the settings (utils/core/config.py) before anything is read or
     written; ``--list-settings`` prints them and exits 0. ``refuse(dest, value)`` decides whether a
     refused flag's value is an error (default: any value). Returns (run-control args, settings)."""
-    from utils.core.config import resolve
-
     args = parser.parse_args(argv)
     args.command = list(sys.argv[1:] if argv is None else argv)  # as given, for config.json
     given = vars(args)
@@ -134,13 +127,11 @@ def parse_command_line(parser: argparse.ArgumentParser, tree: Tree, argv: list |
     return args, settings
 
 
-def parse_script_args(script: str, description: str, argv: list | None = None, run_args: Callable | None = None,
+def parse_script_args(settings: Tree, description: str, argv: list | None = None, run_args: Callable | None = None,
                       refuse: Callable | None = None) -> tuple[argparse.Namespace, Settings]:
-    """The command line of an entry script: the flags of its settings tree (config.tree(script)),
-    ``run_args(parser)``'s own run-control flags, the common flags; then parse_command_line."""
-    from config import tree
-
-    settings = tree(script)
+    """The command line of an entry script: the flags of its settings tree (the script's
+    ``config.tree(script)``), ``run_args(parser)``'s own run-control flags, the common flags; then
+    parse_command_line."""
     parser = ArgumentParser(description=f"{description}; --list-settings shows every setting")
     add_setting_flags(parser, settings)
     if run_args is not None:

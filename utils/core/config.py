@@ -10,7 +10,7 @@ settings of a run in one pass, later sources winning:
 Every value, from any source, is checked against its key's type and choices; ``--epochs N``
 scales the keys declared as epoch counts of the schedule (``per_epochs``) unless they were set
 explicitly; a tree's ``check`` validates the keys together; the result is a frozen
-:class:`Settings`. Bad input raises :class:`~utils.core.cli.UserError` (one line, exit 2).
+:class:`Settings`. Bad input raises :class:`~utils.core.errors.UserError` (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 SCRIPT_EPOCHS = "<epochs>"  # Key.per_epochs of a strategy's key: the epochs key of whichever script has it
 TYPES = ("int", "float", "bool", "str", "list[int]", "list[float]", "list[str]")

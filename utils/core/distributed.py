@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.core.precision import Precision
 
 

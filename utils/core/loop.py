@@ -1,4 +1,4 @@
-"""The active-learning run: results folder, per-cycle commit, resume, logging.
+"""The active-learning run: results folder, per-cycle commit, resume (its reporting: utils/core/progress.py).
 
 An entry script drives its own trial/cycle loop (the paper's algorithm) and calls
 
@@ -21,18 +21,16 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
+from utils.core.errors import UserError
+from utils.core.progress import Reporter, release, set_active
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
-from utils.core.train import rng_state, set_rng_state
+from utils.core.rng import rng_state, set_rng_state
 
 
 def _versions():
@@ -48,7 +46,7 @@ def _versions():
             "numpy": np.__version__, "git_commit": commit, "cuda": torch.version.cuda}
 
 
-class Run:
+class Run(Reporter):
     """The results folder of one run. ``config`` is what config.json records (``settings``, the
     resolved settings, among it); ``identity`` what a resumed run must share with the saved one."""
 
@@ -60,7 +58,7 @@ class Run:
         self.is_main = dist is None or dist.is_main
         self.columns = list(columns)
         self.quiet = quiet or not self.is_main  # no bars, no progress lines
-        self.tty = sys.stderr.isatty()  # bars on a terminal, else plain progress lines (utils.core.loop._Lines)
+        self.tty = sys.stderr.isatty()  # bars on a terminal, else plain progress lines (utils.core.progress._Lines)
         self.identity = _jsonable(identity)
         self.config = config
         self.finished = {}  # trial -> last finished cycle
@@ -102,8 +100,7 @@ class Run:
             if state is None:
                 self.folder.write_rows([], self.columns)
                 self._write_state()
-        global _active
-        _active = self  # what predict() reports through (active_run())
+        set_active(self)  # what predict() reports through (active_run())
 
     # ------------------------------------------------------------------ resume
     def restore(self, trial: int) -> dict | None:
@@ -214,208 +211,13 @@ class Run:
         self.folder.write_state({"identity": self.identity, "finished": self.finished, "files": self.files,
                                  "plan": {"trials": self.trials, "cycles": self.cycles}})
 
-    # ------------------------------------------------------------------ logging
-    def log(self, message: str) -> None:
-        if self.is_main:
-            print(message, flush=True)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        if not self.is_main:
-            return
-        if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(self.folder.tb_dir)
-            settings = self.config.get("settings", {})
-            self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
-                f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
-        self._tb.add_scalar(tag, value, step)
-
-    def progress(self, iterable: Iterable, desc: str, total: int | None = None, what: str = "epoch") -> Iterable:
-        """``iterable`` (usually the epochs of a stage) with its progress shown: a tqdm bar on a terminal, plain
-        ``[desc] <what> i/total (p%) ... elapsed .. eta ..`` lines at most every PROGRESS_PERIOD seconds
-        otherwise, nothing with --quiet (or off rank 0)."""
-        if self.quiet:
-            return iterable
-        if not self.tty:
-            return _Lines(self.log, desc, what, total, iterable)
-        from tqdm import tqdm
-
-        return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
-
-    def counter(self, desc: str, what: str, total: int, unit: str, eta: bool = True):
-        """A progress of ``total`` ``unit`` (``update(n)``, ``set_postfix_str(text)``, ``close()``): a tqdm bar on
-        a terminal (shown after BAR_DELAY seconds), ``[desc] <what> n/total <unit> (p%) <text> elapsed .. eta ..``
-        lines at most every PROGRESS_PERIOD seconds otherwise; None with --quiet (or off rank 0). ``eta=False``:
-        ``total`` is only a cap the stage may stop well before (an iteration limit), the lines show neither the
-        percentage nor an eta."""
-        if self.quiet:
-            return None
-        if not self.tty:
-            return _Lines(self.log, desc, what, total, unit=unit, eta=eta)
-        from tqdm import tqdm
-
-        return tqdm(desc=f"{desc} {what}", total=total, unit=f" {unit}", leave=False, dynamic_ncols=True,
-                    delay=BAR_DELAY)
-
-    def log_batch(self, bar, epoch: int, batch: int, batches: int, loss: Callable[[], float],
-                  lr: float | None = None) -> None:
-        """Progress within an epoch of ``bar`` (``progress()``'s): ``batch`` of ``batches`` done, ``loss()`` the
-        epoch's mean loss so far, asked for only when shown (it may wait for the device); to the bar's postfix
-        (redrawn at most every BAR_REFRESH seconds) or the progress lines."""
-        if isinstance(bar, _Lines):
-            bar.batch(epoch, batch, batches, loss, lr)
-        elif hasattr(bar, "set_postfix"):
-            now = clock()
-            if now - getattr(bar, "_batch_shown", -BAR_REFRESH) >= BAR_REFRESH:
-                bar._batch_shown = now
-                bar.set_postfix(batch=f"{batch}/{batches}", loss=f"{loss():.3f}")
-
-    def log_epoch(self, bar, tag: str, epoch: int, loss: float, lr: float | None = None) -> None:
-        """The mean training loss of an epoch (and its learning rate): to tensorboard and the
-        progress bar (or lines)."""
-        self.scalar(f"{tag}/train_loss", loss, epoch)
-        if lr is not None:
-            self.scalar(f"{tag}/lr", lr, epoch)
-        if isinstance(bar, _Lines):
-            bar.set_postfix(loss=loss, lr=lr)
-        elif hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss:.3f}")
-
-    @contextmanager
-    def timer(self, times: dict, key: str):
-        start = time.perf_counter()
-        yield
-        times[key] = round(time.perf_counter() - start, 3)
-
     def close(self) -> None:
-        global _active
-        if _active is self:
-            _active = None
+        release(self)
         if self._tb is not None:
             self._tb.close()
         if self._lock is not None:
             self._lock.close()  # (a Run of the same folder in this process takes it again)
             self._lock = None
-
-
-PROGRESS_PERIOD = 30.0  # seconds between two progress lines of a stage when stderr is not a terminal
-BAR_DELAY = 2.0  # seconds before a counter's bar appears on a terminal (short stages show none)
-BAR_REFRESH = 0.5  # seconds between two redraws of a bar's batch postfix
-clock = time.monotonic  # the progress lines' clock (tests replace it)
-_active = None  # the Run of this process predict() reports through: the last one started and not closed
-
-
-def active_run():
-    """The Run whose progress predict() (and whatever has no ``run``) reports through, or None."""
-    return _active
-
-
-class _Unseen:
-    """The counter of a stage no one watches (no active run, --quiet, off rank 0): does nothing."""
-
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-@contextmanager
-def stage_counter(desc: str, what: str, total: int, unit: str, eta: bool = True) -> Iterator:
-    """``active_run().counter(...)`` (see ``Run.counter``) for code that is given no ``run`` (a query's inner
-    loops), closed on exit; with no active run, --quiet or off rank 0 a counter that shows nothing."""
-    run = active_run()
-    report = run.counter(desc, what, total, unit, eta) if run is not None else None
-    if report is None:
-        report = _Unseen()
-    try:
-        yield report
-    finally:
-        report.close()
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-class _Lines:
-    """The progress of one running stage when stderr is not a terminal: a plain line through ``log`` at
-    most every PROGRESS_PERIOD seconds, the first a period after the stage started (a short stage prints
-    nothing). Wraps an iterable (``progress()``: ``[desc] <what> i/total (p%) loss .. lr ..``, per item and,
-    through ``batch()``, per batch of an epoch) or counts (``counter()``: ``update(n)``,
-    ``[desc] <what> n/total <unit> (p%) <text of set_postfix_str>``); each line ends ``elapsed <t> eta <t>``
-    (without the percentage and the eta when ``eta`` is False)."""
-
-    def __init__(self, log, desc: str, what: str, total: int | None, iterable: Iterable | None = None,
-                 unit: str = "", eta: bool = True):
-        if total is None and iterable is not None and hasattr(iterable, "__len__"):
-            total = len(iterable)
-        self.log, self.desc, self.what, self.total, self.iterable, self.unit = log, desc, what, total, iterable, unit
-        self.eta = eta
-        self.done, self.postfix, self.status = 0, {}, ""
-        self.start = self.last = clock()
-
-    def __iter__(self):
-        for item in self.iterable:
-            yield item
-            self.done += 1
-            self._show(self.done, None)
-
-    def __len__(self):
-        return self.total
-
-    def set_postfix(self, **values):
-        self.postfix = values
-
-    def set_postfix_str(self, text: str = "", refresh: bool = True) -> None:
-        """The stage's status in the next lines, after the count (tqdm's signature; nothing is redrawn)."""
-        self.status = text
-
-    def batch(self, epoch: int, batch: int, batches: int, loss: Callable[[], float], lr: float | None) -> None:
-        self.postfix = {"loss": loss, "lr": lr}
-        self._show(epoch + 1, (epoch + batch / max(batches, 1), f"batch {batch}/{batches}"))
-
-    def update(self, n: int) -> None:
-        self.done += n
-        self._show(self.done, None)
-
-    def close(self) -> None:
-        pass
-
-    def _show(self, position: int, within) -> None:
-        now = clock()
-        if now - self.last < PROGRESS_PERIOD:
-            return
-        self.last = now
-        done = within[0] if within else position
-        count = f"{position:,}/{self.total:,}" if self.total else f"{position:,}"
-        parts = [f"[{self.desc}]", self.what, count] + ([self.unit] if self.unit else [])
-        if within:
-            parts.append(within[1])
-        fraction = min(done / self.total, 1.0) if self.total and self.eta else None
-        if fraction is not None:
-            parts.append(f"({100 * fraction:.0f}%)")
-        if self.status:
-            parts.append(self.status)
-        loss = self.postfix.get("loss")
-        if loss is not None:
-            parts.append(f"loss {loss() if callable(loss) else loss:.4f}")
-        if self.postfix.get("lr") is not None:
-            parts.append(f"lr {self.postfix['lr']:.4g}")
-        elapsed = now - self.start
-        parts.append(f"elapsed {_duration(elapsed)}")
-        if fraction:
-            parts.append(f"eta {_duration(elapsed * (1 - fraction) / fraction)}")
-        self.log(" ".join(parts))
 
 
 def _jsonable(value):
@@ -440,7 +242,7 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
               "resumable": sorted(k for k, key in cfg.tree.items() if key.resumable), "derived": derived or {},
               "run": {"command": [script, *getattr(args, "command", sys.argv[1:])], "out": out,
                       "data_root": args.data_root, "device": str(dist.device), "world_size": dist.world_size,
-                      "workers": args.workers, "amp": dist.precision.amp,
+                      "workers": data.workers, "amp": dist.precision.amp,
                       "channels_last": dist.precision.channels_last, "dataset": data.name,
                       "image_shape": image_shape(data), "model_input_size": data.image_size}}
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,

@@ -16,12 +16,11 @@ import dataclasses
 import math
 import random
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 # CCAL's known classes (spec A.1): CIFAR-10 airplane and automobile; 20 CIFAR-100 classes.
 CCAL_KNOWN = {
@@ -128,66 +127,3 @@ def split_query(pool, targets, queried, labeled_known_before):
     known = np.asarray(queried)[is_known]
     return known, np.asarray(queried)[~is_known], query_metrics(pool, targets, queried,
                                                                labeled_known_before + len(known))
-
-
-class Answer(NamedTuple):
-    """An oracle's answer to a query: the images that join the labeled set now, those set aside
-    (unknown classes), those ``waiting`` for a person's labels (next cycle), the cycles.csv columns."""
-
-    known: np.ndarray
-    unknown: np.ndarray
-    waiting: np.ndarray
-    columns: dict
-
-
-class Oracle:
-    """Answers queries. Closed set (``pool`` None): every queried image joins the labeled set.
-    Open set: the known ones join it, the unknown ones are discarded (they cost a label and leave
-    the pool, never trained on), and each answer comes with the open-set columns. Stateless: the
-    caller keeps the labeled and the discarded images. (A person answering: see
-    utils/core/annotation.py.)"""
-
-    waits = False  # answers come at once (True: they wait for a person)
-
-    def __init__(self, pool: OpenSetPool | None = None, targets: np.ndarray | None = None):
-        self.pool, self.targets = pool, targets
-
-    @property
-    def columns(self) -> list:
-        from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
-
-        return CYCLE_COLUMNS + (OPENSET_COLUMNS if self.pool is not None else [])
-
-    def labelable(self, train_idx: np.ndarray) -> np.ndarray:
-        """The training images an initial labeled set may hold (the known ones)."""
-        return train_idx if self.pool is None else train_idx[self.pool.is_known(self.targets, train_idx)]
-
-    def unlabeled(self, train_idx: np.ndarray, labeled_idx: np.ndarray, discarded: np.ndarray) -> np.ndarray:
-        return np.setdiff1d(train_idx, np.union1d(labeled_idx, discarded))
-
-    def start(self, out: str) -> None:
-        """Whatever the oracle records in a new run folder ``out`` (nothing here)."""
-
-    def report(self, out: str, cycle: int, model, pool_idx: np.ndarray, queried: np.ndarray, batch_size: int,
-               workers: int, probs: torch.Tensor | None = None) -> None:
-        """Whatever the oracle shows after a cycle's query (nothing here)."""
-
-    def answer(self, queried: np.ndarray, labeled_idx: np.ndarray) -> Answer:
-        """The labels of ``queried`` (see :class:`Answer`)."""
-        none = np.empty(0, dtype=np.int64)
-        if self.pool is None:
-            return Answer(queried, none, none, {})
-        known, unknown, columns = split_query(self.pool, self.targets, queried, len(labeled_idx))
-        return Answer(known, unknown, none, columns)
-
-
-def open_set(data, known_classes, random_choice=False, seed=0):
-    """With ``known_classes`` K (0 or None: a closed set): the K-way view of ``data`` and its
-    Oracle; the known classes are 0..K-1 or a seeded random choice (``random_choice``)."""
-    if not known_classes:
-        return data, Oracle()
-    targets = data.train_targets
-    known = choose_known_classes(data.num_classes, known_classes, random_choice, seed)
-    pool = OpenSetPool(known, np.empty(0, dtype=np.int64), data.train_idx,
-                       int(np.isin(targets[data.train_idx], known).sum()))
-    return known_class_view(data, pool), Oracle(pool, targets)

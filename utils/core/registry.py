@@ -1,7 +1,7 @@
 """Name -> entry tables of the registries (strategies, models, datasets): names ignore case, and a
 name registered twice is a programming error."""
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 
 class Registry(dict):

@@ -26,7 +26,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 CYCLE_COLUMNS = ["trial", "cycle", "n_labeled", "test_acc", "train_seconds", "query_seconds"]
 OPENSET_COLUMNS = ["n_queried", "n_queried_known", "recall", "precision"]

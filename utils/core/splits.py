@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 
 
 def balanced_subset(targets, size, seed, indices=None):

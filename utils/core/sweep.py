@@ -20,8 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from utils.core.cli import UserError
 from utils.core.config import FALSE, TRUE
+from utils.core.errors import UserError
 from utils.core.results import ResultsFolder
 
 BOOLEANS = set(TRUE) | set(FALSE)

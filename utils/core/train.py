@@ -1,41 +1,13 @@
 """Training and inference helpers shared by the entry scripts."""
 
-import random
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from utils.core import distributed
-from utils.core.cli import UserError
 from utils.core.data import make_loader
-
-
-def seed_everything(seed):
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state():
-    """Every global RNG state, for exact resume."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss]  # loadable with weights_only
-    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state):
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+from utils.core.progress import active_run
 
 
 @torch.no_grad()
@@ -50,12 +22,10 @@ def predict(model, data, indices, fn, batch_size, dist, workers=0, forward=None,
     (``forward(x, batch_indices)`` with ``pass_indices``: the batch's dataset indices). Under
     torch.distributed every rank scores a contiguous shard and the shards are gathered.
 
-    Progress goes through the running Run (``utils.core.loop.active_run()``): a bar on a terminal, else
+    Progress goes through the running Run (``utils.core.progress.active_run()``): a bar on a terminal, else
     ``[<desc>] scoring n/N images ...`` lines when it takes longer than PROGRESS_PERIOD; ``desc`` defaults
     to ``test`` for the test set, ``query`` otherwise.
     """
-    from utils.core.loop import active_run  # (here: utils.core.loop imports this module)
-
     dataset = data.train
     if isinstance(indices, str) and indices == "test":
         dataset, indices = data.test, data.test_idx
@@ -159,55 +129,3 @@ def evaluate(model, data, batch_size, dist, workers=0):
 
 def softmax_probs(out, _targets):
     return torch.softmax(out.logits.float(), dim=1)
-
-
-@contextmanager
-def mc_dropout(model):
-    """Eval mode (BatchNorm uses running statistics) with every dropout layer of the model
-    kept stochastic; yields the dropout layers. Raises if the model has none."""
-    from models.layers import ConsistentDropout
-
-    layers = [m for m in model.modules() if isinstance(m, ConsistentDropout) and m.p > 0]
-    if not layers:
-        raise UserError("this strategy needs a model with dropout (MC dropout); the model has none")
-    was_training = model.training
-    model.eval()
-    for layer in layers:
-        layer.mc_active = True
-    try:
-        yield layers
-    finally:
-        for layer in layers:
-            layer.mc_active = False
-            layer.fix_mask(None)
-        model.train(was_training)
-
-
-def mc_dropout_probs(model, data, indices, samples: int, batch_size: int, dist, workers: int = 0, seed: int = 0, *,
-                     consistent: bool = True) -> torch.Tensor:
-    """Softmax outputs of ``samples`` MC-dropout passes, ``[K, N, C]``, over training-set ``indices``
-    (p(y | x, omega_k), omega_k ~ q(omega): Gal & Ghahramani, 2016, Eq. 8), on the CPU.
-
-    ``consistent=True``: pass k uses one dropout mask per layer for the whole pool (seeded from ``seed``
-    and k), so the k-th outputs of all points come from the same network omega_k (BatchBALD's joint
-    entropies need this, Kirsch et al., 2019, Sec. 3). ``consistent=False``: every sample gets its own
-    mask per pass, drawn from (``seed``, k, layer, its dataset index), so points' estimates are
-    independent (BALD, the *Dropout scores). Either way the result depends on neither the batch size
-    nor the order of ``indices`` nor the number of processes. Models that split at their first dropout
-    (``mc_trunk``/``mc_head``) run the trunk once per batch and only the head K times.
-    """
-    split = hasattr(model, "mc_trunk")
-    with mc_dropout(model) as layers:
-        def k_passes(x, batch_indices):  # the batch's dataset indices key the independent masks
-            trunk = model.mc_trunk(x) if split else x
-            outputs = []
-            for k in range(samples):
-                for i, layer in enumerate(layers):
-                    layer.fix_mask(seed * 1_000_003 + k * 101 + i, None if consistent else batch_indices)
-                out = model.mc_head(trunk) if split else model(trunk)
-                outputs.append(torch.softmax(out.logits.float(), dim=1))
-            return torch.stack(outputs, dim=1)
-
-        probs = predict(model, data, indices, lambda out, _y: out, batch_size, dist, workers, forward=k_passes,
-                        pass_indices=True)
-    return probs.permute(1, 0, 2).contiguous()

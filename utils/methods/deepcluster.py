@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from utils.core import distributed
-from utils.core.cli import UserError
 from utils.core.data import AllowListUnpickler, RefusedGlobal, make_loader
+from utils.core.errors import UserError
 from utils.core.results import atomic_write, load_tensors
 from utils.core.train import predict, train_one_epoch
 

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import cg
 
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 
 KNN = 50
 GAMMA = 3

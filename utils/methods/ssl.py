@@ -30,8 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.transforms import v2
 
-from utils.core.cli import UserError
 from utils.core.distributed import unwrap
+from utils.core.errors import UserError
 from utils.core.registry import Registry
 
 # ============================================================================ pure functions

@@ -18,8 +18,9 @@ import torch
 from config.ccal import CONTRAST, ROLE, SHIFT_OF_MODE
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, path
+from utils.core.cli import add_inert_flags, add_refused_flags, path
 from utils.core.data import make_batch_loader
+from utils.core.errors import UserError
 from utils.core.openset import CCAL_KNOWN, mismatch_pool
 from utils.core.results import atomic_write, load_tensors
 from utils.core.splits import pool_fingerprint

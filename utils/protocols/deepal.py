@@ -17,8 +17,9 @@ from torch import nn
 from config.deepal import MODELS, SERVES, TOOLKIT_SSL
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags
+from utils.core.cli import add_inert_flags, add_refused_flags
 from utils.core.data import cycled_batches, forever, make_batch_loader, make_loader
+from utils.core.errors import UserError
 from utils.core.splits import random_subset
 from utils.core.train import fit
 from utils.methods.ssl import make_ssl
@@ -196,7 +197,7 @@ class DeepAL(PoolProtocol):
         optimizer = self.optimizer(net)
         indices = hook.train_indices(state.labeled_idx) if hook else state.labeled_idx
         loader = make_loader(data.train, indices, cfg.BATCH_SIZE, True, np.random.randint(2**31), dist,
-                             self.args.workers)
+                             self.data.workers)
 
         def start_epoch(epoch):
             net.train()
@@ -238,9 +239,9 @@ class DeepAL(PoolProtocol):
         def labeled_batches(epoch):  # `steps` full batches from reshuffled passes over L
             return cycled_batches(np.random.default_rng([seed, epoch]), labeled_idx, steps, batch).tolist()
 
-        loader = make_batch_loader(data.train, labeled_batches, dist, self.args.workers)
+        loader = make_batch_loader(data.train, labeled_batches, dist, self.data.workers)
         unlabeled = forever(make_loader(data.train, pool_idx, method.unlabeled_batch_size, True,
-                                        np.random.randint(2**31), dist, self.args.workers))
+                                        np.random.randint(2**31), dist, self.data.workers))
         position_of = torch.full((len(data.train),), -1, dtype=torch.long)
         position_of[torch.as_tensor(pool_idx)] = torch.arange(len(pool_idx))
         weak = data.train_transform

@@ -26,16 +26,19 @@ import numpy as np
 import torch
 from torch import nn
 
+import config
 from config.lfosa import SEED_STRATEGIES, SERVES, TEMPERATURE_SCRIPT
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
+from utils.core.cli import add_inert_flags, add_refused_flags, count, parse_script_args, path, str2bool
 from utils.core.config import Settings
 from utils.core.data import load_data, make_loader
+from utils.core.errors import UserError
 from utils.core.loop import start_run
 from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
-from utils.core.train import evaluate, seed_everything, train_one_epoch
+from utils.core.rng import seed_everything
+from utils.core.train import evaluate, train_one_epoch
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.registry import Need
@@ -51,8 +54,9 @@ TRUE_ONLY = dict.fromkeys(("--is-filter", "--is-mini"), "False is not supported:
 def parse_args(argv: list | None, script: str) -> tuple[argparse.Namespace, Settings]:
     """(run-control args, frozen settings) of ``script``: the seed's flags (B.1) set the keys of
     config/lfosa.py's tree; --gpu, --use-cpu, --save-dir, -j/--workers are run control."""
-    return parse_script_args(script, f"{script}: active learning for open-set annotation (Ning et al., CVPR'22)",
-                             argv, add_run_args, refuse=lambda flag, value: flag not in TRUE_ONLY or not value)
+    return parse_script_args(config.tree(script),
+                             f"{script}: active learning for open-set annotation (Ning et al., CVPR'22)", argv,
+                             add_run_args, refuse=lambda flag, value: flag not in TRUE_ONLY or not value)
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -261,7 +265,7 @@ class Experiment:
                                       weight_decay=cfg.WEIGHT_DECAY) for net in nets]
         schedulers = [torch.optim.lr_scheduler.StepLR(o, cfg.STEPSIZE, cfg.GAMMA) for o in optimizers]
         loaders = [make_loader(data.train, m.indices, cfg.BATCH_SIZE, True, np.random.randint(2**31), dist,
-                               self.args.workers) for m in members]
+                               self.data.workers) for m in members]
         bar = self.run.progress(range(cfg.MAX_EPOCH), desc)
         for epoch in bar:
             for member, net, optimizer, loader in zip(members, nets, optimizers, loaders):
@@ -294,7 +298,7 @@ class Experiment:
 
     def test(self, model: nn.Module) -> float:
         """Top-1 accuracy (%) on the known-class test set (a K+1-way model may answer K: wrong)."""
-        return evaluate(model, self.data, self.cfg.BATCH_SIZE, self.dist, self.args.workers)
+        return evaluate(model, self.data, self.cfg.BATCH_SIZE, self.dist, self.data.workers)
 
     def query(self, model: nn.Module, sets: LabelSets, extras: dict | None = None) -> np.ndarray:
         """QUERY_BATCH indices of the pool chosen by the strategy with ``model`` (plain view)."""
@@ -302,7 +306,7 @@ class Experiment:
         candidates = self.strategy.candidates(sets.pool(self.data.train_idx))
         outputs = distributed.unwrap(model).linear.out_features
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
-                           cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.args.workers,
+                           cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.data.workers,
                            extras={"state": sets.state, **(extras or {})}, mc_samples=cfg.MC_SAMPLES,
                            settings=cfg)
         return self.strategy.select(ctx)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from models.resnet import WHOLE_TRUNK
-from utils.core.cli import UserError
 from utils.core.data import augmented_batches, load_data
+from utils.core.errors import UserError
 from utils.samplers import get_strategy, list_strategies
 from utils.samplers.hooks import HookSettings
 from utils.samplers.registry import Need
@@ -152,7 +152,7 @@ class PoolProtocol(abc.ABC):
         """The run's dataset with the protocol's normalisation and augmentation (see load_images)."""
 
     def load_images(self, **options):
-        """The run's dataset (utils/core/data.py's load_data); with a person answering, the own-images
+        """The run's dataset (utils/core/data/datasets.py's load_data); with a person answering, the own-images
         layout, read from the run's image list when resumed."""
         own = self.cfg.ORACLE != "simulated"
         manifest = self.args.out if own and self.args.resume else None
@@ -195,7 +195,7 @@ class PoolProtocol(abc.ABC):
 
     def stream(self, indices: np.ndarray):
         """Endless augmented batches of ``indices`` for a strategy's own networks."""
-        return augmented_batches(self.data, indices, self.batch_size, self.dist, self.args.workers)
+        return augmented_batches(self.data, indices, self.batch_size, self.dist, self.data.workers)
 
     @property
     def batch_size(self) -> int:

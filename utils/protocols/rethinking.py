@@ -16,11 +16,13 @@ from torch import nn
 from config.rethinking import INPUT_SIZE, LP_LABELED_BATCH, METHODS, SERVES
 from models import build_model
 from utils.core import distributed
-from utils.core.cli import UserError, add_inert_flags, add_refused_flags, count, path, positive, str2bool
+from utils.core.cli import add_inert_flags, add_refused_flags, count, path, positive, str2bool
 from utils.core.data import cycled_batches, make_batch_loader
-from utils.core.openset import open_set
+from utils.core.errors import UserError
+from utils.core.oracles import open_set
+from utils.core.rng import seed_everything
 from utils.core.splits import make_split, pool_fingerprint, read_split, split_path, write_split
-from utils.core.train import fit, predict, seed_everything, softmax_probs
+from utils.core.train import fit, predict, softmax_probs
 from utils.methods import deepcluster
 from utils.methods.label_propagation import knn_graph, propagate, pseudo_labels
 from utils.protocols.pool import PoolProtocol, Trial
@@ -225,7 +227,7 @@ class Rethinking(PoolProtocol):
         seed_everything(cfg.SEED)
         learner = self.new_model().to(dist.device)
         deepcluster.pretrain(learner, self.data, self.data.train_idx, self.data.num_classes, cfg.PRETRAIN_EPOCHS,
-                             cfg.PRETRAIN_BATCH_SIZE, cfg.PRETRAIN_LR, dist, run, cfg.SEED, self.args.workers)
+                             cfg.PRETRAIN_BATCH_SIZE, cfg.PRETRAIN_LR, dist, run, cfg.SEED, self.data.workers)
         if dist.is_main:
             deepcluster.save_trunk(learner, self.pretrained, self.weights_provenance())
         distributed.barrier(dist)
@@ -273,7 +275,7 @@ class Rethinking(PoolProtocol):
         if not cfg.ADD_CEAL:
             return
         remaining = np.setdiff1d(pool_idx, queried)
-        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.args.workers,
+        probs = predict(model, self.data, remaining, softmax_probs, cfg.TEST_BATCH, self.dist, self.data.workers,
                         desc="ceal")
         entropy = entropy_scores(probs) / math.log(self.data.num_classes)
         confident = (entropy < cfg.CEAL_TH - cfg.CEAL_DECAY * cycle).numpy()
@@ -312,7 +314,7 @@ class CycleTraining:
         drawn for the next epoch (LP_MODE), their labels and certainty weights."""
         cfg, data, pool_idx = self.cfg, self.data, self.pool_idx
         features = predict(self.model, data, data.train_idx, lambda out, _y: out.features.float(), cfg.TEST_BATCH,
-                           self.dist, self.p.args.workers, desc="label propagation").numpy()
+                           self.dist, self.data.workers, desc="label propagation").numpy()
         graph = knn_graph(features, use_gpu=self.dist.device.type == "cuda")
         labeled_pos = np.searchsorted(data.train_idx, self.labeled_idx)
         labels, weights = pseudo_labels(propagate(graph, labeled_pos, data.train_targets[self.labeled_idx],
@@ -372,6 +374,6 @@ class CycleTraining:
             self.refresh_pseudo_labels()  # (after the last epoch it would change nothing)
 
     def fit(self, run, desc: str) -> None:
-        loader = make_batch_loader(self.data.train, self.batches, self.dist, self.p.args.workers)
+        loader = make_batch_loader(self.data.train, self.batches, self.dist, self.data.workers)
         fit(loader, self.cfg.EPOCHS, self.step, run, desc, lambda _e: self.net.train(), self.end_epoch,
             optimizer=self.optimizer)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from utils.core import distributed
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 from utils.core.train import predict
 from utils.samplers.registry import QueryContext, register_scorer
 

@@ -14,7 +14,7 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
 from utils.core.config import Key
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 from utils.samplers.diversity import kcenter_greedy, min_sq_distances
 from utils.samplers.registry import QueryContext, register_selector
 

@@ -9,7 +9,7 @@ from models.gan import Discriminator, Generator
 from models.gcn import GCN, FactorisedAdjacency
 from models.waal import critic_input
 from utils.core.config import Key
-from utils.core.loop import stage_counter
+from utils.core.progress import stage_counter
 from utils.samplers.diversity import kcenter_greedy, nearest_unique
 from utils.samplers.hooks import VAALHook, WAALHook, resize
 from utils.samplers.registry import QueryContext, register_scorer, register_selector

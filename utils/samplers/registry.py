@@ -28,10 +28,11 @@ import numpy as np
 import torch
 
 from utils.core import distributed
-from utils.core.cli import UserError
 from utils.core.config import Key
+from utils.core.errors import UserError
 from utils.core.registry import Registry
-from utils.core.train import mc_dropout_probs, predict
+from utils.core.train import predict
+from utils.samplers.mc_dropout import mc_dropout_probs
 
 
 @dataclass

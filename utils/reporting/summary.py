@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SEED_KEYS = ("SEED",)  # runs that differ only here (and in resumable settings such as CYCLES) are pooled
-# the settings key naming the query strategy, per script (config/); other scripts: the first of these present
-STRATEGY_KEYS = {"main_al.py --protocol deepal": "STRATEGY", "main_al.py --protocol rethinking": "AL_METHOD",
-                 "AL_center.py": "QUERY_STRATEGY", "AL_center_temperature.py": "QUERY_STRATEGY",
-                 "main_TOD.py": "SAMPLING", "main_LL4AL.py": "SAMPLING"}
+# Results folders written before config.json recorded "strategy_key" (the settings tree names it): the
+# key each script's tree had then; for other scripts, the first of these present. Only those old folders read it.
+OLD_STRATEGY_KEYS = {"main_al.py --protocol deepal": "STRATEGY", "main_al.py --protocol rethinking": "AL_METHOD",
+                     "AL_center.py": "QUERY_STRATEGY", "AL_center_temperature.py": "QUERY_STRATEGY",
+                     "main_TOD.py": "SAMPLING", "main_LL4AL.py": "SAMPLING"}
 RANDOM_NAMES = {"random", "randomsampling"}  # strategy values (lower case) meaning random sampling
 STD_NOTE = "± is the standard deviation over trials (ddof=0)"
 
@@ -62,7 +63,7 @@ def is_open_set(rows: Sequence[dict]) -> bool:
 
 # --------------------------------------------------------------------------- runs and groups
 @dataclass
-class Run:
+class RunRecord:
     """One results folder: its path, config.json (``{}`` when missing) and cycles.csv rows."""
 
     path: str
@@ -86,10 +87,10 @@ class Run:
 class Group:
     """Runs identical but for their seed (one line, one table row); trials of every run count."""
 
-    runs: list[Run] = field(default_factory=list)
+    runs: list[RunRecord] = field(default_factory=list)
 
     @property
-    def first(self) -> Run:
+    def first(self) -> RunRecord:
         return self.runs[0]
 
     @property
@@ -113,18 +114,18 @@ def _canonical(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _ignored(runs: Iterable[Run]) -> set[str]:
+def _ignored(runs: Iterable[RunRecord]) -> set[str]:
     ignored = set(SEED_KEYS)
     for run in runs:
         ignored |= run.resumable
     return ignored
 
 
-def _settings_key(run: Run, drop: set[str]) -> tuple:
+def _settings_key(run: RunRecord, drop: set[str]) -> tuple:
     return run.script, _canonical({k: v for k, v in run.settings.items() if k not in drop})
 
 
-def group_runs(runs: Sequence[Run]) -> list[Group]:
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
     """Runs with rows, those of one script and label identical but for SEED (and resumable settings)
     pooled, in first-seen order; a run without config.json is a group of its own."""
     groups: dict[tuple, Group] = {}
@@ -136,23 +137,27 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     return list(groups.values())
 
 
-def strategy_key(run: Run) -> str | None:
-    """The settings key naming the run's query strategy (STRATEGY, AL_METHOD, QUERY_STRATEGY, ...)."""
+def strategy_key(run: RunRecord) -> str | None:
+    """The settings key naming the run's query strategy (STRATEGY, AL_METHOD, QUERY_STRATEGY, ...): what
+    config.json records (None: the script has none), else, for a folder written before it did, the old table's."""
     settings = run.settings
-    key = STRATEGY_KEYS.get(run.script)
+    if "strategy_key" in run.config:
+        key = run.config["strategy_key"]
+        return key if key in settings else None
+    key = OLD_STRATEGY_KEYS.get(run.script)
     if key in settings:
         return key
-    return next((k for k in dict.fromkeys(STRATEGY_KEYS.values()) if k in settings), None)
+    return next((k for k in dict.fromkeys(OLD_STRATEGY_KEYS.values()) if k in settings), None)
 
 
-def strategy_name(run: Run) -> str | None:
+def strategy_name(run: RunRecord) -> str | None:
     """derived.strategy_name, else the strategy setting's value."""
     name = run.config.get("derived", {}).get("strategy_name")
     key = strategy_key(run)
     return str(name) if name else (str(run.settings[key]) if key else None)
 
 
-def is_random(run: Run) -> bool:
+def is_random(run: RunRecord) -> bool:
     """Whether the run queries at random (derived.strategy_name or the strategy setting)."""
     key = strategy_key(run)
     names = {run.config.get("derived", {}).get("strategy_name"), run.settings.get(key) if key else None}
@@ -189,7 +194,7 @@ def _hide_folder(text: str) -> str:
     return text
 
 
-def differing_keys(runs: Sequence[Run]) -> list[str]:
+def differing_keys(runs: Sequence[RunRecord]) -> list[str]:
     """Sorted settings keys whose values are not the same in every run (SEED and resumable keys
     left out); a key some runs lack differs."""
     ignored = _ignored(runs)

@@ -18,222 +18,28 @@ tests/test_data.py asks for a fake copy of its on-disk layout.
 
 import os
 import pickle
-import threading
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from utils.core.cli import UserError
+from utils.core.data.images import CACHE_BYTES, FileImages, TensorImages
+from utils.core.data.own_images import OwnImages, class_folders, is_own_images, load_own_images
+from utils.core.data.transforms import BatchTransform
+from utils.core.errors import UserError, one_line
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
-
-if TYPE_CHECKING:
-    from utils.core.annotation import OwnImages
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)  # Fashion-MNIST's training set (the toolkit reuses MNIST's)
 GTSRB_MEAN, GTSRB_STD = (0.3337, 0.3064, 0.3171), (0.2672, 0.2564, 0.2629)  # the toolkit's
 SPLIT_SEED = 0  # fixed seed of the digits and Caltech-101 train/test splits
-CACHE_BYTES = 8 * 2**30  # decoded image files are kept in memory up to this size
 
-
-# ----------------------------------------------------------------------------- reading user files
-
-def one_line(text) -> str:
-    """``text`` (a path, an exception) for a one-line message: line breaks and other unprintable
-    characters escaped."""
-    text = str(text)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-_OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one Image.open at a time under it
-
-
-def open_image(path: str):
-    """``PIL.Image.open(path)`` (the header only: pixels are decoded later), refusing with one line
-    an image of more pixels than PIL's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
-    PIL raises only above twice the limit and merely warns between; here both are refused the
-    same way, with no Python warning printed."""
-    from PIL import Image
-
-    try:
-        with _OPEN_LOCK, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
-    except Image.DecompressionBombError as exc:
-        raise UserError(_bomb_message(path, exc)) from None
-    limit = Image.MAX_IMAGE_PIXELS
-    if limit and img.width * img.height > limit:
-        img.close()
-        raise UserError(_bomb_message(path, img.size))
-    return img
-
-
-def _bomb_message(path: str, size) -> str:
-    """The refusal of image ``path``: ``size`` is its (width, height), or the DecompressionBombError
-    PIL raised for it (whose message gives the pixel count: "Image size (N pixels) exceeds ...")."""
-    from PIL import Image
-
-    if isinstance(size, BaseException):
-        shown = str(size).partition("(")[2].partition(" ")[0] or "too many"
-    else:
-        shown = f"{size[0]}x{size[1]}"
-    limit = f" ({Image.MAX_IMAGE_PIXELS:,} pixels)" if Image.MAX_IMAGE_PIXELS else ""
-    return (f"image {one_line(path)} is {one_line(shown)} pixels, over PIL's decompression-bomb limit{limit}; "
-            "shrink it or remove it")
-
-
-# ----------------------------------------------------------------------------- datasets
-
-class TensorImages(Dataset):
-    """Images held in memory as one uint8 tensor ``[N, C, H, W]``; batches are one gather."""
-
-    def __init__(self, images, targets):
-        self.images = images
-        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-
-    def __len__(self):
-        return len(self.targets)
-
-    def __getitems__(self, indices):
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        return self.images[indices], self.targets[indices], indices
-
-
-class FileImages(Dataset):
-    """Images read from files: RGB, resized to ``resize`` x ``resize``, then centre-cropped to
-    ``crop`` (both ``None`` = keep the file's size, which must then match). Each image is decoded
-    once: :meth:`decode` fills one uint8 tensor with the images in use when they take at most
-    ``cache_bytes`` (the default budget suits every supported dataset at its default size); images
-    outside it are decoded on demand and kept too."""
-
-    def __init__(self, paths: list, targets, resize: int | None = None, crop: int | None = None,
-                 cache_bytes: int = CACHE_BYTES):
-        self.paths = list(paths)
-        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-        self.resize, self.crop = resize, crop or resize
-        self.cache_bytes = cache_bytes
-        self.cache, self.decoded = None, torch.zeros(len(self.paths), dtype=torch.bool)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load(self, i: int) -> torch.Tensor:
-        """Image ``i`` decoded from its file, ``[3, H, W]`` uint8."""
-        from PIL import Image
-
-        path = self.paths[i]
-        try:
-            with open_image(path) as img:
-                img = img.convert("RGB")
-                if self.resize:
-                    img = img.resize((self.resize, self.resize), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8)
-        except Image.DecompressionBombError as exc:  # a frame or tile over the limit, found while decoding
-            raise UserError(_bomb_message(path, exc)) from None
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read image {one_line(path)}: {one_line(exc)}; fix or remove the file") from None
-        image = torch.from_numpy(array.copy()).permute(2, 0, 1)
-        if self.crop and self.crop != image.shape[-1]:
-            top = (image.shape[-2] - self.crop) // 2
-            left = (image.shape[-1] - self.crop) // 2
-            image = image[:, top:top + self.crop, left:left + self.crop]
-        return image
-
-    def verify(self, i: int) -> None:
-        """Check that image ``i`` opens as an image (its header; no full decode)."""
-        path = self.paths[i]
-        try:
-            with open_image(path) as img:
-                img.verify()
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise UserError(f"cannot read image {one_line(path)}: {one_line(exc)}; fix or remove the file") from None
-
-    def decode(self, indices, threads: int = 1) -> bool:
-        """Decode the images ``indices`` now, in ``threads`` threads (PIL decodes without the
-        GIL), into the cache when all of this dataset's images fit in ``cache_bytes``; otherwise
-        only check that each opens. Returns whether they are cached. An unreadable file stops
-        with its name, before anything is written."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        todo = np.unique(np.asarray(indices, dtype=np.int64))
-        if not len(todo):
-            return False
-        with ThreadPoolExecutor(max(1, threads)) as pool:
-            if not self._cache_fits(int(todo[0])):
-                list(pool.map(self.verify, todo.tolist()))
-                return False
-            todo = todo[~self.decoded[todo].numpy()]
-            shape = self.cache.shape[1:]
-            for i, image in zip(todo.tolist(), pool.map(self.load, todo.tolist())):
-                if image.shape != shape:
-                    raise UserError(f"image {self.paths[i]} is {tuple(image.shape[1:])} pixels, the others "
-                                    f"{tuple(shape[1:])}: set IMAGE_SIZE to resize them all")
-                self.cache[i], self.decoded[i] = image, True
-        return True
-
-    def _cache_fits(self, i: int) -> bool:
-        """Whether every image fits in ``cache_bytes`` (judged from image ``i``); the first time it
-        does, the cache is allocated, holding image ``i``."""
-        if self.cache is None:
-            first = self.load(i)
-            if len(self.paths) * first.numel() > self.cache_bytes:
-                return False
-            self.cache = torch.empty((len(self.paths), *first.shape), dtype=torch.uint8)
-            self.cache[i], self.decoded[i] = first, True
-        return True
-
-    def __getitems__(self, indices):
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        if not len(indices) or not self._cache_fits(int(indices[0])):
-            return torch.stack([self.load(int(i)) for i in indices]), self.targets[indices], indices
-        for i in indices[~self.decoded[indices]].unique().tolist():
-            self.cache[i], self.decoded[i] = self.load(i), True
-        return self.cache[indices], self.targets[indices], indices
-
-
-# ----------------------------------------------------------------------------- transforms
-
-class BatchTransform(nn.Module):
-    """uint8 batch -> normalised float batch, with optional random crop (zero or reflect
-    padding) and horizontal flip, drawn per sample from the global torch RNG, and an optional
-    bilinear resize to ``size`` x ``size`` (for models made for another input size)."""
-
-    def __init__(self, mean, std, crop_padding=0, flip=False, pad_mode="constant", size=None):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.crop_padding, self.flip, self.pad_mode, self.size = crop_padding, flip, pad_mode, size
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255)
-        n, _, h, w = x.shape
-        if self.crop_padding:
-            p = self.crop_padding
-            padded = nn.functional.pad(x, (p, p, p, p), mode=self.pad_mode)
-            offsets = torch.randint(0, 2 * p + 1, (2, n)).to(x.device)
-            rows = (offsets[0, :, None] + torch.arange(h, device=x.device))[:, None, :, None]
-            cols = (offsets[1, :, None] + torch.arange(w, device=x.device))[:, None, None, :]
-            batch = torch.arange(n, device=x.device)[:, None, None, None]
-            chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-            x = padded[batch, chans, rows, cols]
-        if self.flip:
-            flip = (torch.rand(n) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        if self.size and self.size != w:
-            x = nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return (x - self.mean) / self.std
-
-
-# ----------------------------------------------------------------------------- the bundle
 
 @dataclass
 class ImageData:
@@ -250,8 +56,9 @@ class ImageData:
     eval_transform: BatchTransform
     train_idx: np.ndarray = field(default=None)
     test_idx: np.ndarray = field(default=None)
-    own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/annotation.py)
+    own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/data/own_images.py)
     decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
+    workers: int = 0  # data-loader worker processes of the run's loaders (load_data decides)
 
     @property
     def train_targets(self) -> np.ndarray:
@@ -640,8 +447,6 @@ def _load_gtsrb(root: str, download: bool, image_size: int | None) -> RawSplits:
     when decoded; random crop after size/8 pixels of padding and flips (the toolkit's choice,
     although a flipped traffic sign can mean another sign). ``download``: torchvision's GTSRB,
     laid out so by :func:`_gtsrb_from_torchvision`."""
-    from utils.core.annotation import class_folders
-
     folder = os.path.join(root, "gtsrb")
     for part in ("train", "test"):
         if download and not os.path.isdir(os.path.join(folder, part)):
@@ -660,10 +465,8 @@ def _load_folder(path: str, image_size: int | None, own_images: bool, manifest_o
     """``folder:PATH``: ``PATH/{train,test}/<class>/**`` (every image labeled; torchvision's listing,
     a class folder without images is an error, so is a test class absent from train), or with
     ``own_images`` the annotation layout ``PATH/labeled/<class>/``, ``PATH/unlabeled/**``, optional
-    ``PATH/test/<class>/`` (utils/core/annotation.py; ``manifest_out``: the run folder whose image
+    ``PATH/test/<class>/`` (utils/core/data/own_images.py; ``manifest_out``: the run folder whose image
     list a resumed run reads); resized to ``image_size`` (default 32)."""
-    from utils.core.annotation import class_folders, is_own_images, load_own_images
-
     image_size = image_size or 32
     if is_own_images(path) != own_images:
         if own_images:
@@ -755,148 +558,18 @@ def build_data(name: str, root: str = "./data", download: bool = False, max_trai
     return data
 
 
-# ----------------------------------------------------------------------------- loaders
-
-class IndexSampler(Sampler):
-    """Yields the given dataset indices (not positions), shuffled per epoch from ``seed`` and
-    ``set_epoch`` when asked, and sharded over ``world`` ranks (padded to equal length when
-    ``pad``, as DistributedSampler)."""
-
-    def __init__(self, indices, shuffle=False, seed=0, rank=0, world=1, pad=True):
-        self.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        self.shuffle, self.seed, self.rank, self.world, self.pad = shuffle, seed, rank, world, pad
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def _order(self):
-        order = self.indices
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = order[torch.randperm(len(order), generator=generator)]
-        if self.world > 1 and self.pad and len(order) % self.world:
-            extra = self.world - len(order) % self.world
-            order = torch.cat([order, order[:extra]])
-        return order[self.rank::self.world]
-
-    def __iter__(self):
-        return iter(self._order().tolist())
-
-    def __len__(self):
-        return len(self._order())
-
-
-class BatchListSampler(Sampler):
-    """Yields the batches ``make_batches(epoch)`` returns (lists of dataset indices), every
-    ``world``-th one on each rank, the list padded with its first batches to a multiple of
-    ``world`` (as DistributedSampler pads indices) so every rank takes the same number of steps.
-    ``make_batches`` must give every rank the same list (draw from an RNG seeded by the epoch)."""
-
-    def __init__(self, make_batches, rank=0, world=1):
-        self.make_batches, self.rank, self.world = make_batches, rank, world
-        self.epoch = 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def _mine(self) -> list:
-        batches = self.make_batches(self.epoch)
-        if self.world > 1 and len(batches) % self.world:
-            batches = batches + batches[: self.world - len(batches) % self.world]
-        return batches[self.rank::self.world]
-
-    def __iter__(self):
-        return iter(self._mine())
-
-    def __len__(self):
-        return len(self._mine())
-
-
-def _collate(batch):
-    return batch
-
-
-class IndexBatches(BatchSampler):
-    """``sampler``'s indices in batches of ``batch_size``; ``training`` leaves out a last batch of
-    one image (a BatchNorm layer in training mode cannot normalise a single sample: the seeds
-    crash there). ``set_epoch`` reaches the sampler."""
-
-    def __init__(self, sampler: Sampler, batch_size: int, training: bool = False):
-        super().__init__(sampler, batch_size, drop_last=False)
-        self.training = training
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __iter__(self):
-        for batch in super().__iter__():
-            if len(batch) > 1 or not self.training:
-                yield batch
-
-    def __len__(self):
-        full, rest = divmod(len(self.sampler), self.batch_size)
-        return full + (rest > 1 or (rest == 1 and not self.training))
-
-
-def make_loader(dataset: Dataset, indices, batch_size: int, shuffle: bool = False, seed: int = 0, dist=None,
-                workers: int = 0, pad: bool = True) -> DataLoader:
-    """A DataLoader over ``indices`` of ``dataset`` yielding ``(uint8 images, labels, indices)``;
-    under torch.distributed each rank reads its shard. ``shuffle`` makes it a training loader:
-    reshuffled every epoch (``batch_sampler.set_epoch``), and a last batch of one image is left
-    out (IndexBatches)."""
-    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
-    batches = IndexBatches(IndexSampler(indices, shuffle, seed, rank, world, pad), batch_size, training=shuffle)
-    pin = bool(dist and dist.device.type == "cuda")
-    return DataLoader(dataset, batch_sampler=batches, num_workers=workers or 0, collate_fn=_collate,
-                      pin_memory=pin, persistent_workers=False)
-
-
-def make_batch_loader(dataset: Dataset, make_batches: Callable[[int], list], dist=None, workers: int = 0) -> DataLoader:
-    """A DataLoader over the batches ``make_batches(epoch)`` returns (see BatchListSampler)."""
-    rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
-    pin = bool(dist and dist.device.type == "cuda")
-    return DataLoader(dataset, batch_sampler=BatchListSampler(make_batches, rank, world), num_workers=workers or 0,
-                      collate_fn=_collate, pin_memory=pin)
-
-
-def cycled_batches(rng: np.random.Generator, indices: np.ndarray, batches: int, size: int) -> np.ndarray:
-    """``[batches, size]`` dataset indices from reshuffled passes over ``indices``, each pass a new
-    permutation drawn from ``rng`` (a batch may span two passes; every batch is full)."""
-    passes = max(1, -(-batches * size // len(indices)))
-    return np.concatenate([rng.permutation(indices) for _ in range(passes)])[: batches * size].reshape(batches, size)
-
-
-def forever(loader: DataLoader) -> Iterator:
-    """Endless batches from ``loader``, a new epoch (new shuffle) each pass."""
-    epoch = 0
-    while True:
-        loader.batch_sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
-
-
-def augmented_batches(data: ImageData, indices: np.ndarray, batch_size: int, dist=None,
-                      workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless augmented batches ``(x, y)`` of ``indices`` on the training device, reshuffled every
-    pass; the shuffle seed is drawn from numpy's global RNG when the first batch is asked for."""
-    seed = np.random.randint(2**31)
-    loader = make_loader(data.train, indices, batch_size, True, seed, dist, workers)
-    device = dist.device if dist else torch.device("cpu")
-    for images, targets, _ in forever(loader):
-        yield data.train_transform(images.to(device)), targets.to(device)
-
-
 def load_data(cfg: Mapping, args, **options) -> ImageData:
     """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES,
     MAX_TEST_SAMPLES when the script has it, SEED) and its --data-root, --download and --workers (None: image files are
     decoded in one thread per core, and the data loaders get no worker processes when the images
-    fit in memory, else up to four); ``options``: build_data's other arguments."""
+    fit in memory, else up to four); the data loaders' worker count goes into ``data.workers``;
+    ``options``: build_data's other arguments."""
     cores = os.cpu_count() or 1
     max_test = cfg["MAX_TEST_SAMPLES"] if "MAX_TEST_SAMPLES" in cfg else None
     data = build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"], max_test,
                       cfg["SEED"], cfg["IMAGE_SIZE"],
                       threads=args.workers or cores, **options)
+    data.workers = args.workers
     if args.workers is None:
-        args.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
+        data.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
     return data

@@ -1,0 +1,1 @@
+"""Reading finished results folders back: the summaries and plots of plot.py."""
