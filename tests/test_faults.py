@@ -293,3 +293,58 @@ def test_a_two_process_run_stopped_after_a_cycle_resumes_to_the_uninterrupted_ru
         assert result.returncode == 0, result.stdout + result.stderr
     assert "2 process(es) on cpu" in result.stdout and "resuming" in result.stdout
     assert outcome(cut) == outcome(full)
+
+
+def _zip_writer_full(*_args, **_kwargs):
+    """torch.save on a full disk: its zip writer raises a RuntimeError with the OSError as context."""
+    import errno
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 704 vs 598") from None
+
+
+def test_a_full_disk_while_a_checkpoint_is_saved_is_one_line(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run = Run(str(out), {"settings": IDENTITY}, IDENTITY)
+    commit(run, 0, np.array([1, 2]))
+    before = (out / "checkpoints" / "trial0.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", _zip_writer_full)
+    with pytest.raises(UserError, match="no space left to write .*trial0.pt"):
+        commit(run, 1, np.array([1, 2, 3]))
+    run.close()
+    assert (out / "checkpoints" / "trial0.pt").read_bytes() == before
+    assert not [n for _, _, names in os.walk(out) for n in names if n.startswith(".tmp-")]
+
+
+def test_an_error_that_is_no_write_failure_is_not_reported_as_one(tmp_path):
+    from utils.core.results import atomic_write
+
+    def broken(_fh):
+        try:
+            raise KeyError("x")
+        except KeyError:
+            raise RuntimeError("a bug") from None
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        atomic_write(str(tmp_path / "f"), broken)
+
+
+def test_a_full_tmpfs_while_a_checkpoint_is_saved_is_one_line(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'mount failed'}")
+    try:
+        from utils.core.results import atomic_write
+
+        with pytest.raises(UserError, match="no space left to write"):
+            atomic_write(str(disk / "trial0.pt"), lambda fh: torch.save({"w": torch.ones(100_000)}, fh))
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

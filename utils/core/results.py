@@ -54,17 +54,34 @@ def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> str:
             digest = _sha256(fh)
         os.replace(tmp, path)
         return digest
-    except OSError as exc:
+    except BaseException as exc:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = _write_failure(exc)
+        if cause is None:
+            raise
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"no space left to write {path}: free some and run again with --resume") from None
-        raise UserError(f"cannot write {path} ({exc.strerror or exc}): choose another --out or fix its "
+        raise UserError(f"cannot write {path} ({cause.strerror or cause}): choose another --out or fix its "
                         "permissions") from None
-    except BaseException:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+def _write_failure(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: ``exc`` itself, or an OS-level write failure (disk full,
+    quota, read-only file system, ...) in its cause/context chain, as torch.save's zip writer wraps
+    it in a RuntimeError."""
+    if isinstance(exc, OSError):
+        return exc
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def file_sha256(path: str) -> str | None:
