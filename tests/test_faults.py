@@ -348,3 +348,104 @@ def test_a_full_tmpfs_while_a_checkpoint_is_saved_is_one_line(tmp_path):
         assert os.listdir(disk) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def _ended(pid):
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaps)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_until(condition, seconds):
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+def test_the_jobs_of_a_killed_sweep_end_with_it(tmp_path):
+    """kill -9 of a --jobs sweep (as a scheduler does) ends its processes, which would otherwise go on
+    holding their folders' locks."""
+    import signal
+    import subprocess
+    import sys
+
+    child = tmp_path / "child.py"
+    child.write_text("import sys, time\nsys.path.insert(0, sys.argv[1])\nfrom utils.core.sweep import end_with_parent\n"
+                     "end_with_parent()\nprint('ready', flush=True)\ntime.sleep(120)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from utils.core.sweep import Job, run_jobs"
+         "; run_jobs([Job(n, sys.argv[2] + '/' + n, [sys.argv[1]]) for n in 'ab'], 2, sys.argv[3], None, print)",
+         root, str(tmp_path), str(child)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until(lambda: len(_children(sweep.pid)) == 2 and
+                           all("ready" in (tmp_path / f"{n}.log").read_text() for n in "ab"), 60)
+        jobs = _children(sweep.pid)
+    finally:
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+    try:
+        assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
+    finally:
+        for pid in jobs:
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_sweep_job_is_reported_with_its_own_error_line(tmp_path):
+    from utils.core.sweep import Job, run_jobs
+
+    child = tmp_path / "child.py"
+    child.write_text("import sys\nprint('[trial0/cycle0] train epoch 1/1')\n"
+                     "if sys.argv[1] == 'a':\n    print('error: --out x/a is a file, not a folder', file=sys.stderr)\n"
+                     "    sys.exit(2)\nraise ValueError('a bug')\n")
+    (tmp_path / "a.log").write_text("error: an older run's error\n")
+    lines = []
+    with pytest.raises(UserError, match="2 strategy run"):
+        run_jobs([Job(n, str(tmp_path / n), [n]) for n in "ab"], 2, str(child), None, lines.append)
+    failed = sorted(line for line in lines if " failed (" in line)
+    assert failed[0].startswith("sweep: a failed (exit 2): error: --out x/a is a file, not a folder (log ")
+    assert failed[1].startswith("sweep: b failed (exit 1): ValueError: a bug (log ")
+
+
+@pytest.mark.slow
+def test_main_al_sweep_jobs_end_with_the_sweep(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "sweep"
+    sweep = subprocess.Popen([sys.executable, os.path.join(ROOT, "main_al.py"), *DEEPAL[:6], "--strategy",
+                              "RandomSampling,EntropySampling", *DEEPAL[8:14], "--n_epoch", "10000", "--jobs", "2",
+                              "--out", str(out)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until(lambda: len(_children(sweep.pid)) == 2, 60)
+        jobs = _children(sweep.pid)
+        assert _wait_until(lambda: all((out / n / ".lock").exists() for n in ("RandomSampling", "EntropySampling")),
+                           60)
+    finally:
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+    try:
+        assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
+    finally:
+        for pid in jobs:
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
