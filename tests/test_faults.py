@@ -449,3 +449,41 @@ def test_main_al_sweep_jobs_end_with_the_sweep(tmp_path):
         for pid in jobs:
             if not _ended(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_resume_without_the_checkpoint_refuses_before_it_writes(tmp_path):
+    out = tmp_path / "run"
+    run = Run(str(out), {"settings": IDENTITY}, IDENTITY)
+    commit(run, 0, np.array([1, 2]))
+    run.close()
+    os.remove(out / "checkpoints" / "trial0.pt")
+    before = {name: (out / name).read_bytes() for name in ("config.json", "state.json", "cycles.csv")}
+    with pytest.raises(UserError, match="trial0.pt") as err:
+        Run(str(out), {"settings": IDENTITY, "run": {"command": "another"}}, IDENTITY, resume=True).restore(0)
+    assert "\n" not in str(err.value)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.slow
+def test_contrast_training_stopped_at_its_first_save_starts_over_with_resume_path(tmp_path, monkeypatch, capsys):
+    """A stop before the first last.optim was renamed into place leaves a folder with nothing to
+    resume: --resume_path on it starts over (as --resume does in the other scripts) and says so."""
+    common = ["--dataset", "digits", "--model", "resnet18", "--mode", "feature", "--shift_trans_type", "rotation",
+              "--batch_size", "64", "--epoch", "1", "--known-classes", "0,1", "--max-train-samples", "400",
+              "--set", "WIDTH=8", "--warmup", "0", "--quiet"]
+    cut = tmp_path / "cut"
+
+    def killed(_src, dst):
+        raise Killed(dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed)
+        with pytest.raises(Killed):
+            contrast_main.main([*common, "--logdir", str(cut)])
+    assert not (cut / "last.optim").exists()
+    capsys.readouterr()
+    contrast_main.main([*common, "--logdir", str(cut), "--resume_path", str(cut)])
+    assert "holds no saved encoder yet" in capsys.readouterr().out
+    assert torch.load(cut / "last.config", weights_only=True)["epoch"] == 1
+    with pytest.raises(UserError, match="not found"):  # another folder without a save is still refused
+        contrast_main.resume_state(str(tmp_path / "new"), str(tmp_path / "elsewhere"), {})
