@@ -134,6 +134,10 @@ FLAG_CASES = [
     ("main_TOD.py", ["--out", "{file}"], "is a file, not a folder"),
     ("main_TOD.py", ["--out", "/dev/null"], "is a file, not a folder"),
     ("main_TOD.py", ["--out", "{file}/run"], "lies under the file"),
+    ("main_TOD.py", ["--out", "{file}/line\nbreak"], "lies under the file"),
+    ("main_TOD.py", ["--device", "cpu\ngpu"], "invalid choice"),
+    ("main_al.py --protocol deepal", ["--strategy", ","], "names no strategy"),
+    ("main_al.py --protocol rethinking", ["--al-method", " , "], "names no strategy"),
     ("main_al.py --protocol deepal", ["--out", "{file}/run"], "lies under the file"),
     ("main_al.py --protocol rethinking", ["--out", "{file}/run"], "lies under the file"),
     ("contrast_main.py", ["--logdir", "{file}/run"], "lies under the file"),
@@ -258,3 +262,15 @@ def test_the_toolkits_flags_that_change_nothing_say_so(capsys):
     out = capsys.readouterr().out
     for flag in ("--save_file", "--proxy_model", "--nEmb"):
         assert f"notice: {flag} is accepted and changes nothing" in out
+
+
+def test_an_error_message_with_line_breaks_is_printed_on_one_line(capsys):
+    from utils.core.cli import run_cli
+
+    def main():
+        raise UserError("cannot read image a\nb.png: broken\r\nfile")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == "error: cannot read image a\\nb.png: broken\\r\\nfile\n"

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from utils.core.cli import UserError
+from utils.core.cli import UserError, one_line
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 
@@ -46,13 +46,6 @@ CACHE_BYTES = 8 * 2**30  # decoded image files are kept in memory up to this siz
 
 
 # ----------------------------------------------------------------------------- reading user files
-
-def one_line(text) -> str:
-    """``text`` (a path, an exception) for a one-line message: line breaks and other unprintable
-    characters escaped."""
-    text = str(text)
-    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
 
 _OPEN_LOCK = threading.Lock()  # warnings.catch_warnings is process-wide: one Image.open at a time under it
 

@@ -55,6 +55,8 @@ def strategy_list(text: str | None) -> list[str] | None:
     if text is None or ("," not in text and text.lower() != "all"):
         return None
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"the strategy list {text!r} names no strategy; give A,B,C or all")
     if len(set(n.lower() for n in names)) != len(names):
         raise UserError(f"the strategy list {text!r} names a strategy twice")
     return names
