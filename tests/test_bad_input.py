@@ -274,3 +274,65 @@ def test_an_error_message_with_line_breaks_is_printed_on_one_line(capsys):
         run_cli(main)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err == "error: cannot read image a\\nb.png: broken\\r\\nfile\n"
+
+
+# ----------------------------------------------------------------------------- own images: links
+
+
+def own_images_folder(root):
+    from own_images import make_own_images
+
+    return sorted(make_own_images(str(root), labeled_per_class=1, n_unlabeled=6, n_test=0, classes=3))
+
+
+def scan_in_time(root, seconds=30):
+    """annotation.scan(root) in a thread that must finish within ``seconds`` (a walk that follows
+    symlink loops does not); returns its result or raises its error."""
+    import threading
+
+    from utils.core.annotation import scan
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["images"] = scan(str(root))
+        except UserError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "listing the pool did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["images"]
+
+
+def test_symlink_loops_in_the_pool_are_walked_once(tmp_path):
+    pool = own_images_folder(tmp_path)
+    (tmp_path / "unlabeled" / "deep").mkdir()
+    os.symlink("..", tmp_path / "unlabeled" / "deep" / "up")  # unlabeled/deep/up -> unlabeled/
+    os.symlink(".", tmp_path / "unlabeled" / "here")  # unlabeled/here -> itself
+    images = scan_in_time(tmp_path)
+    assert [p for p in images.paths if p.startswith("unlabeled")] == pool
+
+
+def test_one_image_file_under_two_paths_is_refused_naming_both(tmp_path):
+    pool = own_images_folder(tmp_path)
+    os.symlink(os.path.abspath(tmp_path / pool[0]), tmp_path / "unlabeled" / "again.png")
+    with pytest.raises(UserError, match="are the same image file") as err:
+        scan_in_time(tmp_path)
+    assert str(tmp_path / pool[0]) in str(err.value) and str(tmp_path / "unlabeled" / "again.png") in str(err.value)
+
+
+def test_symlinked_image_files_and_folders_stay_in_the_pool(tmp_path):
+    pool = own_images_folder(tmp_path)
+    (tmp_path / "elsewhere" / "folder").mkdir(parents=True)
+    os.rename(tmp_path / pool[0], tmp_path / "elsewhere" / "file.png")
+    os.symlink(tmp_path / "elsewhere" / "file.png", tmp_path / pool[0])
+    os.rename(tmp_path / pool[1], tmp_path / "elsewhere" / "folder" / "img.png")
+    os.symlink(tmp_path / "elsewhere" / "folder", tmp_path / "unlabeled" / "linked")
+    images = scan_in_time(tmp_path)
+    assert [p for p in images.paths if p.startswith("unlabeled")] == \
+        sorted([pool[0], *pool[2:], os.path.join("unlabeled", "linked", "img.png")])

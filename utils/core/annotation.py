@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from utils.core.cli import UserError
+from utils.core.cli import UserError, one_line
 from utils.core.openset import Answer, Oracle
 from utils.core.results import CYCLE_COLUMNS, atomic_write, write_text
 
@@ -82,14 +82,34 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
 
 
 def _walk_images(folder: str, root: str) -> list:
-    """Relative paths of every image under ``folder`` (any nesting; hidden files and folders
-    skipped), sorted."""
-    paths = []
+    """Relative paths of every image under ``folder`` (any nesting, symlinks followed; hidden files
+    and folders skipped), sorted. Each folder is walked once (by device and inode: a symlink loop
+    ends there), and one file under two paths (a link) is refused, naming both."""
+    paths, seen_dirs, seen_files = [], set(), {}
     for current, dirs, files in os.walk(folder, followlinks=True):
+        if _inode(current) in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(_inode(current))
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        paths += [os.path.relpath(os.path.join(current, f), root) for f in sorted(files)
-                  if has_file_allowed_extension(f, IMG_EXTENSIONS) and not is_hidden(f)]
+        for name in sorted(f for f in files if has_file_allowed_extension(f, IMG_EXTENSIONS) and not is_hidden(f)):
+            path = os.path.join(current, name)
+            key = _inode(path)
+            if key is not None and key in seen_files:
+                raise UserError(f"{one_line(seen_files[key])} and {one_line(path)} are the same image file (a link); "
+                                "keep one of them")
+            seen_files[key] = path
+            paths.append(os.path.relpath(path, root))
     return sorted(paths)
+
+
+def _inode(path: str) -> tuple | None:
+    """(device, inode) of the file or folder ``path`` leads to (None: a broken link)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 @dataclass
