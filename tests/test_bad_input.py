@@ -336,3 +336,57 @@ def test_symlinked_image_files_and_folders_stay_in_the_pool(tmp_path):
     images = scan_in_time(tmp_path)
     assert [p for p in images.paths if p.startswith("unlabeled")] == \
         sorted([pool[0], *pool[2:], os.path.join("unlabeled", "linked", "img.png")])
+
+
+# ----------------------------------------------------------------------------- own images: spreadsheet cells
+
+FORMULAS = {"c0": "=1+1", "c1": "@SUM(1,1)", "c2": "-2+3"}  # class folders a spreadsheet would run
+
+
+def test_cells_that_begin_like_a_formula_are_escaped_and_read_back():
+    import io
+
+    from utils.core.cells import csv_text, read_rows
+
+    values = ["=1+1", "@SUM(1,1)", "+cmd", "-2+3", "\tx", "\rx", "'=x", "''@y", "'plain", "plain", "a=b", ""]
+    text = csv_text(["value"], [[v] for v in values])
+    cells = [line for line in text.split("\r\n")[1:] if line]
+    assert all(not cell.lstrip('"').startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells), cells
+    assert read_rows(io.StringIO(text, newline=""))[1] == [{"value": v} for v in values]
+
+
+@pytest.mark.slow
+def test_class_names_like_formulas_are_escaped_in_every_csv_and_the_answers_round_trip(tmp_path, capsys):
+    import csv
+
+    from conftest import fill_labels
+    from own_images import make_own_images
+
+    import main_al
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_test=30, classes=3)
+    for old, new in FORMULAS.items():
+        for part in ("labeled", "test"):
+            os.rename(root / part / old, root / part / new)
+    argv = ["--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "human", "--strategy", "RandomSampling",
+            "--model", "LeNet", "--n_epoch", "1", "--query-size", "5", "--out", str(out), "--quiet"]
+    main_al.main(argv)
+
+    def cells(name):
+        with open(out / name, newline="") as fh:
+            return [cell for row in csv.reader(fh) for cell in row]
+
+    for name in ("to_label/cycle0.csv", "predictions.csv", "images.csv"):
+        assert not [c for c in cells(name) if c.startswith(("=", "+", "-", "@", "\t", "\r"))], name
+    assert "'=1+1" in cells("images.csv")
+    with open(out / "to_label" / "cycle0.csv", newline="") as fh:
+        first = next(csv.DictReader(fh))["path"]
+    answers = {path: "'" + FORMULAS[name] for path, name in truth.items()}  # as a spreadsheet writes them back
+    rows = fill_labels(out / "to_label" / "cycle0.csv", answers, override={1: FORMULAS[truth[first]]})  # typed
+    main_al.main([*argv, "--resume"])
+    from utils.core.cells import read_rows
+
+    with open(out / "images.csv", newline="") as fh:
+        given = {r["path"]: r["label"] for r in read_rows(fh)[1] if r["labeled_in"] == "0"}
+    assert given == {r["path"]: FORMULAS[truth[r["path"]]] for r in rows} and len(given) == 5

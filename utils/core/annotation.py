@@ -21,7 +21,6 @@ label, are never trained on and never queried again.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
+from utils.core.cells import csv_text, read_rows
 from utils.core.cli import UserError, one_line
 from utils.core.openset import Answer, Oracle
 from utils.core.results import CYCLE_COLUMNS, atomic_write, write_text
@@ -175,7 +175,7 @@ def write_manifest(out: str, images: OwnImages) -> None:
              "" if asked is None else asked]
             for i, (path, label, given, asked) in enumerate(zip(images.paths, images.labels, images.labeled_in,
                                                                 images.queried_in))]
-    write_text(manifest_path(out), _csv_text(MANIFEST_COLUMNS, rows))
+    write_text(manifest_path(out), csv_text(MANIFEST_COLUMNS, rows))
 
 
 def _moved_to(root: str) -> dict:
@@ -201,8 +201,8 @@ def read_manifest(out: str, root: str, scanned: OwnImages) -> OwnImages:
     path = manifest_path(out)
     try:
         with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
+            _, rows = read_rows(fh)
+    except (OSError, csv.Error) as exc:
         raise UserError(f"--resume: cannot read {path} ({exc}); it lists this run's images: restore it or "
                         "start a new --out") from None
     if not rows or list(rows[0]) != MANIFEST_COLUMNS:
@@ -265,14 +265,6 @@ def contact_sheet(images: torch.Tensor, tile: int = 96, columns: int = 10):
     return sheet
 
 
-def _csv_text(header: list, rows: list) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue()
-
-
 def read_answers(path: str, expected: list, classes: list) -> dict:
     """The labels a person filled into the query CSV ``path``, {relative path: label code}: one
     row per ``expected`` path (any order: the rows may be sorted), each label a class name or
@@ -280,9 +272,7 @@ def read_answers(path: str, expected: list, classes: list) -> dict:
     fix = f"fill the label column with one of {', '.join(classes)} or {UNKNOWN}"
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            rows = list(reader)
+            header, rows = read_rows(fh)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read {path} ({exc}); it holds the query to label: restore it") from None
     if any(c not in header for c in TO_LABEL_COLUMNS) or len(header) != len(set(header)):
@@ -381,13 +371,13 @@ class AnnotatorOracle(Oracle):
         if self.dist is not None and not self.dist.is_main:
             return
         paths = self.images.paths
-        write_text(os.path.join(out, "predictions.csv"), _csv_text(
+        write_text(os.path.join(out, "predictions.csv"), csv_text(
             ["path", "predicted", "confidence"],
             [[paths[i], n, f"{float(s):.4f}"] for i, n, s in zip(pool_idx.tolist(), names, score)]))
         if len(queried):
             at = {int(i): k for k, i in enumerate(pool_idx.tolist())}
             rows = [[paths[i], "", names[at[i]], f"{float(score[at[i]]):.4f}"] for i in queried.tolist()]
-            write_text(to_label_path(out, cycle), _csv_text(TO_LABEL_COLUMNS, rows))
+            write_text(to_label_path(out, cycle), csv_text(TO_LABEL_COLUMNS, rows))
             images = self.data.train.__getitems__(queried.tolist())[0]
             atomic_write(to_label_path(out, cycle, "png"), lambda fh: contact_sheet(images).save(fh, format="PNG"))
         write_manifest(out, self.images)
