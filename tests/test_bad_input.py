@@ -390,3 +390,61 @@ def test_class_names_like_formulas_are_escaped_in_every_csv_and_the_answers_roun
     with open(out / "images.csv", newline="") as fh:
         given = {r["path"]: r["label"] for r in read_rows(fh)[1] if r["labeled_in"] == "0"}
     assert given == {r["path"]: FORMULAS[truth[r["path"]]] for r in rows} and len(given) == 5
+
+
+# ----------------------------------------------------------------------------- own images: --oracle folder
+
+
+@pytest.mark.slow
+def test_a_queried_image_that_is_gone_stops_the_folder_oracle_and_resume_continues_once_it_is_back(tmp_path):
+    import csv
+    import shutil
+    import threading
+
+    from own_images import make_own_images
+
+    import main_al
+    from utils.core.results import read_cycles
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_unlabeled=40, n_test=0, classes=3)
+    argv = ["--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "folder", "--strategy", "RandomSampling",
+            "--model", "LeNet", "--n_epoch", "1", "--query-size", "4", "--cycles", "2", "--set", "POLL_SECONDS=0.05",
+            "--out", str(out), "--quiet"]
+    outcome = []
+
+    def run():
+        try:
+            main_al.main(argv)
+        except UserError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    query = out / "to_label" / "cycle0.csv"
+    assert _wait(lambda: query.exists() and read_cycles(str(out)), 120)
+    with open(query, newline="") as fh:
+        paths = [row["path"] for row in csv.DictReader(fh)]
+    for rel in paths[1:]:
+        shutil.move(root / rel, root / "labeled" / truth[rel] / os.path.basename(rel))
+    (tmp_path / "aside").mkdir()
+    shutil.move(root / paths[0], tmp_path / "aside" / "moved.png")  # moved elsewhere (or deleted)
+    worker.join(60)
+    assert not worker.is_alive(), "the folder oracle waits for an image that is gone"
+    message = str(outcome[0])
+    assert f"image {paths[0]} of this run is gone" in message and str(root / paths[0]) in message
+    assert f"{root / 'labeled'}/<class>/" in message and "--resume" in message and "\n" not in message
+    shutil.move(tmp_path / "aside" / "moved.png", root / "labeled" / truth[paths[0]] / os.path.basename(paths[0]))
+    main_al.main([*argv, "--resume"])
+    assert [r["n_labeled"] for r in read_cycles(str(out))] == [6, 10]
+
+
+def _wait(condition, seconds):
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -195,6 +195,13 @@ def _relocate(root: str, rel: str, moved: dict, taken: set) -> list:
     return [p for p in moved.get(os.path.basename(rel), []) if p not in taken]
 
 
+def _gone(root: str, rel: str) -> str:
+    """Why image ``rel`` cannot be found, and where it was looked for (one line)."""
+    return (f"image {one_line(rel)} of this run is gone: it is not at {one_line(os.path.join(root, rel))}, and no "
+            f"file named {one_line(os.path.basename(rel))} is under {os.path.join(root, 'labeled')}/<class>/ or "
+            f"{os.path.join(root, UNKNOWN)}/")
+
+
 def read_manifest(out: str, root: str, scanned: OwnImages) -> OwnImages:
     """The image list of the run in ``out`` (see :func:`write_manifest`), with each image found
     where it is now (an image moved into labeled/<class>/ or unknown/ keeps its index)."""
@@ -214,8 +221,10 @@ def read_manifest(out: str, root: str, scanned: OwnImages) -> OwnImages:
         rel = row["path"]
         places = _relocate(root, rel, moved, taken)
         if len(places) != 1:
-            where = "is gone" if not places else f"is in {len(places)} places ({', '.join(places)})"
-            raise UserError(f"image {rel} of this run {where}: put it back, or start a new --out")
+            if not places:
+                raise UserError(f"{_gone(root, rel)}; put it back, or start a new --out")
+            raise UserError(f"image {rel} of this run is in {len(places)} places ({', '.join(places)}): put it back, "
+                            "or start a new --out")
         rel = places[0]
         name = row["label"]
         if name and name != UNKNOWN and name not in classes:
@@ -425,11 +434,14 @@ class AnnotatorOracle(Oracle):
             labels, left = [], 0
             for i in waiting.tolist():
                 rel = self.images.paths[i]
-                places = _relocate(root, rel, moved, taken)
+                places = _relocate(root, rel, moved, taken) or _relocate(root, rel, _moved_to(root), taken)
+                if not places:  # looked for twice: not a file moved between the two looks
+                    raise UserError(f"{_gone(root, rel)}; put it back (or into labeled/<class>/ or {UNKNOWN}/) and "
+                                    "run again with --resume")
                 if len(places) > 1:
                     raise UserError(f"{os.path.basename(rel)} is in {len(places)} places ({', '.join(places)}); "
                                     "keep one")
-                parts = places[0].split(os.sep) if places else ["unlabeled"]
+                parts = places[0].split(os.sep)
                 if parts[0] == "unlabeled":
                     labels.append(UNLABELED)
                     left += 1
