@@ -448,3 +448,83 @@ def _wait(condition, seconds):
             return False
         time.sleep(0.05)
     return True
+
+
+# ----------------------------------------------------------------------------- SVHN and MNIST files
+
+
+def svhn_file(root, **arrays):
+    from conftest import make_svhn
+    from scipy.io import savemat
+
+    make_svhn(str(root), 20, 10)
+    path = root / "svhn" / "train_32x32.mat"
+    if arrays:
+        savemat(path, arrays, do_compression=True)
+    return path
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda path: path.write_bytes(b"<html>not found</html>"), "cannot read {path} ("),
+    (lambda path: path.write_bytes(path.read_bytes()[:300]), "{path}"),  # truncated
+    (lambda path: svhn_file(path.parent.parent, images=np.zeros((2, 2), np.uint8)), "it holds images, not X and y"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((28, 28, 3, 4), np.uint8), y=np.ones((4, 1))),
+     "X is 28x28x3x4, not 32x32x3xN"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.uint8), y=np.ones((3, 1))),
+     "not one label per image of X (4)"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.float64), y=np.ones((4, 1))),
+     "X is float64 (expected uint8)"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.uint8), y=np.full((4, 1), 11)),
+     "outside 0..10"),
+])
+def test_a_malformed_svhn_file_is_one_line_naming_it(tmp_path, damage, message):
+    from utils.core.data import build_data
+
+    path = svhn_file(tmp_path)
+    damage(path)
+    with pytest.raises(UserError) as err:
+        build_data("svhn", root=str(tmp_path))
+    assert message.format(path=path) in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_an_svhn_file_declaring_more_images_than_the_budget_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    import scipy.io
+
+    from utils.core import data as data_module
+
+    path = svhn_file(tmp_path, X=np.zeros((32, 32, 3, 2000), np.uint8), y=np.ones((2000, 1)))
+    assert path.stat().st_size < 20_000  # 6 MB of images, compressed
+    monkeypatch.setattr(data_module, "CACHE_BYTES", 1000 * 3072)
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *_a, **_k: pytest.fail("the file was inflated"))
+    with pytest.raises(UserError, match=r"X declares 2,000 images \(0.0 GB\), over the 0 GB in-memory budget"):
+        data_module.build_data("svhn", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("damage,culprit,message", [
+    (lambda raw, _: (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00"),
+     "raw/train-images-idx3-ubyte", "cannot read"),
+    (lambda raw, _: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage"), "raw/t10k-labels-idx1-ubyte",
+     "cannot read"),
+    (lambda raw, _: (raw / "train-labels-idx1-ubyte").write_bytes(
+        np.array([2049, 30], dtype=">i4").tobytes() + bytes([12] * 30)), "raw/train-labels-idx1-ubyte",
+     "is not MNIST data"),
+    (lambda raw, processed: [evil_weights(processed / name) for name in ("training.pt", "test.pt")],
+     "processed/training.pt", "cannot read"),
+    (lambda raw, processed: [torch.save((torch.zeros(3, 5, dtype=torch.uint8), torch.zeros(3)), processed / name)
+                             for name in ("training.pt", "test.pt")], "processed/training.pt", "is not MNIST data"),
+])
+def test_a_malformed_or_hostile_mnist_file_is_one_line_naming_it(tmp_path, damage, culprit, message):
+    from conftest import make_mnist
+
+    from utils.core.data import build_data
+
+    make_mnist(str(tmp_path))
+    raw, processed = tmp_path / "MNIST" / "raw", tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    damage(raw, processed)
+    with pytest.raises(UserError) as err:
+        build_data("mnist", root=str(tmp_path))
+    text = str(err.value)
+    assert str(tmp_path / "MNIST" / culprit) in text and message in text and "--download" in text, text
+    assert "\n" not in text
+    assert "weights_only" not in text and not list(processed.glob("*.ran"))

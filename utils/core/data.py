@@ -32,6 +32,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from utils.core.cli import UserError, one_line
 from utils.core.registry import Registry
+from utils.core.results import load_failure
 from utils.core.splits import balanced_subset
 
 if TYPE_CHECKING:
@@ -445,21 +446,78 @@ def _read_cifar(folder: str, files: Sequence[str], label_key: bytes, classes: in
 
 
 def _read_svhn(path: str) -> TensorImages:
-    from scipy.io import loadmat
+    """An SVHN ``.mat`` file: ``X`` of 32 x 32 x 3 x N uint8 images, ``y`` of N labels 1..10. The
+    shapes it declares are checked against the in-memory budget before it is inflated (a small
+    compressed file can declare gigabytes); a malformed file is one line naming it."""
+    from scipy.io import loadmat, whosmat
 
+    fix = "delete it and pass --download"
     try:
-        mat = loadmat(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc}); delete it and pass --download") from None
+        declared = {name: shape for name, shape, _kind in whosmat(path)}
+        problem = _svhn_shape_problem(declared)
+        mat = None if problem else loadmat(path, variable_names=["X", "y"])
+    except Exception as exc:  # a corrupt or crafted file can fail in any way
+        raise UserError(f"cannot read {one_line(path)} ({type(exc).__name__}: {one_line(exc)[:200]}); {fix}") \
+            from None
+    if mat is not None and (mat["X"].dtype != np.uint8 or mat["y"].dtype.kind not in "iuf"
+                            or not np.isin(mat["y"], np.arange(11)).all()):
+        problem = f"X is {mat['X'].dtype} (expected uint8) or y holds labels outside 0..10"
+    if problem:
+        raise UserError(f"{one_line(path)} is not SVHN data: {problem}; {fix}")
     images = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1)))
     return TensorImages(images, mat["y"].reshape(-1).astype(np.int64) % 10)  # label 10 is the digit 0
 
 
+def _svhn_shape_problem(declared: dict) -> str | None:
+    """What is wrong with the arrays an SVHN file declares ({name: shape}), or None."""
+    if "X" not in declared or "y" not in declared:
+        return f"it holds {', '.join(sorted(declared)) or 'no arrays'}, not X and y"
+    images, labels = tuple(declared["X"]), tuple(declared["y"])
+    if len(images) != 4 or images[:3] != (32, 32, 3):
+        return f"X is {'x'.join(map(str, images))}, not 32x32x3xN"
+    if int(np.prod(labels)) != images[3] or max(labels, default=0) != images[3]:
+        return f"y is {'x'.join(map(str, labels))}, not one label per image of X ({images[3]})"
+    if images[3] * 32 * 32 * 3 > CACHE_BYTES:
+        return (f"X declares {images[3]:,} images ({images[3] * 3072 / 2**30:.1f} GB), over the "
+                f"{CACHE_BYTES / 2**30:.0f} GB in-memory budget")
+    return None
+
+
 def _read_mnist(root: str, train: bool, dataset: str = "MNIST") -> TensorImages:
     """torchvision's reader ``dataset`` (MNIST, FashionMNIST: the same idx files under
-    ``<root>/<dataset>/raw``) of one split, as a uint8 ``[N, 1, 28, 28]`` tensor."""
-    split = getattr(_torchvision_datasets(), dataset)(root, train=train)
-    return TensorImages(split.data[:, None].contiguous(), split.targets)
+    ``<root>/<dataset>/raw``) of one split, as a uint8 ``[N, 1, 28, 28]`` tensor. A malformed file,
+    or a ``processed/*.pt`` holding anything but tensors (torchvision prefers that old layout),
+    is one line naming it."""
+    fix = f"delete {one_line(os.path.join(root, dataset))} and pass --download"
+    try:
+        split = getattr(_torchvision_datasets(), dataset)(root, train=train)
+    except Exception as exc:  # a corrupt or crafted file can fail in any way
+        raise UserError(f"cannot read {one_line(_mnist_culprit(root, train, dataset))} ({type(exc).__name__}: "
+                        f"{one_line(load_failure(exc))[:200]}); {fix}") from None
+    data, targets = split.data, split.targets
+    if not (isinstance(data, torch.Tensor) and isinstance(targets, torch.Tensor) and data.dtype == torch.uint8
+            and data.dim() == 3 and targets.dim() == 1 and len(data) == len(targets)
+            and ((targets >= 0) & (targets < 10)).all()):
+        raise UserError(f"{one_line(_mnist_culprit(root, train, dataset))} is not {dataset} data (expected N x 28 x "
+                        f"28 uint8 images and N labels 0..9); {fix}")
+    return TensorImages(data[:, None].contiguous(), targets)
+
+
+def _mnist_culprit(root: str, train: bool, dataset: str) -> str:
+    """The file of ``dataset``'s split that torchvision read: its old ``processed/`` file when both
+    of them exist (torchvision prefers them), else the raw images file, or the raw labels file
+    when the images read."""
+    from torchvision.datasets.mnist import read_image_file
+
+    processed = [os.path.join(root, dataset, "processed", name) for name in ("training.pt", "test.pt")]
+    if all(os.path.exists(p) for p in processed):
+        return processed[0 if train else 1]
+    prefix = os.path.join(root, dataset, "raw", "train" if train else "t10k")
+    try:
+        read_image_file(f"{prefix}-images-idx3-ubyte")
+    except Exception:
+        return f"{prefix}-images-idx3-ubyte"
+    return f"{prefix}-labels-idx1-ubyte"
 
 
 # TOD's choices for CIFAR and SVHN: random crop after 4 pixels of padding, horizontal flip

@@ -233,13 +233,18 @@ def load_tensors(path: str, what: str, fix: str):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        text = str(exc).strip()
-        reason = text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
-        if "unsupported global" in text.lower():
-            reason = "it holds Python objects other than tensors; they are not loaded, as they could run code"
-        elif "WeightsUnpickler error" in text:
-            reason = "not a PyTorch file"
-        raise UserError(f"{what} {path} is unreadable or corrupt ({reason}); {fix}") from None
+        raise UserError(f"{what} {path} is unreadable or corrupt ({load_failure(exc)}); {fix}") from None
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words: the first line of torch's reason,
+    without its advice to load the file unsafely."""
+    text = str(exc).strip()
+    if "unsupported global" in text.lower():
+        return "it holds Python objects other than tensors; they are not loaded, as they could run code"
+    if "WeightsUnpickler error" in text:
+        return "not a PyTorch file"
+    return text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
 
 
 def read_cycles(path: str) -> list[dict]:
