@@ -330,6 +330,17 @@ def test_an_error_that_is_no_write_failure_is_not_reported_as_one(tmp_path):
     with pytest.raises(RuntimeError, match="a bug"):
         atomic_write(str(tmp_path / "f"), broken)
 
+    def interrupted(_fh):  # Ctrl-C while a full disk was being handled: still a Ctrl-C (exit 130)
+        import errno
+
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise KeyboardInterrupt from None
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(tmp_path / "f"), interrupted)
+
 
 def test_a_full_tmpfs_while_a_checkpoint_is_saved_is_one_line(tmp_path):
     import subprocess

@@ -72,9 +72,11 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO
 def _write_failure(exc: BaseException) -> OSError | None:
     """The OSError behind a failed write: ``exc`` itself, or an OS-level write failure (disk full,
     quota, read-only file system, ...) in its cause/context chain, as torch.save's zip writer wraps
-    it in a RuntimeError."""
+    it in a RuntimeError. Ctrl-C and other stops are never one."""
     if isinstance(exc, OSError):
         return exc
+    if not isinstance(exc, Exception):
+        return None
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
