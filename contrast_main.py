@@ -58,11 +58,12 @@ def folders(args, cfg):
     return logdir, args.resume_path or (logdir if args.resume else None)
 
 
-def resume_state(logdir, resume_path, identity):
+def resume_state(logdir, resume_path, identity, log=print):
     """The state saved in ``resume_path`` (None without it), after checking it continues this run
     (the same ``identity``: the settings but the resumable ones, the known classes, the initial
     budget and the world size). Refuses to overwrite another training's checkpoint in ``logdir``;
-    a folder whose first save was interrupted (no ``last.optim``) holds nothing to keep."""
+    a folder whose first save was interrupted (no ``last.optim``) holds nothing to keep: resuming
+    it starts over, and ``log`` says so."""
     logdir_has = os.path.isfile(os.path.join(logdir, "last.optim"))
     if resume_path is None:
         if logdir_has:
@@ -72,6 +73,10 @@ def resume_state(logdir, resume_path, identity):
     if logdir_has and os.path.abspath(logdir) != os.path.abspath(resume_path):
         raise UserError(f"--logdir {logdir} holds another encoder; resume into --logdir {resume_path}")
     path = os.path.join(resume_path, "last.optim")
+    if not os.path.isfile(path) and os.path.abspath(logdir) == os.path.abspath(resume_path):
+        log(f"--resume_path: {resume_path} holds no saved encoder yet (stopped before its first save); starting a "
+            "fresh training in it")
+        return None
     if not os.path.isfile(path):
         raise UserError(f"--resume_path: {path} not found; pass the --logdir of an earlier contrast_main.py run")
     saved = ccal.read_checkpoint(path, "resume state")
@@ -102,7 +107,8 @@ def main(argv=None):
                 "initial_budget": len(pool.labeled_idx), "world_size": dist.world_size, **precision_identity(dist)}
     record = {"mode": cfg.MODE, "settings": cfg.as_dict(), "identity": identity, "image_shape": image_shape(data),
               "pool": pool_fingerprint(train_idx)}
-    saved = resume_state(logdir, resume_path, identity)
+    log = print if dist.is_main else (lambda *_a, **_k: None)
+    saved = resume_state(logdir, resume_path, identity, log)
     batches = ccal.even_batches(train_idx, cfg.BATCH_SIZE, dist.world_size, cfg.SEED, cfg.BATCH_SIZE)
     loader = make_batch_loader(data.train, batches, dist, data.workers)
     steps = len(loader)
@@ -136,7 +142,6 @@ def main(argv=None):
             ccal.save_encoder(logdir, model, optimizer, scheduler, first_epoch, record)
     augment = ccal.make_augment(cfg, cfg.RESIZE_FACTOR, cfg.RESIZE_FIX)
     generator = torch.Generator(dist.device)
-    log = print if dist.is_main else (lambda *_a, **_k: None)
     log(f"{cfg.MODE} encoder on {data.name}: {len(train_idx)} images of {'x'.join(map(str, record['image_shape']))} "
         f"(mismatch {cfg.MISMATCH}), {dist.world_size} process(es) on {dist.device}, {steps} steps/epoch; checkpoints "
         f"in {logdir}" + (f"; resuming after epoch {first_epoch}" if saved else ""), flush=True)

@@ -51,7 +51,7 @@ from utils.core.loop import default_out, start_run
 from utils.core.oracles import AnnotatorOracle, open_set
 from utils.core.results import ResultsFolder
 from utils.core.rng import seed_everything
-from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
+from utils.core.sweep import Job, Shard, child_argv, end_with_parent, finished, run_jobs, strategy_list
 from utils.core.train import evaluate
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
@@ -125,6 +125,7 @@ def own_images_oracle(cfg, args, data, dist):
 
 
 def main(argv=None):
+    end_with_parent()  # a process of a --jobs sweep ends with the sweep
     argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse_args(argv)
     protocol = PROTOCOLS[cfg.PROTOCOL](cfg, args)

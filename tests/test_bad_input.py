@@ -134,6 +134,10 @@ FLAG_CASES = [
     ("main_TOD.py", ["--out", "{file}"], "is a file, not a folder"),
     ("main_TOD.py", ["--out", "/dev/null"], "is a file, not a folder"),
     ("main_TOD.py", ["--out", "{file}/run"], "lies under the file"),
+    ("main_TOD.py", ["--out", "{file}/line\nbreak"], "lies under the file"),
+    ("main_TOD.py", ["--device", "cpu\ngpu"], "invalid choice"),
+    ("main_al.py --protocol deepal", ["--strategy", ","], "names no strategy"),
+    ("main_al.py --protocol rethinking", ["--al-method", " , "], "names no strategy"),
     ("main_al.py --protocol deepal", ["--out", "{file}/run"], "lies under the file"),
     ("main_al.py --protocol rethinking", ["--out", "{file}/run"], "lies under the file"),
     ("contrast_main.py", ["--logdir", "{file}/run"], "lies under the file"),
@@ -258,3 +262,269 @@ def test_the_toolkits_flags_that_change_nothing_say_so(capsys):
     out = capsys.readouterr().out
     for flag in ("--save_file", "--proxy_model", "--nEmb"):
         assert f"notice: {flag} is accepted and changes nothing" in out
+
+
+def test_an_error_message_with_line_breaks_is_printed_on_one_line(capsys):
+    from utils.core.cli import run_cli
+
+    def main():
+        raise UserError("cannot read image a\nb.png: broken\r\nfile")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err == "error: cannot read image a\\nb.png: broken\\r\\nfile\n"
+
+
+# ----------------------------------------------------------------------------- own images: links
+
+
+def own_images_folder(root):
+    from own_images import make_own_images
+
+    return sorted(make_own_images(str(root), labeled_per_class=1, n_unlabeled=6, n_test=0, classes=3))
+
+
+def scan_in_time(root, seconds=30):
+    """annotation.scan(root) in a thread that must finish within ``seconds`` (a walk that follows
+    symlink loops does not); returns its result or raises its error."""
+    import threading
+
+    from utils.core.annotation import scan
+
+    outcome = {}
+
+    def target():
+        try:
+            outcome["images"] = scan(str(root))
+        except UserError as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "listing the pool did not finish"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["images"]
+
+
+def test_symlink_loops_in_the_pool_are_walked_once(tmp_path):
+    pool = own_images_folder(tmp_path)
+    (tmp_path / "unlabeled" / "deep").mkdir()
+    os.symlink("..", tmp_path / "unlabeled" / "deep" / "up")  # unlabeled/deep/up -> unlabeled/
+    os.symlink(".", tmp_path / "unlabeled" / "here")  # unlabeled/here -> itself
+    images = scan_in_time(tmp_path)
+    assert [p for p in images.paths if p.startswith("unlabeled")] == pool
+
+
+def test_one_image_file_under_two_paths_is_refused_naming_both(tmp_path):
+    pool = own_images_folder(tmp_path)
+    os.symlink(os.path.abspath(tmp_path / pool[0]), tmp_path / "unlabeled" / "again.png")
+    with pytest.raises(UserError, match="are the same image file") as err:
+        scan_in_time(tmp_path)
+    assert str(tmp_path / pool[0]) in str(err.value) and str(tmp_path / "unlabeled" / "again.png") in str(err.value)
+
+
+def test_symlinked_image_files_and_folders_stay_in_the_pool(tmp_path):
+    pool = own_images_folder(tmp_path)
+    (tmp_path / "elsewhere" / "folder").mkdir(parents=True)
+    os.rename(tmp_path / pool[0], tmp_path / "elsewhere" / "file.png")
+    os.symlink(tmp_path / "elsewhere" / "file.png", tmp_path / pool[0])
+    os.rename(tmp_path / pool[1], tmp_path / "elsewhere" / "folder" / "img.png")
+    os.symlink(tmp_path / "elsewhere" / "folder", tmp_path / "unlabeled" / "linked")
+    images = scan_in_time(tmp_path)
+    assert [p for p in images.paths if p.startswith("unlabeled")] == \
+        sorted([pool[0], *pool[2:], os.path.join("unlabeled", "linked", "img.png")])
+
+
+# ----------------------------------------------------------------------------- own images: spreadsheet cells
+
+FORMULAS = {"c0": "=1+1", "c1": "@SUM(1,1)", "c2": "-2+3"}  # class folders a spreadsheet would run
+
+
+def test_cells_that_begin_like_a_formula_are_escaped_and_read_back():
+    import io
+
+    from utils.core.cells import csv_text, read_rows
+
+    values = ["=1+1", "@SUM(1,1)", "+cmd", "-2+3", "\tx", "\rx", "'=x", "''@y", "'plain", "plain", "a=b", ""]
+    text = csv_text(["value"], [[v] for v in values])
+    cells = [line for line in text.split("\r\n")[1:] if line]
+    assert all(not cell.lstrip('"').startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells), cells
+    assert read_rows(io.StringIO(text, newline=""))[1] == [{"value": v} for v in values]
+
+
+@pytest.mark.slow
+def test_class_names_like_formulas_are_escaped_in_every_csv_and_the_answers_round_trip(tmp_path, capsys):
+    import csv
+
+    from conftest import fill_labels
+    from own_images import make_own_images
+
+    import main_al
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_test=30, classes=3)
+    for old, new in FORMULAS.items():
+        for part in ("labeled", "test"):
+            os.rename(root / part / old, root / part / new)
+    argv = ["--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "human", "--strategy", "RandomSampling",
+            "--model", "LeNet", "--n_epoch", "1", "--query-size", "5", "--out", str(out), "--quiet"]
+    main_al.main(argv)
+
+    def cells(name):
+        with open(out / name, newline="") as fh:
+            return [cell for row in csv.reader(fh) for cell in row]
+
+    for name in ("to_label/cycle0.csv", "predictions.csv", "images.csv"):
+        assert not [c for c in cells(name) if c.startswith(("=", "+", "-", "@", "\t", "\r"))], name
+    assert "'=1+1" in cells("images.csv")
+    with open(out / "to_label" / "cycle0.csv", newline="") as fh:
+        first = next(csv.DictReader(fh))["path"]
+    answers = {path: "'" + FORMULAS[name] for path, name in truth.items()}  # as a spreadsheet writes them back
+    rows = fill_labels(out / "to_label" / "cycle0.csv", answers, override={1: FORMULAS[truth[first]]})  # typed
+    main_al.main([*argv, "--resume"])
+    from utils.core.cells import read_rows
+
+    with open(out / "images.csv", newline="") as fh:
+        given = {r["path"]: r["label"] for r in read_rows(fh)[1] if r["labeled_in"] == "0"}
+    assert given == {r["path"]: FORMULAS[truth[r["path"]]] for r in rows} and len(given) == 5
+
+
+# ----------------------------------------------------------------------------- own images: --oracle folder
+
+
+@pytest.mark.slow
+def test_a_queried_image_that_is_gone_stops_the_folder_oracle_and_resume_continues_once_it_is_back(tmp_path):
+    import csv
+    import shutil
+    import threading
+
+    from own_images import make_own_images
+
+    import main_al
+    from utils.core.results import read_cycles
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_unlabeled=40, n_test=0, classes=3)
+    argv = ["--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "folder", "--strategy", "RandomSampling",
+            "--model", "LeNet", "--n_epoch", "1", "--query-size", "4", "--cycles", "2", "--set", "POLL_SECONDS=0.05",
+            "--out", str(out), "--quiet"]
+    outcome = []
+
+    def run():
+        try:
+            main_al.main(argv)
+        except UserError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    query = out / "to_label" / "cycle0.csv"
+    assert _wait(lambda: query.exists() and read_cycles(str(out)), 120)
+    with open(query, newline="") as fh:
+        paths = [row["path"] for row in csv.DictReader(fh)]
+    for rel in paths[1:]:
+        shutil.move(root / rel, root / "labeled" / truth[rel] / os.path.basename(rel))
+    (tmp_path / "aside").mkdir()
+    shutil.move(root / paths[0], tmp_path / "aside" / "moved.png")  # moved elsewhere (or deleted)
+    worker.join(60)
+    assert not worker.is_alive(), "the folder oracle waits for an image that is gone"
+    message = str(outcome[0])
+    assert f"image {paths[0]} of this run is gone" in message and str(root / paths[0]) in message
+    assert f"{root / 'labeled'}/<class>/" in message and "--resume" in message and "\n" not in message
+    shutil.move(tmp_path / "aside" / "moved.png", root / "labeled" / truth[paths[0]] / os.path.basename(paths[0]))
+    main_al.main([*argv, "--resume"])
+    assert [r["n_labeled"] for r in read_cycles(str(out))] == [6, 10]
+
+
+def _wait(condition, seconds):
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# ----------------------------------------------------------------------------- SVHN and MNIST files
+
+
+def svhn_file(root, **arrays):
+    from conftest import make_svhn
+    from scipy.io import savemat
+
+    make_svhn(str(root), 20, 10)
+    path = root / "svhn" / "train_32x32.mat"
+    if arrays:
+        savemat(path, arrays, do_compression=True)
+    return path
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda path: path.write_bytes(b"<html>not found</html>"), "cannot read {path} ("),
+    (lambda path: path.write_bytes(path.read_bytes()[:300]), "{path}"),  # truncated
+    (lambda path: svhn_file(path.parent.parent, images=np.zeros((2, 2), np.uint8)), "it holds images, not X and y"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((28, 28, 3, 4), np.uint8), y=np.ones((4, 1))),
+     "X is 28x28x3x4, not 32x32x3xN"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.uint8), y=np.ones((3, 1))),
+     "not one label per image of X (4)"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.float64), y=np.ones((4, 1))),
+     "X is float64 (expected uint8)"),
+    (lambda path: svhn_file(path.parent.parent, X=np.zeros((32, 32, 3, 4), np.uint8), y=np.full((4, 1), 11)),
+     "outside 0..10"),
+])
+def test_a_malformed_svhn_file_is_one_line_naming_it(tmp_path, damage, message):
+    from utils.core.data import build_data
+
+    path = svhn_file(tmp_path)
+    damage(path)
+    with pytest.raises(UserError) as err:
+        build_data("svhn", root=str(tmp_path))
+    assert message.format(path=path) in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def test_an_svhn_file_declaring_more_images_than_the_budget_is_refused_before_it_is_inflated(tmp_path, monkeypatch):
+    import scipy.io
+
+    from utils.core import data as data_module
+
+    path = svhn_file(tmp_path, X=np.zeros((32, 32, 3, 2000), np.uint8), y=np.ones((2000, 1)))
+    assert path.stat().st_size < 20_000  # 6 MB of images, compressed
+    monkeypatch.setattr(data_module, "CACHE_BYTES", 1000 * 3072)
+    monkeypatch.setattr(scipy.io, "loadmat", lambda *_a, **_k: pytest.fail("the file was inflated"))
+    with pytest.raises(UserError, match=r"X declares 2,000 images \(0.0 GB\), over the 0 GB in-memory budget"):
+        data_module.build_data("svhn", root=str(tmp_path))
+
+
+@pytest.mark.parametrize("damage,culprit,message", [
+    (lambda raw, _: (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03\x00"),
+     "raw/train-images-idx3-ubyte", "cannot read"),
+    (lambda raw, _: (raw / "t10k-labels-idx1-ubyte").write_bytes(b"garbage"), "raw/t10k-labels-idx1-ubyte",
+     "cannot read"),
+    (lambda raw, _: (raw / "train-labels-idx1-ubyte").write_bytes(
+        np.array([2049, 30], dtype=">i4").tobytes() + bytes([12] * 30)), "raw/train-labels-idx1-ubyte",
+     "is not MNIST data"),
+    (lambda raw, processed: [evil_weights(processed / name) for name in ("training.pt", "test.pt")],
+     "processed/training.pt", "cannot read"),
+    (lambda raw, processed: [torch.save((torch.zeros(3, 5, dtype=torch.uint8), torch.zeros(3)), processed / name)
+                             for name in ("training.pt", "test.pt")], "processed/training.pt", "is not MNIST data"),
+])
+def test_a_malformed_or_hostile_mnist_file_is_one_line_naming_it(tmp_path, damage, culprit, message):
+    from conftest import make_mnist
+
+    from utils.core.data import build_data
+
+    make_mnist(str(tmp_path))
+    raw, processed = tmp_path / "MNIST" / "raw", tmp_path / "MNIST" / "processed"
+    processed.mkdir()
+    damage(raw, processed)
+    with pytest.raises(UserError) as err:
+        build_data("mnist", root=str(tmp_path))
+    text = str(err.value)
+    assert str(tmp_path / "MNIST" / culprit) in text and message in text and "--download" in text, text
+    assert "\n" not in text
+    assert "weights_only" not in text and not list(processed.glob("*.ran"))

@@ -293,3 +293,208 @@ def test_a_two_process_run_stopped_after_a_cycle_resumes_to_the_uninterrupted_ru
         assert result.returncode == 0, result.stdout + result.stderr
     assert "2 process(es) on cpu" in result.stdout and "resuming" in result.stdout
     assert outcome(cut) == outcome(full)
+
+
+def _zip_writer_full(*_args, **_kwargs):
+    """torch.save on a full disk: its zip writer raises a RuntimeError with the OSError as context."""
+    import errno
+
+    try:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 704 vs 598") from None
+
+
+def test_a_full_disk_while_a_checkpoint_is_saved_is_one_line(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run = Run(str(out), {"settings": IDENTITY}, IDENTITY)
+    commit(run, 0, np.array([1, 2]))
+    before = (out / "checkpoints" / "trial0.pt").read_bytes()
+    monkeypatch.setattr(torch, "save", _zip_writer_full)
+    with pytest.raises(UserError, match="no space left to write .*trial0.pt"):
+        commit(run, 1, np.array([1, 2, 3]))
+    run.close()
+    assert (out / "checkpoints" / "trial0.pt").read_bytes() == before
+    assert not [n for _, _, names in os.walk(out) for n in names if n.startswith(".tmp-")]
+
+
+def test_an_error_that_is_no_write_failure_is_not_reported_as_one(tmp_path):
+    from utils.core.results import atomic_write
+
+    def broken(_fh):
+        try:
+            raise KeyError("x")
+        except KeyError:
+            raise RuntimeError("a bug") from None
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        atomic_write(str(tmp_path / "f"), broken)
+
+    def interrupted(_fh):  # Ctrl-C while a full disk was being handled: still a Ctrl-C (exit 130)
+        import errno
+
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise KeyboardInterrupt from None
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(tmp_path / "f"), interrupted)
+
+
+def test_a_full_tmpfs_while_a_checkpoint_is_saved_is_one_line(tmp_path):
+    import subprocess
+
+    disk = tmp_path / "tiny"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or 'mount failed'}")
+    try:
+        from utils.core.results import atomic_write
+
+        with pytest.raises(UserError, match="no space left to write"):
+            atomic_write(str(disk / "trial0.pt"), lambda fh: torch.save({"w": torch.ones(100_000)}, fh))
+        assert os.listdir(disk) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def _ended(pid):
+    """Whether process ``pid`` has ended (gone, or a zombie nobody reaps)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _wait_until(condition, seconds):
+    import time
+
+    deadline = time.time() + seconds
+    while not condition():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="needs Linux's /proc")
+def test_the_jobs_of_a_killed_sweep_end_with_it(tmp_path):
+    """kill -9 of a --jobs sweep (as a scheduler does) ends its processes, which would otherwise go on
+    holding their folders' locks."""
+    import signal
+    import subprocess
+    import sys
+
+    child = tmp_path / "child.py"
+    child.write_text("import sys, time\nsys.path.insert(0, sys.argv[1])\nfrom utils.core.sweep import end_with_parent\n"
+                     "end_with_parent()\nprint('ready', flush=True)\ntime.sleep(120)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); from utils.core.sweep import Job, run_jobs"
+         "; run_jobs([Job(n, sys.argv[2] + '/' + n, [sys.argv[1]]) for n in 'ab'], 2, sys.argv[3], None, print)",
+         root, str(tmp_path), str(child)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until(lambda: len(_children(sweep.pid)) == 2 and
+                           all("ready" in (tmp_path / f"{n}.log").read_text() for n in "ab"), 60)
+        jobs = _children(sweep.pid)
+    finally:
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+    try:
+        assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
+    finally:
+        for pid in jobs:
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_failed_sweep_job_is_reported_with_its_own_error_line(tmp_path):
+    from utils.core.sweep import Job, run_jobs
+
+    child = tmp_path / "child.py"
+    child.write_text("import sys\nprint('[trial0/cycle0] train epoch 1/1')\n"
+                     "if sys.argv[1] == 'a':\n    print('error: --out x/a is a file, not a folder', file=sys.stderr)\n"
+                     "    sys.exit(2)\nraise ValueError('a bug')\n")
+    (tmp_path / "a.log").write_text("error: an older run's error\n")
+    lines = []
+    with pytest.raises(UserError, match="2 strategy run"):
+        run_jobs([Job(n, str(tmp_path / n), [n]) for n in "ab"], 2, str(child), None, lines.append)
+    failed = sorted(line for line in lines if " failed (" in line)
+    assert failed[0].startswith("sweep: a failed (exit 2): error: --out x/a is a file, not a folder (log ")
+    assert failed[1].startswith("sweep: b failed (exit 1): ValueError: a bug (log ")
+
+
+@pytest.mark.slow
+def test_main_al_sweep_jobs_end_with_the_sweep(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "sweep"
+    sweep = subprocess.Popen([sys.executable, os.path.join(ROOT, "main_al.py"), *DEEPAL[:6], "--strategy",
+                              "RandomSampling,EntropySampling", *DEEPAL[8:14], "--n_epoch", "10000", "--jobs", "2",
+                              "--out", str(out)], cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert _wait_until(lambda: len(_children(sweep.pid)) == 2, 60)
+        jobs = _children(sweep.pid)
+        assert _wait_until(lambda: all((out / n / ".lock").exists() for n in ("RandomSampling", "EntropySampling")),
+                           60)
+    finally:
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait()
+    try:
+        assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
+    finally:
+        for pid in jobs:
+            if not _ended(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_resume_without_the_checkpoint_refuses_before_it_writes(tmp_path):
+    out = tmp_path / "run"
+    run = Run(str(out), {"settings": IDENTITY}, IDENTITY)
+    commit(run, 0, np.array([1, 2]))
+    run.close()
+    os.remove(out / "checkpoints" / "trial0.pt")
+    before = {name: (out / name).read_bytes() for name in ("config.json", "state.json", "cycles.csv")}
+    with pytest.raises(UserError, match="trial0.pt") as err:
+        Run(str(out), {"settings": IDENTITY, "run": {"command": "another"}}, IDENTITY, resume=True).restore(0)
+    assert "\n" not in str(err.value)
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+@pytest.mark.slow
+def test_contrast_training_stopped_at_its_first_save_starts_over_with_resume_path(tmp_path, monkeypatch, capsys):
+    """A stop before the first last.optim was renamed into place leaves a folder with nothing to
+    resume: --resume_path on it starts over (as --resume does in the other scripts) and says so."""
+    common = ["--dataset", "digits", "--model", "resnet18", "--mode", "feature", "--shift_trans_type", "rotation",
+              "--batch_size", "64", "--epoch", "1", "--known-classes", "0,1", "--max-train-samples", "400",
+              "--set", "WIDTH=8", "--warmup", "0", "--quiet"]
+    cut = tmp_path / "cut"
+
+    def killed(_src, dst):
+        raise Killed(dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", killed)
+        with pytest.raises(Killed):
+            contrast_main.main([*common, "--logdir", str(cut)])
+    assert not (cut / "last.optim").exists()
+    capsys.readouterr()
+    contrast_main.main([*common, "--logdir", str(cut), "--resume_path", str(cut)])
+    assert "holds no saved encoder yet" in capsys.readouterr().out
+    assert torch.load(cut / "last.config", weights_only=True)["epoch"] == 1
+    with pytest.raises(UserError, match="not found"):  # another folder without a save is still refused
+        contrast_main.resume_state(str(tmp_path / "new"), str(tmp_path / "elsewhere"), {})

@@ -144,3 +144,9 @@ def test_shards_and_parallel_jobs_equal_one_sequential_sweep_and_finished_runs_a
     rows = {line.split("|")[1].strip(): line for line in table if line.startswith("| ") and "---" not in line}
     assert set(rows) == {"run", "RandomSampling", "EntropySampling", "KCenterGreedy"}
     assert "(" in rows["EntropySampling"].split("|")[-2] and rows["RandomSampling"].split("|")[-2].strip() == "—"
+
+
+def test_an_empty_strategy_list_is_refused():
+    for text in (",", " , ,"):
+        with pytest.raises(UserError, match="names no strategy"):
+            strategy_list(text)

@@ -9,14 +9,14 @@ import sys
 from collections.abc import Callable
 
 from utils.core.config import Settings, Tree, resolve
-from utils.core.errors import UserError
+from utils.core.errors import UserError, one_line
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (no usage dump) and exit code 2."""
 
     def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -174,12 +174,13 @@ def str2bool(text: str) -> bool:
 
 
 def run_cli(main):
-    """Run ``main()``; a :class:`UserError` becomes one line on stderr and exit code 2, Ctrl-C one
-    line and exit code 130 (what was committed stays: --resume continues from it)."""
+    """Run ``main()``; a :class:`UserError` becomes one line on stderr (line breaks in it escaped)
+    and exit code 2, Ctrl-C one line and exit code 130 (what was committed stays: --resume
+    continues from it)."""
     try:
         main()
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: the results folder keeps every finished cycle; --resume continues", file=sys.stderr)

@@ -119,11 +119,17 @@ class Run(Reporter):
         return os.path.relpath(path, self.folder.path)
 
     def _check_files(self) -> None:
-        """Every labeled-set file state.json names is the one committed (checkpoints: _roll_forward)."""
+        """Every labeled-set file state.json names is the one committed, and every trial with a
+        finished cycle has its checkpoint (which one: _roll_forward); checked before anything is
+        written."""
         for name, digest in self.files.items():
             if name.startswith("labeled") and file_sha256(os.path.join(self.folder.path, name)) != digest:
                 raise UserError(f"{os.path.join(self.folder.path, name)} is missing or changed since the run wrote "
                                 "it; restore it or start a new --out")
+        for trial in sorted(self.finished):
+            if not os.path.isfile(self.folder.checkpoint_path(trial)):
+                raise UserError(f"{self.folder.checkpoint_path(trial)} is missing (trial {trial} finished cycle "
+                                f"{self.finished[trial]}); restore it or start a new --out")
 
     def _roll_forward(self) -> None:
         """Finish the commit of a cycle whose checkpoint was written before a kill stopped the run

@@ -21,12 +21,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from utils.core.cells import csv_text, read_rows
 from utils.core.data.own_images import (
     SET_ASIDE,
     UNKNOWN,
     UNLABELED,
     OwnImages,
-    _csv_text,
+    _gone,
     _moved_to,
     _relocate,
     manifest_path,
@@ -133,9 +134,7 @@ def read_answers(path: str, expected: list, classes: list) -> dict:
     fix = f"fill the label column with one of {', '.join(classes)} or {UNKNOWN}"
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            header = reader.fieldnames or []
-            rows = list(reader)
+            header, rows = read_rows(fh)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise UserError(f"cannot read {path} ({exc}); it holds the query to label: restore it") from None
     if any(c not in header for c in TO_LABEL_COLUMNS) or len(header) != len(set(header)):
@@ -232,13 +231,13 @@ class AnnotatorOracle(Oracle):
         if self.dist is not None and not self.dist.is_main:
             return
         paths = self.images.paths
-        write_text(os.path.join(out, "predictions.csv"), _csv_text(
+        write_text(os.path.join(out, "predictions.csv"), csv_text(
             ["path", "predicted", "confidence"],
             [[paths[i], n, f"{float(s):.4f}"] for i, n, s in zip(pool_idx.tolist(), names, score)]))
         if len(queried):
             at = {int(i): k for k, i in enumerate(pool_idx.tolist())}
             rows = [[paths[i], "", names[at[i]], f"{float(score[at[i]]):.4f}"] for i in queried.tolist()]
-            write_text(to_label_path(out, cycle), _csv_text(TO_LABEL_COLUMNS, rows))
+            write_text(to_label_path(out, cycle), csv_text(TO_LABEL_COLUMNS, rows))
             images = self.data.train.__getitems__(queried.tolist())[0]
             atomic_write(to_label_path(out, cycle, "png"), lambda fh: contact_sheet(images).save(fh, format="PNG"))
         write_manifest(out, self.images)
@@ -284,11 +283,14 @@ class AnnotatorOracle(Oracle):
             labels, left = [], 0
             for i in waiting.tolist():
                 rel = self.images.paths[i]
-                places = _relocate(root, rel, moved, taken)
+                places = _relocate(root, rel, moved, taken) or _relocate(root, rel, _moved_to(root), taken)
+                if not places:  # looked for twice: not a file moved between the two looks
+                    raise UserError(f"{_gone(root, rel)}; put it back (or into labeled/<class>/ or {UNKNOWN}/) and "
+                                    "run again with --resume")
                 if len(places) > 1:
                     raise UserError(f"{os.path.basename(rel)} is in {len(places)} places ({', '.join(places)}); "
                                     "keep one")
-                parts = places[0].split(os.sep) if places else ["unlabeled"]
+                parts = places[0].split(os.sep)
                 if parts[0] == "unlabeled":
                     labels.append(UNLABELED)
                     left += 1

@@ -54,17 +54,36 @@ def atomic_write(path: str, write: Callable[[BinaryIO], object]) -> str:
             digest = _sha256(fh)
         os.replace(tmp, path)
         return digest
-    except OSError as exc:
+    except BaseException as exc:
         if tmp and os.path.exists(tmp):
             os.remove(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = _write_failure(exc)
+        if cause is None:
+            raise
+        if cause.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"no space left to write {path}: free some and run again with --resume") from None
-        raise UserError(f"cannot write {path} ({exc.strerror or exc}): choose another --out or fix its "
+        raise UserError(f"cannot write {path} ({cause.strerror or cause}): choose another --out or fix its "
                         "permissions") from None
-    except BaseException:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES, errno.EPERM}
+
+
+def _write_failure(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: ``exc`` itself, or an OS-level write failure (disk full,
+    quota, read-only file system, ...) in its cause/context chain, as torch.save's zip writer wraps
+    it in a RuntimeError. Ctrl-C and other stops are never one."""
+    if isinstance(exc, OSError):
+        return exc
+    if not isinstance(exc, Exception):
+        return None
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def file_sha256(path: str) -> str | None:
@@ -216,13 +235,18 @@ def load_tensors(path: str, what: str, fix: str):
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        text = str(exc).strip()
-        reason = text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
-        if "unsupported global" in text.lower():
-            reason = "it holds Python objects other than tensors; they are not loaded, as they could run code"
-        elif "WeightsUnpickler error" in text:
-            reason = "not a PyTorch file"
-        raise UserError(f"{what} {path} is unreadable or corrupt ({reason}); {fix}") from None
+        raise UserError(f"{what} {path} is unreadable or corrupt ({load_failure(exc)}); {fix}") from None
+
+
+def load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words: the first line of torch's reason,
+    without its advice to load the file unsafely."""
+    text = str(exc).strip()
+    if "unsupported global" in text.lower():
+        return "it holds Python objects other than tensors; they are not loaded, as they could run code"
+    if "WeightsUnpickler error" in text:
+        return "not a PyTorch file"
+    return text.split(". ")[0].splitlines()[0] if text else type(exc).__name__
 
 
 def read_cycles(path: str) -> list[dict]:

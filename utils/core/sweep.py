@@ -7,13 +7,16 @@ and the same initial network (the protocols draw both from the trial's seed befo
 acts). ``--jobs N`` runs N strategies at once as separate processes (the CPU threads divided among
 them; with GPUs, one device per process in turn); ``--shard I/N`` runs the I-th of N slices of the
 strategies, so the slices of a cluster job array write disjoint folders of the same ``--out``. A
-strategy whose folder has finished its plan is skipped; an unfinished one is resumed.
+strategy whose folder has finished its plan is skipped; an unfinished one is resumed. On Linux the
+processes of ``--jobs`` end with the sweep (a parent-death signal), so a killed sweep leaves no run
+holding its folder's lock.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -52,6 +55,8 @@ def strategy_list(text: str | None) -> list[str] | None:
     if text is None or ("," not in text and text.lower() != "all"):
         return None
     names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"the strategy list {text!r} names no strategy; give A,B,C or all")
     if len(set(n.lower() for n in names)) != len(names):
         raise UserError(f"the strategy list {text!r} names a strategy twice")
     return names
@@ -99,6 +104,37 @@ def child_argv(argv: list[str], drop: dict, add: list[str]) -> list[str]:
     return out + add
 
 
+PARENT_ENV = "AL_SWEEP_PARENT"  # the sweep's pid, in the environment of the processes it starts
+PR_SET_DEATHSIG = 1  # prctl(2)
+
+
+def end_with_parent() -> None:
+    """In a process a sweep started (``AL_SWEEP_PARENT`` set): ask Linux to send it SIGTERM when the
+    sweep ends (prctl PR_SET_DEATHSIG), and stop at once if the sweep has already ended. Elsewhere
+    (no sweep, not Linux) nothing."""
+    parent = os.environ.pop(PARENT_ENV, None)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):  # the sweep ended before the signal was asked for
+        raise SystemExit(f"sweep: the sweep that started this run (pid {parent}) has ended; stopping")
+
+
+def error_line(log: str, start: int = 0) -> str:
+    """The line that says why a process failed, from its log ``log`` (read from byte ``start``):
+    its last ``error:`` line, else its last line (a traceback's exception)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(start, os.path.getsize(log) - (1 << 16)))
+            lines = [line.strip() for line in fh.read().decode(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [""])[-1]
+
+
 @dataclass
 class Job:
     name: str
@@ -125,7 +161,8 @@ def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[lis
     while pending or running:
         while pending and len(running) < workers:
             job = pending.pop(0)
-            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                   PARENT_ENV: str(os.getpid())}
             if devices:
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % devices)
             slot += 1
@@ -133,18 +170,19 @@ def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[lis
             log_file = open(job.folder + ".log", "a")
             process = subprocess.Popen([sys.executable, script, *job.argv], env=env, stdout=log_file,
                                        stderr=subprocess.STDOUT)
-            running.append((job, process, log_file, time.time()))
+            running.append((job, process, log_file, time.time(), log_file.tell()))
             log(f"sweep: {job.name} started (log {job.folder}.log)")
         time.sleep(0.2)
         for entry in list(running):
-            job, process, log_file, start = entry
+            job, process, log_file, start, offset = entry
             if process.poll() is None:
                 continue
             running.remove(entry)
             log_file.close()
             if process.returncode:
                 failed.append(job.name)
-                log(f"sweep: {job.name} failed (exit {process.returncode}); see {job.folder}.log")
+                log(f"sweep: {job.name} failed (exit {process.returncode}): {error_line(job.folder + '.log', offset)} "
+                    f"(log {job.folder}.log)")
             else:
                 log(f"sweep: {job.name} finished in {time.time() - start:.0f} s")
     if failed:

@@ -2,6 +2,7 @@
 
 - ``images.py``: reading image files safely, :class:`TensorImages` and :class:`FileImages` (decoded once);
 - ``transforms.py``: :class:`BatchTransform`, normalisation and augmentation of whole batches on the device;
+- ``arrays.py``: readers of the datasets stored as arrays (CIFAR, SVHN, MNIST), each checking its file;
 - ``datasets.py``: the dataset registry and its loaders, the bundle :class:`ImageData`, ``build_data``/``load_data``;
 - ``loaders.py``: data loaders over dataset indices (samplers, fixed batch lists, endless and augmented batches);
 - ``own_images.py``: the own-images layout ``folder:PATH`` with labeled/ and unlabeled/ (a person labels the pool).
@@ -9,13 +10,12 @@
 The public names are importable from ``utils.core.data``.
 """
 
+from utils.core.data.arrays import AllowListUnpickler, RefusedGlobal
 from utils.core.data.datasets import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    AllowListUnpickler,
     ImageData,
     RawSplits,
-    RefusedGlobal,
     build_data,
     list_datasets,
     load_data,

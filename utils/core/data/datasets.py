@@ -17,7 +17,6 @@ tests/test_data.py asks for a fake copy of its on-disk layout.
 """
 
 import os
-import pickle
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,10 +26,18 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from utils.core.data.arrays import (
+    AllowListUnpickler,
+    RefusedGlobal,
+    read_cifar,
+    read_mnist,
+    read_svhn,
+    torchvision_datasets,
+)
 from utils.core.data.images import CACHE_BYTES, FileImages, TensorImages
 from utils.core.data.own_images import OwnImages, class_folders, is_own_images, load_own_images
 from utils.core.data.transforms import BatchTransform
-from utils.core.errors import UserError, one_line
+from utils.core.errors import UserError
 from utils.core.registry import Registry
 from utils.core.splits import balanced_subset
 
@@ -152,150 +159,26 @@ def _require(name: str, root: str, files: Sequence[str], download: bool, fetch: 
         raise _missing(name, os.path.join(root, missing[0]))
 
 
-def _torchvision_datasets():
-    """torchvision.datasets, imported on first use (its downloaders need a network)."""
-    import torchvision.datasets as tvd
-
-    return tvd
-
-
-def _latin1_bytes(text, encoding="latin1"):
-    """``_codecs.encode`` as Python 3 pickles bytes at protocols 0-2 (``encode(str, 'latin1')``), and nothing more."""
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"_codecs.encode of a {type(text).__name__} to {encoding!r}")
-    return text.encode("latin1")
-
-
-def _empty_bytes(*args):
-    """``bytes()``, as Python 3 pickles ``b""`` at protocols 0-2, and nothing more."""
-    if args:
-        raise pickle.UnpicklingError("bytes() of arguments")
-    return b""
-
-
-def _cifar_globals() -> dict:
-    """(module, name) -> object: every global a CIFAR python batch may name (dicts, lists, bytes,
-    str and ints need none): a numpy array as pickled by numpy 1.x (``numpy.core``) or 2.x
-    (``numpy._core``) at protocols 0-4 (``_reconstruct``, ``ndarray``, ``dtype``) or 5
-    (``_frombuffer``), and bytes as Python 3 pickles them at protocols 0-2 (``_codecs.encode``; ``b""``:
-    ``bytes()``)."""
-    if int(np.__version__.split(".")[0]) >= 2:
-        from numpy._core import multiarray, numeric
-    else:  # numpy 1.x
-        from numpy.core import multiarray, numeric
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_bytes,
-               ("builtins", "bytes"): _empty_bytes, ("__builtin__", "bytes"): _empty_bytes}
-    for package in ("numpy.core", "numpy._core"):
-        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
-        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer
-    return allowed
-
-
-class RefusedGlobal(pickle.UnpicklingError):
-    """A pickle names a global its reader does not allow; ``args[0]`` is ``module.name``."""
-
-
-class AllowListUnpickler(pickle.Unpickler):
-    """Unpickles files of a known content and nothing else: ``find_class`` answers only the
-    globals of ``allowed`` ((module, name) -> object), so a crafted file cannot run code on load;
-    any other global raises :class:`RefusedGlobal`. (The CIFAR batches here, the seed's pickled
-    DeepCluster weights in utils/methods/deepcluster.py.)"""
-
-    def __init__(self, file, allowed: Mapping, **kwargs):
-        super().__init__(file, **kwargs)
-        self.allowed = allowed
-
-    def find_class(self, module, name):
-        found = self.allowed.get((module, name))
-        if found is None:
-            raise RefusedGlobal(f"{module}.{name}")
-        return found
-
-
-def _cifar_problem(batch, label_key: bytes, classes: int) -> str | None:
-    """What keeps ``batch`` from being a CIFAR batch (None: nothing): a dict with ``b"data"``, an
-    N x 3072 uint8 array (N >= 1), and ``label_key``, N labels 0..classes-1."""
-    if not isinstance(batch, dict):
-        return f"it holds a {type(batch).__name__}, not a dict"
-    data, labels = batch.get(b"data"), batch.get(label_key)
-    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or not len(data) \
-            or data.dtype != np.uint8:
-        found = f"a {data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray) else \
-            "missing" if data is None else f"a {type(data).__name__}"
-        return f"its b'data' is {found}, not N x 3072 uint8"
-    try:
-        codes = np.asarray(labels) if isinstance(labels, (list, np.ndarray)) else None
-    except (ValueError, TypeError, OverflowError):
-        codes = None
-    if codes is None or codes.shape != (len(data),) or not np.issubdtype(codes.dtype, np.integer) \
-            or codes.min() < 0 or codes.max() >= classes:
-        return f"its {label_key!r} is not {len(data)} labels 0..{classes - 1} (one per image)"
-    return None
-
-
-def _read_cifar(folder: str, files: Sequence[str], label_key: bytes, classes: int) -> TensorImages:
-    """The CIFAR python batches ``files`` of ``folder`` (unpickled by :class:`AllowListUnpickler` with
-    :func:`_cifar_globals`; each
-    checked to be a dict of N x 3072 uint8 ``b"data"`` and N ``label_key`` labels 0..classes-1)."""
-    fix = f"delete {one_line(folder)} and pass --download"
-    images, labels = [], []
-    for name in files:
-        path = os.path.join(folder, name)
-        try:
-            with open(path, "rb") as fh:
-                batch = AllowListUnpickler(fh, _cifar_globals(), encoding="bytes").load()
-        except RefusedGlobal as exc:
-            raise UserError(f"{one_line(path)} holds a {one_line(exc.args[0])[:100]} object, not CIFAR data; {fix}") \
-                from None
-        except Exception as exc:  # a corrupt or crafted file can fail in any way
-            raise UserError(f"cannot read {one_line(path)} ({type(exc).__name__}: {one_line(exc)[:200]}); {fix}") \
-                from None
-        problem = _cifar_problem(batch, label_key, classes)
-        if problem:
-            raise UserError(f"{one_line(path)} is not CIFAR data: {problem}; {fix}")
-        images.append(batch[b"data"].reshape(-1, 3, 32, 32))
-        labels.extend(np.asarray(batch[label_key], dtype=np.int64).tolist())
-    return TensorImages(torch.from_numpy(np.concatenate(images)), labels)
-
-
-def _read_svhn(path: str) -> TensorImages:
-    from scipy.io import loadmat
-
-    try:
-        mat = loadmat(path)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc}); delete it and pass --download") from None
-    images = torch.from_numpy(np.ascontiguousarray(mat["X"].transpose(3, 2, 0, 1)))
-    return TensorImages(images, mat["y"].reshape(-1).astype(np.int64) % 10)  # label 10 is the digit 0
-
-
-def _read_mnist(root: str, train: bool, dataset: str = "MNIST") -> TensorImages:
-    """torchvision's reader ``dataset`` (MNIST, FashionMNIST: the same idx files under
-    ``<root>/<dataset>/raw``) of one split, as a uint8 ``[N, 1, 28, 28]`` tensor."""
-    split = getattr(_torchvision_datasets(), dataset)(root, train=train)
-    return TensorImages(split.data[:, None].contiguous(), split.targets)
-
-
 # TOD's choices for CIFAR and SVHN: random crop after 4 pixels of padding, horizontal flip
 
 @register_dataset("cifar10")
 def _load_cifar10(root: str, download: bool, image_size: int | None) -> RawSplits:
     """CIFAR-10 in torchvision's layout (``cifar-10-batches-py``): 32x32 RGB, 10 classes."""
     _require("cifar10", root, ["cifar-10-batches-py/data_batch_1", "cifar-10-batches-py/test_batch"], download,
-             lambda: _torchvision_datasets().CIFAR10(root, download=True))
+             lambda: torchvision_datasets().CIFAR10(root, download=True))
     folder = os.path.join(root, "cifar-10-batches-py")
-    return RawSplits(_read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10),
-                     _read_cifar(folder, ["test_batch"], b"labels", 10), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
+    return RawSplits(read_cifar(folder, [f"data_batch_{i}" for i in range(1, 6)], b"labels", 10),
+                     read_cifar(folder, ["test_batch"], b"labels", 10), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
 @register_dataset("cifar100")
 def _load_cifar100(root: str, download: bool, image_size: int | None) -> RawSplits:
     """CIFAR-100 in torchvision's layout (``cifar-100-python``): 32x32 RGB, 100 fine classes."""
     _require("cifar100", root, ["cifar-100-python/train", "cifar-100-python/test"], download,
-             lambda: _torchvision_datasets().CIFAR100(root, download=True))
+             lambda: torchvision_datasets().CIFAR100(root, download=True))
     folder = os.path.join(root, "cifar-100-python")
-    return RawSplits(_read_cifar(folder, ["train"], b"fine_labels", 100),
-                     _read_cifar(folder, ["test"], b"fine_labels", 100), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
+    return RawSplits(read_cifar(folder, ["train"], b"fine_labels", 100),
+                     read_cifar(folder, ["test"], b"fine_labels", 100), 3, 32, CIFAR_MEAN, CIFAR_STD, 4, True)
 
 
 @register_dataset("svhn")
@@ -303,11 +186,11 @@ def _load_svhn(root: str, download: bool, image_size: int | None) -> RawSplits:
     """SVHN in torchvision's layout (``svhn/{train,test}_32x32.mat``): 32x32 RGB digits 0-9."""
     def fetch() -> None:
         for split in ("train", "test"):
-            _torchvision_datasets().SVHN(os.path.join(root, "svhn"), split=split, download=True)
+            torchvision_datasets().SVHN(os.path.join(root, "svhn"), split=split, download=True)
 
     _require("svhn", root, ["svhn/train_32x32.mat", "svhn/test_32x32.mat"], download, fetch)
-    return RawSplits(_read_svhn(os.path.join(root, "svhn", "train_32x32.mat")),
-                     _read_svhn(os.path.join(root, "svhn", "test_32x32.mat")),
+    return RawSplits(read_svhn(os.path.join(root, "svhn", "train_32x32.mat")),
+                     read_svhn(os.path.join(root, "svhn", "test_32x32.mat")),
                      3, 32, (0.4310, 0.4302, 0.4463), (0.1965, 0.1984, 0.1992), 4, True)
 
 
@@ -316,8 +199,8 @@ def _load_mnist(root: str, download: bool, image_size: int | None) -> RawSplits:
     """MNIST in torchvision's raw layout (``MNIST/raw/*-idx3-ubyte``): 28x28 grey, 10 classes."""
     files = [f"MNIST/raw/{prefix}-{kind}-idx{dims}-ubyte" for prefix in ("train", "t10k")
              for kind, dims in (("images", 3), ("labels", 1))]
-    _require("mnist", root, files, download, lambda: _torchvision_datasets().MNIST(root, download=True))
-    return RawSplits(_read_mnist(root, True), _read_mnist(root, False), 1, 28, (0.1307,), (0.3081,), 2, False)
+    _require("mnist", root, files, download, lambda: torchvision_datasets().MNIST(root, download=True))
+    return RawSplits(read_mnist(root, True), read_mnist(root, False), 1, 28, (0.1307,), (0.3081,), 2, False)
 
 
 @register_dataset("fashionmnist")
@@ -327,8 +210,8 @@ def _load_fashionmnist(root: str, download: bool, image_size: int | None) -> Raw
     profile, config/deepal.py), flipped as the toolkit, no crop."""
     files = [f"FashionMNIST/raw/{prefix}-{kind}-idx{dims}-ubyte" for prefix in ("train", "t10k")
              for kind, dims in (("images", 3), ("labels", 1))]
-    _require("fashionmnist", root, files, download, lambda: _torchvision_datasets().FashionMNIST(root, download=True))
-    return RawSplits(_read_mnist(root, True, "FashionMNIST"), _read_mnist(root, False, "FashionMNIST"), 1, 28,
+    _require("fashionmnist", root, files, download, lambda: torchvision_datasets().FashionMNIST(root, download=True))
+    return RawSplits(read_mnist(root, True, "FashionMNIST"), read_mnist(root, False, "FashionMNIST"), 1, 28,
                      FASHION_MEAN, FASHION_STD, 0, True)
 
 
@@ -368,7 +251,7 @@ def _load_caltech101(root: str, download: bool, image_size: int | None) -> RawSp
     (default 224)."""
     candidates = [os.path.join(root, "101_ObjectCategories"), os.path.join(root, "caltech101", "101_ObjectCategories")]
     if download and not any(map(os.path.isdir, candidates)):
-        _torchvision_datasets().Caltech101(root, download=True)
+        torchvision_datasets().Caltech101(root, download=True)
     folder = next((c for c in candidates if os.path.isdir(c)), None)
     if folder is None:
         raise _missing("caltech101", candidates[0])
@@ -426,7 +309,7 @@ def _gtsrb_from_torchvision(root: str, part: str) -> None:
     renamed into place once complete."""
     import shutil
 
-    samples = _torchvision_datasets().GTSRB(root, split=part, download=True)._samples  # (path, class)
+    samples = torchvision_datasets().GTSRB(root, split=part, download=True)._samples  # (path, class)
     partial = os.path.join(root, "gtsrb", f".{part}.partial")
     shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted conversion
     for path, label in samples:

@@ -16,14 +16,14 @@ are added or moved.
 from __future__ import annotations
 
 import csv
-import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
-from utils.core.errors import UserError
+from utils.core.cells import csv_text, read_rows
+from utils.core.errors import UserError, one_line
 from utils.core.results import write_text
 
 UNKNOWN = "unknown"
@@ -73,14 +73,34 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
 
 
 def _walk_images(folder: str, root: str) -> list:
-    """Relative paths of every image under ``folder`` (any nesting; hidden files and folders
-    skipped), sorted."""
-    paths = []
+    """Relative paths of every image under ``folder`` (any nesting, symlinks followed; hidden files
+    and folders skipped), sorted. Each folder is walked once (by device and inode: a symlink loop
+    ends there), and one file under two paths (a link) is refused, naming both."""
+    paths, seen_dirs, seen_files = [], set(), {}
     for current, dirs, files in os.walk(folder, followlinks=True):
+        if _inode(current) in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(_inode(current))
         dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        paths += [os.path.relpath(os.path.join(current, f), root) for f in sorted(files)
-                  if has_file_allowed_extension(f, IMG_EXTENSIONS) and not is_hidden(f)]
+        for name in sorted(f for f in files if has_file_allowed_extension(f, IMG_EXTENSIONS) and not is_hidden(f)):
+            path = os.path.join(current, name)
+            key = _inode(path)
+            if key is not None and key in seen_files:
+                raise UserError(f"{one_line(seen_files[key])} and {one_line(path)} are the same image file (a link); "
+                                "keep one of them")
+            seen_files[key] = path
+            paths.append(os.path.relpath(path, root))
     return sorted(paths)
+
+
+def _inode(path: str) -> tuple | None:
+    """(device, inode) of the file or folder ``path`` leads to (None: a broken link)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 @dataclass
@@ -146,7 +166,7 @@ def write_manifest(out: str, images: OwnImages) -> None:
              "" if asked is None else asked]
             for i, (path, label, given, asked) in enumerate(zip(images.paths, images.labels, images.labeled_in,
                                                                 images.queried_in))]
-    write_text(manifest_path(out), _csv_text(MANIFEST_COLUMNS, rows))
+    write_text(manifest_path(out), csv_text(MANIFEST_COLUMNS, rows))
 
 
 def _moved_to(root: str) -> dict:
@@ -166,14 +186,21 @@ def _relocate(root: str, rel: str, moved: dict, taken: set) -> list:
     return [p for p in moved.get(os.path.basename(rel), []) if p not in taken]
 
 
+def _gone(root: str, rel: str) -> str:
+    """Why image ``rel`` cannot be found, and where it was looked for (one line)."""
+    return (f"image {one_line(rel)} of this run is gone: it is not at {one_line(os.path.join(root, rel))}, and no "
+            f"file named {one_line(os.path.basename(rel))} is under {os.path.join(root, 'labeled')}/<class>/ or "
+            f"{os.path.join(root, UNKNOWN)}/")
+
+
 def read_manifest(out: str, root: str, scanned: OwnImages) -> OwnImages:
     """The image list of the run in ``out`` (see :func:`write_manifest`), with each image found
     where it is now (an image moved into labeled/<class>/ or unknown/ keeps its index)."""
     path = manifest_path(out)
     try:
         with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
+            _, rows = read_rows(fh)
+    except (OSError, csv.Error) as exc:
         raise UserError(f"--resume: cannot read {path} ({exc}); it lists this run's images: restore it or "
                         "start a new --out") from None
     if not rows or list(rows[0]) != MANIFEST_COLUMNS:
@@ -185,8 +212,10 @@ def read_manifest(out: str, root: str, scanned: OwnImages) -> OwnImages:
         rel = row["path"]
         places = _relocate(root, rel, moved, taken)
         if len(places) != 1:
-            where = "is gone" if not places else f"is in {len(places)} places ({', '.join(places)})"
-            raise UserError(f"image {rel} of this run {where}: put it back, or start a new --out")
+            if not places:
+                raise UserError(f"{_gone(root, rel)}; put it back, or start a new --out")
+            raise UserError(f"image {rel} of this run is in {len(places)} places ({', '.join(places)}): put it back, "
+                            "or start a new --out")
         rel = places[0]
         name = row["label"]
         if name and name != UNKNOWN and name not in classes:
@@ -209,11 +238,3 @@ def load_own_images(root: str, manifest_out: str | None) -> OwnImages:
     if manifest_out and os.path.isfile(manifest_path(manifest_out)):
         return read_manifest(manifest_out, root, scan(root, fresh=False))
     return scan(root)
-
-
-def _csv_text(header: list, rows: list) -> str:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return text.getvalue()
