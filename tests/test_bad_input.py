@@ -290,7 +290,7 @@ def scan_in_time(root, seconds=30):
     symlink loops does not); returns its result or raises its error."""
     import threading
 
-    from utils.core.annotation import scan
+    from utils.core.data.own_images import scan
 
     outcome = {}
 
@@ -491,10 +491,11 @@ def test_an_svhn_file_declaring_more_images_than_the_budget_is_refused_before_it
     import scipy.io
 
     from utils.core import data as data_module
+    from utils.core.data import arrays
 
     path = svhn_file(tmp_path, X=np.zeros((32, 32, 3, 2000), np.uint8), y=np.ones((2000, 1)))
     assert path.stat().st_size < 20_000  # 6 MB of images, compressed
-    monkeypatch.setattr(data_module, "CACHE_BYTES", 1000 * 3072)
+    monkeypatch.setattr(arrays, "CACHE_BYTES", 1000 * 3072)  # the budget the SVHN reader checks
     monkeypatch.setattr(scipy.io, "loadmat", lambda *_a, **_k: pytest.fail("the file was inflated"))
     with pytest.raises(UserError, match=r"X declares 2,000 images \(0.0 GB\), over the 0 GB in-memory budget"):
         data_module.build_data("svhn", root=str(tmp_path))
