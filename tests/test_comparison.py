@@ -1,0 +1,154 @@
+"""Comparisons that hold up (utils/core/summary.py, plot.py): bootstrap intervals over trials, the
+paired t-test against a reference strategy, the pairwise penalty matrix (Ash et al., 2020), the
+stopping statistic, the per-class test accuracies, the imbalanced pools and the budget regimes, on
+known answers."""
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import plot
+from utils.core import summary
+from utils.core.cli import UserError
+
+HEADER = "trial,cycle,n_labeled,test_acc,train_seconds,query_seconds,balanced_acc,min_class_acc\n"
+
+
+def write_run(folder, strategy, accs, sizes=(10, 20, 40), balanced=None, kappas=None):
+    """A main_al.py --protocol deepal folder: ``accs`` one list of test accuracies per trial."""
+    folder.mkdir(parents=True)
+    extra = ",stop_kappa" if kappas is not None else ""
+    lines = []
+    for t, trial in enumerate(accs):
+        for c, (n, acc) in enumerate(zip(sizes, trial)):
+            bal = acc if balanced is None else balanced[t][c]
+            kappa = "" if kappas is None else f",{kappas[t][c]}"
+            lines.append(f"{t},{c},{n},{acc},1.0,0.5,{bal},{bal - 10}{kappa}\n")
+    (folder / "cycles.csv").write_text(HEADER.rstrip("\n") + extra + "\n" + "".join(lines))
+    config = {"script": "main_al.py --protocol deepal", "label": strategy, "resumable": ["TRIALS"],
+              "settings": {"STRATEGY": strategy, "SEED": 1, "TRIALS": len(accs)},
+              "derived": {"strategy_name": strategy}}
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def table_of(folders, **options):
+    groups = plot.load_groups(folders)
+    labels = summary.make_labels(groups)
+    return {s.label: s for s in summary.summary_table(groups, labels, **options)}, groups, labels
+
+
+# --------------------------------------------------------------------------- intervals and tests
+def test_bootstrap_interval_of_constant_data_is_a_point_and_needs_three_trials():
+    assert summary.bootstrap_ci([70.0, 70.0, 70.0, 70.0]) == (70.0, 70.0)
+    assert summary.bootstrap_ci([70.0, 71.0]) is None  # too few trials: no interval
+    low, high = summary.bootstrap_ci([60.0, 70.0, 80.0, 65.0, 75.0], resamples=20_000, seed=3)
+    assert 60.0 < low < 70.0 < high < 80.0  # the mean's interval, narrower than the data's range
+    data = [60.0, 70.0, 80.0, 65.0, 75.0, 71.0]
+    assert summary.bootstrap_ci(data, 200, seed=5) == summary.bootstrap_ci(data, 200, seed=5)  # seeded
+    assert summary.bootstrap_ci(data, 200, seed=5) != summary.bootstrap_ci(data, 200, seed=6)
+    assert summary.bootstrap_ci([60.0, 70.0, 80.0]) == (60.0, 80.0)  # 3 trials: 1/27 of resamples are all-min
+
+
+def test_paired_t_pvalue_is_scipys_ttest_rel_and_defined_for_constant_differences():
+    a, b = np.array([71.0, 74.0, 69.0, 80.0]), np.array([70.0, 70.5, 68.0, 75.0])
+    assert summary.paired_t_pvalue(a - b) == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert summary.paired_t_pvalue(np.zeros(3)) == 1.0 and summary.paired_t_pvalue(np.full(3, 2.0)) == 0.0
+    assert np.isnan(summary.paired_t_pvalue(np.array([1.0])))
+    batch = summary.paired_t_pvalue(np.stack([a - b, b - a]))  # along the last axis
+    assert batch.shape == (2,) and batch[0] == pytest.approx(batch[1])
+
+
+def test_summary_has_intervals_paired_test_and_class_aubcs_against_a_chosen_reference(tmp_path):
+    random = write_run(tmp_path / "RandomSampling", "RandomSampling", [[50, 60, 80]] * 3)
+    entropy = write_run(tmp_path / "EntropySampling", "EntropySampling", [[52, 62, 82], [51, 61, 81], [49, 59, 79]])
+    table, _, _ = table_of([random, entropy])
+    row = table["EntropySampling"]
+    assert row.aubc_ci is not None and row.aubc_ci[0] <= row.aubc_mean <= row.aubc_ci[1]
+    assert table["RandomSampling"].aubc_ci == (65.0, 65.0)  # three equal trials: a point
+    paired = row.vs_reference  # AUBC differences +2, +1, -1
+    assert (paired.diff, paired.wins, paired.trials) == (pytest.approx(2 / 3), 2, 3)
+    assert paired.p_value == pytest.approx(stats.ttest_1samp([2.0, 1.0, -1.0], 0).pvalue)
+    assert paired.ci[0] < paired.diff < paired.ci[1] and paired.final_diff == pytest.approx(2 / 3)
+    assert row.balanced_aubc[0] == pytest.approx(row.aubc_mean) and row.min_class_aubc[0] == pytest.approx(
+        row.aubc_mean - 10)
+    table, _, _ = table_of([random, entropy], reference="EntropySampling")  # the other way round
+    assert table["RandomSampling"].vs_reference.diff == pytest.approx(-2 / 3) and table[
+        "EntropySampling"].vs_reference is None
+
+
+def test_plot_writes_interval_columns_and_refuses_an_unknown_reference(tmp_path):
+    write_run(tmp_path / "s" / "RandomSampling", "RandomSampling", [[50, 60, 80]] * 3)
+    write_run(tmp_path / "s" / "EntropySampling", "EntropySampling", [[52, 62, 82], [51, 61, 81], [49, 59, 79]])
+    plot.main([str(tmp_path / "s"), "--bootstrap", "500"])
+    rows = {r["run"]: r for r in csv.DictReader(io.StringIO((tmp_path / "s" / "summary.csv").read_text()))}
+    entropy = rows["EntropySampling"]
+    assert float(entropy["aubc_ci_low"]) <= float(entropy["aubc_mean"]) <= float(entropy["aubc_ci_high"])
+    assert float(entropy["diff_aubc_ci_low"]) < float(entropy["diff_aubc"]) < float(entropy["diff_aubc_ci_high"])
+    assert 0 < float(entropy["p_value"]) < 1 and entropy["balanced_aubc_mean"] != ""
+    assert (tmp_path / "s" / "penalty_matrix.csv").is_file() and (tmp_path / "s" / "penalty_matrix.png").is_file()
+    with pytest.raises(UserError, match="--reference BadgeSampling: no plotted run uses it"):
+        plot.main([str(tmp_path / "s"), "--reference", "BadgeSampling"])
+    with pytest.raises(UserError, match="--bootstrap 0"):
+        plot.main([str(tmp_path / "s"), "--bootstrap", "0"])
+
+
+def test_old_folders_without_the_new_columns_are_still_summarised(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "cycles.csv").write_text("trial,cycle,n_labeled,test_acc,train_seconds,query_seconds\n"
+                                       "0,0,10,50.0,1,1\n0,1,20,60.0,1,1\n")
+    [row] = table_of([str(folder)])[0].values()
+    assert row.aubc_mean == 55.0 and np.isnan(row.balanced_aubc[0]) and row.stops is None
+    assert "balanced AUBC" not in summary.to_markdown([row])
+
+
+# --------------------------------------------------------------------------- the penalty matrix
+def test_penalty_matrix_of_a_dominating_strategy(tmp_path):
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.5, size=(4, 3))
+    base = np.array([50.0, 60.0, 70.0])
+    best = write_run(tmp_path / "Best", "Best", (base + 10 + noise).tolist())
+    mid = write_run(tmp_path / "Mid", "Mid", (base + noise[::-1]).tolist())
+    wobble = np.array([[0.3], [-0.3], [0.3], [-0.3]])  # paired differences of mean 0: p = 1
+    same = write_run(tmp_path / "Same", "Same", (base + noise[::-1] + wobble).tolist())
+    _, groups, labels = table_of([best, mid, same])
+    matrix = summary.penalty_matrix(groups)
+    order = {label: i for i, label in enumerate(labels)}
+    b, m, s = order["Best"], order["Mid"], order["Same"]
+    # Best beats both others at every one of the 3 sizes: 3 * 1/3; nobody beats Best
+    assert matrix[b, m] == pytest.approx(1.0) and matrix[b, s] == pytest.approx(1.0)
+    assert matrix[:, b].sum() == 0 and matrix[m, s] == matrix[s, m] == 0  # Mid and Same do not differ
+    assert np.diag(matrix).sum() == 0
+    table = summary.summary_table(groups, labels, penalty=matrix)
+    assert {row.label: row.times_beaten for row in table} == pytest.approx({"Best": 0.0, "Mid": 1.0, "Same": 1.0})
+    text = summary.penalty_csv(matrix, labels)
+    assert text.splitlines()[-1].startswith("times beaten,")
+
+
+def test_penalty_matrix_counts_only_the_sizes_both_reached_and_one_trial_is_no_test(tmp_path):
+    long = write_run(tmp_path / "Long", "Long", [[60, 70, 80, 90]] * 2 + [[61, 71, 81, 91]],
+                     sizes=(10, 20, 30, 40))
+    short = write_run(tmp_path / "Short", "Short", [[50, 55], [50, 56], [51, 55]], sizes=(10, 20))
+    _, groups, labels = table_of([long, short])
+    matrix = summary.penalty_matrix(groups)
+    assert matrix[labels.index("Long"), labels.index("Short")] == pytest.approx(1.0)  # 2 of the 2 common sizes
+    single = write_run(tmp_path / "One", "One", [[99, 99]], sizes=(10, 20))
+    _, groups, labels = table_of([long, single])
+    assert summary.penalty_matrix(groups).sum() == 0  # one paired trial: no t-test
+
+
+def test_penalty_heat_map_is_readable_with_30_strategies(tmp_path):
+    rng = np.random.default_rng(1)
+    folders = [write_run(tmp_path / f"Strategy{i:02d}", f"Strategy{i:02d}",
+                         (np.array([50.0, 60, 70]) + i * 0.3 + rng.normal(0, 0.4, (3, 3))).tolist())
+               for i in range(30)]
+    plot.main([str(tmp_path), "--bootstrap", "100"])
+    with open(tmp_path / "penalty_matrix.png", "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    lines = (tmp_path / "penalty_matrix.csv").read_text().splitlines()
+    assert len(lines) == 32 and len(lines[0].split(",")) == 31 and len(folders) == 30
