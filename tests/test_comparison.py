@@ -9,11 +9,16 @@ import json
 
 import numpy as np
 import pytest
+import torch
+from conftest import TinyNet, tiny_data
 from scipy import stats
 
 import plot
+from models import ModelOutput
 from utils.core import summary
 from utils.core.cli import UserError
+from utils.core.distributed import Dist
+from utils.core.train import EvalScores, evaluate
 
 HEADER = "trial,cycle,n_labeled,test_acc,train_seconds,query_seconds,balanced_acc,min_class_acc\n"
 
@@ -152,3 +157,36 @@ def test_penalty_heat_map_is_readable_with_30_strategies(tmp_path):
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     lines = (tmp_path / "penalty_matrix.csv").read_text().splitlines()
     assert len(lines) == 32 and len(lines[0].split(",")) == 31 and len(folders) == 30
+
+
+# --------------------------------------------------------------------------- per-class test accuracy
+class AlwaysZero(torch.nn.Module):
+    """Answers class 0 for every image."""
+
+    def forward(self, x):
+        logits = torch.zeros(len(x), 3)
+        logits[:, 0] = 1.0
+        return ModelOutput(logits, logits)
+
+
+def test_evaluate_returns_the_accuracy_and_each_classs_accuracy():
+    data = tiny_data(60)  # classes 0, 1, 2: 20 test images each
+    scores = evaluate(AlwaysZero(), data, 7, Dist())
+    assert scores.acc == pytest.approx(100 / 3) and scores.per_class.tolist() == [100.0, 0.0, 0.0]
+    assert scores.balanced_acc == pytest.approx(100 / 3) and scores.min_class_acc == 0.0
+    model = TinyNet()
+    scores = evaluate(model, data, 7, Dist())
+    with torch.no_grad():
+        model.eval()
+        x = data.eval_transform(data.test.__getitems__(list(range(60)))[0])
+        predicted = model(x).logits.argmax(1)
+    targets = data.test.targets
+    assert scores.acc == 100.0 * (predicted == targets).float().mean().item()  # test_acc as before, exactly
+    expected = [100.0 * (predicted[targets == c] == c).float().mean().item() for c in range(3)]
+    assert scores.per_class.tolist() == pytest.approx(expected)
+    data.test_idx = np.arange(0, 60, 3)  # only class 0 in the test set: the other classes are no class's NaN
+    scores = evaluate(AlwaysZero(), data, 7, Dist())
+    assert scores.balanced_acc == scores.min_class_acc == 100.0 and np.isnan(scores.per_class[1:]).all()
+    mean = EvalScores.mean([EvalScores(50.0, np.array([100.0, 0.0])), EvalScores(70.0, np.array([80.0, 60.0]))])
+    assert mean.acc == 60.0 and mean.per_class.tolist() == [90.0, 30.0]
+    assert mean.columns() == {"balanced_acc": 60.0, "min_class_acc": 30.0}

@@ -19,7 +19,8 @@ from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
-OPENSET_HEADER = ",".join(CYCLE_COLUMNS + OPENSET_COLUMNS) + "\n"
+BASE_COLUMNS = CYCLE_COLUMNS[:6]  # the columns of folders written before balanced_acc and min_class_acc
+OPENSET_HEADER = ",".join(BASE_COLUMNS + OPENSET_COLUMNS) + "\n"
 
 
 def write_run(folder, label, seed, rows, header=OPENSET_HEADER):
@@ -68,7 +69,7 @@ def test_plot_writes_the_three_open_set_pngs_and_accuracy_against_labels(tmp_pat
 def test_without_arguments_plot_reads_log_al_and_results(tmp_path, monkeypatch):
     lfosa_runs(tmp_path / "log_AL")
     write_run(tmp_path / "results" / "tod", "tod", 0, [(0, 0, 10, 50.0, 1, 1)],
-              header=",".join(CYCLE_COLUMNS) + "\n")
+              header=",".join(BASE_COLUMNS) + "\n")
     monkeypatch.chdir(tmp_path)
     plot.main([])
     assert sorted(p.name for p in (tmp_path / "log_AL").glob("*.png")) == [
@@ -86,7 +87,7 @@ def test_nothing_to_plot_is_a_user_error(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- summaries and readable plots
 DEEPAL = "main_al.py --protocol deepal"
-CLOSED_HEADER = ",".join(CYCLE_COLUMNS) + "\n"
+CLOSED_HEADER = ",".join(BASE_COLUMNS) + "\n"
 
 
 def write_deepal_run(folder, strategy, accs, n_labeled=(10, 20, 40), seed=1, lr=0.01, seconds=(2.0, 0.5), **more):

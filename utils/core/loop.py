@@ -32,7 +32,7 @@ from utils.core.cli import UserError
 from utils.core.config import Settings
 from utils.core.distributed import barrier
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
-from utils.core.train import rng_state, set_rng_state
+from utils.core.train import EvalScores, rng_state, set_rng_state
 
 
 def _versions():
@@ -173,15 +173,18 @@ class Run:
         return range(self.first_cycle(trial), self.cycles)
 
     # ------------------------------------------------------------------ commit
-    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray, test_acc: float | None,
-               times: dict, checkpoint: dict, extra: dict | None = None) -> np.ndarray:
-        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%; None:
-        no test images, left empty in cycles.csv), then ``queried`` was added; ``times`` holds
-        train_seconds/query_seconds, ``extra`` any
-        further cycles.csv columns, ``checkpoint`` everything needed to continue the trial.
-        Returns the new labeled indices."""
+    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray,
+               test_acc: EvalScores | float | None, times: dict, checkpoint: dict,
+               extra: dict | None = None) -> np.ndarray:
+        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%, with its
+        balanced and worst-class accuracy when it is a EvalScores; None: no test images, left empty
+        in cycles.csv), then ``queried`` was added; ``times`` holds train_seconds/query_seconds,
+        ``extra`` any further cycles.csv columns, ``checkpoint`` everything needed to continue the
+        trial. Returns the new labeled indices."""
+        scores = test_acc.columns() if isinstance(test_acc, EvalScores) else {}
+        test_acc = test_acc.acc if isinstance(test_acc, EvalScores) else test_acc
         row = {"trial": trial, "cycle": cycle, "n_labeled": len(labeled_idx),
-               "test_acc": "" if test_acc is None else round(test_acc, 4), **times, **(extra or {})}
+               "test_acc": "" if test_acc is None else round(test_acc, 4), **times, **scores, **(extra or {})}
         labeled_idx = np.concatenate([labeled_idx, queried])
         self.rows.append(row)
         self.finished[trial] = cycle

@@ -1,8 +1,9 @@
 """Training and inference helpers shared by the entry scripts."""
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -120,10 +121,45 @@ def fit(loader, epochs: int, step: Callable, run, desc: str, epoch_start: Callab
             break
 
 
-def evaluate(model, data, batch_size, dist, workers=0):
-    """Top-1 accuracy (%) of the main head on the test set."""
-    correct = predict(model, data, "test", lambda out, y: out.logits.argmax(1) == y, batch_size, dist, workers)
-    return 100.0 * correct.float().mean().item()
+@dataclass(frozen=True)
+class EvalScores:
+    """A model's test accuracies (%): ``acc`` over every test image (top-1) and ``per_class``, the
+    accuracy on each class's test images (the class's recall; NaN for a class without test images)."""
+
+    acc: float
+    per_class: np.ndarray
+
+    @property
+    def balanced_acc(self) -> float:
+        """The mean of the per-class accuracies (balanced accuracy, Brodersen et al., 2010)."""
+        return float(np.nanmean(self.per_class))
+
+    @property
+    def min_class_acc(self) -> float:
+        """The accuracy of the worst class."""
+        return float(np.nanmin(self.per_class))
+
+    def columns(self) -> dict:
+        """The cycles.csv columns beside test_acc."""
+        return {"balanced_acc": round(self.balanced_acc, 4), "min_class_acc": round(self.min_class_acc, 4)}
+
+    @staticmethod
+    def mean(scores: Sequence["EvalScores"]) -> "EvalScores":
+        """The mean of several models' scores (accuracy and every class's accuracy averaged)."""
+        return EvalScores(float(np.mean([s.acc for s in scores])), np.mean([s.per_class for s in scores], axis=0))
+
+
+def evaluate(model, data, batch_size, dist, workers=0) -> EvalScores:
+    """Top-1 accuracy (%) of the main head on the test set, overall and per class (one pass)."""
+    pairs = predict(model, data, "test", lambda out, y: torch.stack([out.logits.argmax(1), y], 1), batch_size, dist,
+                    workers)
+    predicted, targets = pairs[:, 0], pairs[:, 1]
+    correct = predicted == targets
+    classes = max(int(data.num_classes), int(targets.max()) + 1)
+    totals = torch.bincount(targets, minlength=classes).double()
+    hits = torch.bincount(targets[correct], minlength=classes).double()
+    per_class = torch.where(totals > 0, 100.0 * hits / totals.clamp(min=1), torch.tensor(float("nan")))
+    return EvalScores(100.0 * correct.float().mean().item(), per_class.numpy())
 
 
 def softmax_probs(out, _targets):
