@@ -17,7 +17,9 @@ import plot
 from models import ModelOutput
 from utils.core import summary
 from utils.core.cli import UserError
+from utils.core.data import build_data
 from utils.core.distributed import Dist
+from utils.core.splits import long_tail_subset
 from utils.core.train import EvalScores, evaluate
 
 HEADER = "trial,cycle,n_labeled,test_acc,train_seconds,query_seconds,balanced_acc,min_class_acc\n"
@@ -190,3 +192,43 @@ def test_evaluate_returns_the_accuracy_and_each_classs_accuracy():
     mean = EvalScores.mean([EvalScores(50.0, np.array([100.0, 0.0])), EvalScores(70.0, np.array([80.0, 60.0]))])
     assert mean.acc == 60.0 and mean.per_class.tolist() == [90.0, 30.0]
     assert mean.columns() == {"balanced_acc": 60.0, "min_class_acc": 30.0}
+
+
+# --------------------------------------------------------------------------- imbalanced pools
+def test_long_tail_profile_has_the_cifar10_lt_counts_and_a_seeded_head():
+    targets = np.repeat(np.arange(10), 5000)
+    kept, counts = long_tail_subset(targets, np.arange(len(targets)), 100, seed=0)
+    # Cao et al.'s CIFAR-10-LT at imbalance ratio 100
+    assert sorted(counts, reverse=True) == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert np.bincount(targets[kept]).tolist() == counts and len(np.unique(kept)) == len(kept) == sum(counts)
+    heads = {int(np.argmax(long_tail_subset(targets, np.arange(len(targets)), 10, seed=s)[1])) for s in range(8)}
+    assert len(heads) > 1  # which class is the head depends on the seed
+    again, same = long_tail_subset(targets, np.arange(len(targets)), 100, seed=0)
+    assert np.array_equal(again, kept) and same == counts
+    assert sorted(long_tail_subset(targets, np.arange(len(targets)), 1, seed=0)[1]) == [5000] * 10  # ratio 1: all
+
+
+def test_imbalance_subsamples_the_pool_only_and_config_records_the_counts(tmp_path):
+    plain = build_data("digits")
+    data = build_data("digits", imbalance=10.0, seed=3)
+    assert np.array_equal(data.test_idx, plain.test_idx) and plain.class_counts is None
+    counts = np.bincount(data.train_targets[data.train_idx], minlength=10)
+    available = np.bincount(plain.train_targets)
+    head = int(np.argmax(counts))
+    assert counts.tolist() == data.class_counts and counts[head] == available[head]  # the head keeps its images
+    assert counts.min() == int(available.max() / 10)  # the tail: n_max / 10
+    subset = build_data("digits", max_train_samples=500, imbalance=10.0, seed=3)  # after the balanced subset
+    assert max(subset.class_counts) == 50 and min(subset.class_counts) == 5
+
+
+def test_a_run_from_before_a_new_setting_resumes_while_it_is_off(tmp_path):
+    from utils.core.loop import Run
+
+    out = str(tmp_path / "run")
+    old = {"SEED": 1}
+    run = Run(out, {"settings": old}, old)
+    run.commit(0, 0, np.array([1, 2]), np.array([3]), 50.0, {}, {})
+    run.close()
+    Run(out, {"settings": old}, {**old, "IMBALANCE": None}, resume=True).close()  # the new key, off: same run
+    with pytest.raises(UserError, match="IMBALANCE"):
+        Run(out, {"settings": old}, {**old, "IMBALANCE": 10.0}, resume=True)

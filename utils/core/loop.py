@@ -80,8 +80,10 @@ class Run:
         if state is not None:
             if not resume:
                 raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            # a setting newer than the saved run, at None (off), is what that run did
             changed = sorted(k for k in set(state["identity"]) | set(self.identity)
-                             if state["identity"].get(k) != self.identity.get(k))
+                             if state["identity"].get(k) != self.identity.get(k)
+                             and not (k not in state["identity"] and self.identity[k] is None))
             if changed:
                 raise UserError(f"--resume: {out} was run with different settings ({', '.join(changed)}); "
                                 "use the same settings or another --out")
@@ -431,9 +433,12 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     """The results folder of an entry script (``--out``, or a fresh one under results/). config.json
     records the script, the resolved settings (and which --epochs scaled), ``derived`` values
     (what the settings and the data determine, e.g. budgets in images) and how the run was
-    started; logs the run's first line and the scaled settings. The folder: ``--out``, else
+    started (with ``derived.class_counts``, the pool's images per class, when the data were subsampled
+    to a long tail); logs the run's first line and the scaled settings. The folder: ``--out``, else
     ``out`` (a script's own default, made from its flag ``out_flag``), else a fresh one under results/."""
     out = args.out or out or default_out(*name_parts, dist=dist)
+    if getattr(data, "class_counts", None) is not None:  # a long-tailed pool (IMBALANCE): its images per class
+        derived = {**(derived or {}), "class_counts": data.class_counts}
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
                 **{f"derived.{k}": v for k, v in (derived or {}).items()}, **precision_identity(dist)}
