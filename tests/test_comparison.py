@@ -13,7 +13,9 @@ import torch
 from conftest import TinyNet, tiny_data
 from scipy import stats
 
+import main_al
 import plot
+from config.deepal import budget_counts
 from models import ModelOutput
 from utils.core import summary
 from utils.core.cli import UserError
@@ -21,6 +23,7 @@ from utils.core.data import build_data
 from utils.core.distributed import Dist
 from utils.core.splits import long_tail_subset
 from utils.core.train import EvalScores, evaluate
+from utils.protocols.deepal import deepal_budget
 
 HEADER = "trial,cycle,n_labeled,test_acc,train_seconds,query_seconds,balanced_acc,min_class_acc\n"
 
@@ -232,3 +235,17 @@ def test_a_run_from_before_a_new_setting_resumes_while_it_is_off(tmp_path):
     Run(out, {"settings": old}, {**old, "IMBALANCE": None}, resume=True).close()  # the new key, off: same run
     with pytest.raises(UserError, match="IMBALANCE"):
         Run(out, {"settings": old}, {**old, "IMBALANCE": 10.0}, resume=True)
+
+
+# --------------------------------------------------------------------------- budget regimes
+def test_budget_regimes_give_lueth_et_als_counts():
+    assert budget_counts("low", 10, 50_000) == (50, 50, 550)  # CIFAR-10: their 50 / 250 / 1,000 per round
+    assert budget_counts("mid", 10, 50_000) == (250, 250, 2750)
+    assert budget_counts("high", 10, 50_000) == (1000, 1000, 11_000)
+    assert budget_counts("low", 100, 50_000)[:2] == (500, 500)
+    with pytest.raises(UserError, match="--budget mid needs 250 \\+ 10\\*250 = 2750 labels"):
+        budget_counts("mid", 10, 1437)
+    _, cfg = main_al.parse_args(["--protocol", "deepal", "--strategy", "RandomSampling", "--budget", "low"])
+    assert deepal_budget(cfg, 1437, None, 10) == (50, 50, 550, 10)
+    with pytest.raises(UserError, match="drop N_START"):
+        main_al.parse_args(["--protocol", "deepal", "--strategy", "RandomSampling", "--budget", "low", "--nStart", "5"])
