@@ -21,8 +21,9 @@ from utils.core import summary
 from utils.core.cli import UserError
 from utils.core.data import build_data
 from utils.core.distributed import Dist
+from utils.core.results import read_config, read_cycles
 from utils.core.splits import long_tail_subset
-from utils.core.train import EvalScores, evaluate
+from utils.core.train import EvalScores, cohen_kappa, evaluate, stop_set
 from utils.protocols.deepal import deepal_budget
 
 HEADER = "trial,cycle,n_labeled,test_acc,train_seconds,query_seconds,balanced_acc,min_class_acc\n"
@@ -249,3 +250,45 @@ def test_budget_regimes_give_lueth_et_als_counts():
     assert deepal_budget(cfg, 1437, None, 10) == (50, 50, 550, 10)
     with pytest.raises(UserError, match="drop N_START"):
         main_al.parse_args(["--protocol", "deepal", "--strategy", "RandomSampling", "--budget", "low", "--nStart", "5"])
+
+
+# --------------------------------------------------------------------------- the stopping signal
+def test_kappa_of_identical_predictions_is_one_and_known_values():
+    a = np.array([0, 1, 2, 2, 1, 0])
+    assert cohen_kappa(a, a) == 1.0 and cohen_kappa(np.zeros(5), np.zeros(5)) == 1.0  # one class: p_e = 1
+    b = np.array([0, 1, 2, 2, 1, 1])  # p_o = 5/6, p_e = (2*1 + 2*3 + 2*2)/36 = 1/3 -> kappa 0.75
+    assert cohen_kappa(a, b) == pytest.approx(0.75)
+    assert cohen_kappa(np.array([0, 1, 0, 1]), np.array([1, 0, 1, 0])) == pytest.approx(-1.0)
+    pool = np.arange(100, 5100)
+    chosen = stop_set(pool, 7)
+    assert len(chosen) == 2000 and np.isin(chosen, pool).all() and np.array_equal(chosen, stop_set(pool, 7))
+    state = np.random.get_state()[1].copy()
+    assert len(stop_set(pool[:50], 7)) == 50 and np.array_equal(np.random.get_state()[1], state)  # global RNG kept
+
+
+def test_the_stopping_rule_fires_when_the_mean_of_three_kappas_reaches_099(tmp_path):
+    rows = [{"cycle": c, "n_labeled": 10 * (c + 1), "stop_kappa": k}
+            for c, k in enumerate(["", 0.5, 0.999, 0.999, 0.97, 0.999, 1.0, 1.0])]
+    assert summary.stop_point(rows)["cycle"] == 7  # the mean of (0.999, 1.0, 1.0) reaches 0.99
+    assert summary.stop_point(rows[:7]) is None  # (0.97 + 0.999 + 1.0) / 3 < 0.99; nor (0.5, 0.999, 0.999)
+    kappas = [["", 0.5, 0.995, 0.995, 0.995], ["", 0.2, 0.3, 0.999, 0.999]]
+    run = write_run(tmp_path / "run", "EntropySampling", [[50, 60, 70, 75, 80]] * 2, sizes=(10, 20, 30, 40, 50),
+                    kappas=kappas)
+    [group] = plot.load_groups([run])
+    assert plot.stop_x(group.rows) == 50.0  # trial 0 stops at 50 labels, trial 1 never
+    [row] = summary.summary_table([group], ["EntropySampling"])
+    assert row.stops == (50.0, 1) and "| 50 (1/2) |" in summary.to_markdown([row])
+    plot.main([run])  # the accuracy figure marks it
+
+
+@pytest.mark.slow
+def test_main_al_records_class_accuracies_stop_kappa_and_class_counts(tmp_path):
+    out = str(tmp_path / "run")
+    main_al.main(["--protocol", "deepal", "--dataset", "digits", "--model", "LeNet", "--strategy", "RandomSampling",
+                  "--nStart", "10", "--nQuery", "10", "--nEnd", "30", "--n_epoch", "1", "--imbalance", "10",
+                  "--quiet", "--out", out])
+    rows = read_cycles(out)
+    assert [r["stop_kappa"] for r in rows][0] == "" and all(-1 <= r["stop_kappa"] <= 1 for r in rows[1:])
+    assert all(r["min_class_acc"] <= r["balanced_acc"] for r in rows)
+    counts = read_config(out)["derived"]["class_counts"]
+    assert len(counts) == 10 and min(counts) == 14  # digits' largest class, 146 images, over 10

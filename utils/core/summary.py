@@ -94,21 +94,6 @@ def paired_t_pvalue(diffs: np.ndarray) -> np.ndarray:
     return 2 * stats.t.sf(np.abs(t), n - 1)
 
 
-def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa of two label vectors (Cohen, 1960): (p_o - p_e) / (1 - p_e), p_o the observed
-    agreement, p_e the agreement expected from the two label distributions; identical vectors give
-    1 (also when both hold one class only, where p_e = 1)."""
-    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    if a.shape != b.shape or a.size == 0:
-        raise ValueError("cohen_kappa needs two label vectors of one non-zero length")
-    observed = float(np.mean(a == b))
-    size = int(max(a.max(), b.max())) + 1
-    expected = float(np.dot(np.bincount(a, minlength=size), np.bincount(b, minlength=size))) / a.size ** 2
-    if expected >= 1.0:
-        return 1.0 if observed == 1.0 else 0.0
-    return (observed - expected) / (1.0 - expected)
-
-
 def stop_point(rows: Sequence[dict], threshold: float = STOP_THRESHOLD, windows: int = STOP_WINDOWS) -> dict | None:
     """The first row (of one trial, by cycle) where the stabilising-predictions rule fires: the mean of
     the last ``windows`` stop_kappa values (agreement of consecutive models on the stop set) reaches

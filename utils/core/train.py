@@ -162,6 +162,38 @@ def evaluate(model, data, batch_size, dist, workers=0) -> EvalScores:
     return EvalScores(100.0 * correct.float().mean().item(), per_class.numpy())
 
 
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two label vectors (Cohen, 1960): (p_o - p_e) / (1 - p_e), p_o the observed
+    agreement, p_e the agreement expected from the two label distributions; identical vectors give
+    1 (also when both hold one class only, where p_e = 1)."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("cohen_kappa needs two label vectors of one non-zero length")
+    observed = float(np.mean(a == b))
+    size = int(max(a.max(), b.max())) + 1
+    expected = float(np.dot(np.bincount(a, minlength=size), np.bincount(b, minlength=size))) / a.size ** 2
+    if expected >= 1.0:
+        return 1.0 if observed == 1.0 else 0.0
+    return (observed - expected) / (1.0 - expected)
+
+
+STOP_SET_SIZE = 2000  # images of the stop set (drawn once per trial from the images unlabeled at its start)
+
+
+def stop_set(pool: np.ndarray, seed: int, size: int = STOP_SET_SIZE) -> np.ndarray:
+    """The stop set of stabilising predictions (Bloodgood & Vijay-Shanker, 2009): ``size`` of ``pool``
+    (all of it when smaller), drawn from a generator of its own seeded with ``seed`` (no global RNG
+    is touched, so a run's queries stay as they were), sorted."""
+    rng = np.random.default_rng([seed, 104_729])
+    return np.sort(rng.choice(np.asarray(pool), min(size, len(pool)), replace=False))
+
+
+def stop_predictions(model, data, indices: np.ndarray, batch_size: int, dist, workers: int = 0) -> torch.Tensor:
+    """The model's predicted classes on the stop set ``indices`` (plain view, eval mode)."""
+    return predict(model, data, indices, lambda out, _y: out.logits.argmax(1), batch_size, dist, workers,
+                   desc="stop set")
+
+
 def softmax_probs(out, _targets):
     return torch.softmax(out.logits.float(), dim=1)
 
