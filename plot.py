@@ -318,7 +318,7 @@ def write_outputs(groups: list[summary.Group], labels: list[str], out: str, band
     markdown = summary.to_markdown(table, reference)
     texts = [markdown, summary.to_csv(table, reference)]
     if penalty is not None:  # in the table's order (by AUBC)
-        order = [labels.index(row.label) for row in table]
+        order = [row.group for row in table]
         ordered = penalty[np.ix_(order, order)]
         texts.append(summary.penalty_csv(ordered, [labels[i] for i in order]))
         written.append(save(draw_penalty(ordered, [labels[i] for i in order]), paths["penalty_matrix"]))

@@ -362,6 +362,7 @@ class Summary:
     min_class_aubc: tuple[float, float] = (math.nan, math.nan)  # (mean, std) of the worst class's AUBC
     times_beaten: float | None = None  # column sum of the penalty matrix; None: no matrix
     stops: tuple[float, int] | None = None  # (mean n_labeled where the stopping rule fired, trials it fired in)
+    group: int = -1  # the group's position in summary_table's input
 
 
 def summarize(group: Group, label: str, resamples: int = RESAMPLES, seed: int = 0) -> Summary:
@@ -476,6 +477,8 @@ def summary_table(groups: Sequence[Group], labels: Sequence[str], reference: str
     there is a partner, and its column sum of ``penalty``, the penalty matrix of ``groups``),
     sorted by AUBC, highest first."""
     rows = [summarize(group, label, resamples, seed) for group, label in zip(groups, labels)]
+    for i, row in enumerate(rows):
+        row.group = i
     for i, j in reference_partners(groups, reference).items():
         rows[i].vs_reference = paired_difference(groups[i], groups[j], resamples=resamples, seed=seed)
     if penalty is not None:
