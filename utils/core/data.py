@@ -245,7 +245,6 @@ class ImageData:
     test: Dataset
     num_classes: int
     in_channels: int
-    class_counts: list | None = None  # images per class of a long-tailed pool (IMBALANCE); None: not subsampled
     image_size: int
     train_transform: BatchTransform
     eval_transform: BatchTransform
@@ -253,6 +252,7 @@ class ImageData:
     test_idx: np.ndarray = field(default=None)
     own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/annotation.py)
     decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
+    class_counts: list | None = None  # images per class of a long-tailed pool (IMBALANCE); None: not subsampled
 
     @property
     def train_targets(self) -> np.ndarray:
