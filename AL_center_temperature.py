@@ -45,7 +45,7 @@ def main(argv=None):
                            Member("B", B, sets.labeled, cross_entropy)], exp.center_loss(),
                           f"trial{trial}/cycle{cycle}")
             acc = exp.test(B)
-            exp.run.log(f"  detector A: {exp.test(A):.2f}% of the known test images classified correctly")
+            exp.run.log(f"  detector A: {exp.test(A).acc:.2f}% of the known test images classified correctly")
             with exp.run.timer(times, "query_seconds"):
                 queried = exp.query(A, sets, extras={"unknown_class": K})
             sets = exp.commit(trial, cycle, sets, queried, acc, times, {"A": A, "B": B})

@@ -40,7 +40,7 @@ from utils.core.loop import start_run
 from utils.core.openset import known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, file_sha256
 from utils.core.rng import seed_everything
-from utils.core.train import evaluate, fit
+from utils.core.train import EvalScores, evaluate, fit
 from utils.protocols import ccal
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.ccal import feature_rows, pseudo_label_counts
@@ -67,7 +67,7 @@ def train_classifier(data, labeled_idx, seed, cfg, args, dist, run, desc):
     """A.7: a fresh ImageNet-style ResNet-18 (no pretrained weights), Adam CLASSIFIER_LR, batches of
     CLASSIFIER_BATCH (none smaller than 2), CLASSIFIER_EPOCHS epochs in train mode (with
     CLASSIFIER_FROZEN_BN, as the seed, only the first: the others in eval mode); returns its
-    final-epoch test accuracy (%) and the classifier."""
+    final-epoch test accuracies (EvalScores, %) and the classifier."""
     seed_everything(seed)
     model = build_model("imagenet_resnet18", data.num_classes, data.in_channels, consistency_head=False)
     model = model.to(dist.device)
@@ -132,9 +132,10 @@ def main(argv=None):
                     accs.append(acc)
                     if cfg.SAVE_MODEL:
                         run.save_model(trial, cycle, classifier, f"seed{s}")
-            acc = float(np.mean(accs))
-            run.log(f"cycle {cycle}: test accuracy over {len(accs)} init seed(s): {acc:.2f} +- "
-                    f"{np.std(accs, ddof=1) if len(accs) > 1 else 0.0:.2f} ({', '.join(f'{a:.2f}' for a in accs)})")
+            acc = EvalScores.mean(accs)
+            values = [a.acc for a in accs]
+            run.log(f"cycle {cycle}: test accuracy over {len(accs)} init seed(s): {acc.acc:.2f} +- "
+                    f"{np.std(values, ddof=1) if len(accs) > 1 else 0.0:.2f} ({', '.join(f'{a:.2f}' for a in values)})")
             queried = np.empty(0, dtype=np.int64)
             with run.timer(times, "query_seconds"):
                 if cycle < cfg.SPLIT:

@@ -52,7 +52,7 @@ from utils.core.oracles import AnnotatorOracle, open_set
 from utils.core.results import ResultsFolder
 from utils.core.rng import seed_everything
 from utils.core.sweep import Job, Shard, child_argv, end_with_parent, finished, run_jobs, strategy_list
-from utils.core.train import evaluate
+from utils.core.train import cohen_kappa, evaluate, stop_predictions, stop_set
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import QueryContext, get_strategy, list_strategies
@@ -151,7 +151,7 @@ def main(argv=None):
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()
     derived = {**protocol.derived(), **({"classes": data.own.classes} if data.own else {})}
-    run = start_run(args, cfg, data, dist, name_parts, label, cycles, oracle.columns, derived)
+    run = start_run(args, cfg, data, dist, name_parts, label, cycles, [*oracle.columns, "stop_kappa"], derived)
     oracle.start(run.folder.path)
     protocol.pretrain(run)
     needs_previous = Need.PREVIOUS_MODEL in strategy.needs
@@ -159,9 +159,12 @@ def main(argv=None):
     for trial in range(cfg.TRIALS):
         seed_everything(cfg.SEED + trial)
         state = protocol.start_trial(trial, oracle.labelable(data.train_idx))
+        stop_idx = stop_set(oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded), cfg.SEED + trial)
+        stop_previous = None  # the previous cycle's predictions on the stop set
         saved = run.restore(trial)
         if saved:
             state.restore(saved)
+            stop_previous = saved.get("stop_predictions")
 
         for cycle in run.cycles_left(trial):
             times = {}
@@ -177,6 +180,9 @@ def main(argv=None):
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
             acc = evaluate(model, data, cfg.TEST_BATCH, dist, data.workers) if len(data.test_idx) else None
+            stop_now = stop_predictions(model, data, stop_idx, cfg.TEST_BATCH, dist, data.workers)
+            # stabilising predictions: agreement of this cycle's model with the previous one on the stop set
+            kappa = "" if stop_previous is None else round(cohen_kappa(stop_previous.numpy(), stop_now.numpy()), 6)
             with run.timer(times, "query_seconds"):
                 queried, ctx = np.empty(0, dtype=np.int64), None
                 query_size = min(protocol.query_size(cycle, state), len(pool_idx))
@@ -200,8 +206,10 @@ def main(argv=None):
             if cfg.SAVE_MODEL:
                 run.save_model(trial, cycle, model)
             state.previous = model.state_dict()
-            state.labeled_idx = run.commit(trial, cycle, state.labeled_idx, answer.known, acc, times,
-                                           state.checkpoint(protocol.keeps_previous()), answer.columns)
+            checkpoint = {**state.checkpoint(protocol.keeps_previous()), "stop_predictions": stop_now}
+            state.labeled_idx = run.commit(trial, cycle, state.labeled_idx, answer.known, acc, times, checkpoint,
+                                           {**answer.columns, "stop_kappa": kappa})
+            stop_previous = stop_now
             if len(state.waiting):
                 run.log(oracle.instructions(run.folder.path, cycle, len(state.waiting)))
                 if oracle.stops:

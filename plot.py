@@ -14,10 +14,11 @@ the --out of a main_al.py sweep. Lines are labeled with the settings that differ
 the lines (the order of the paths, seeds pooled).
 
 Figures: accuracy.png (accuracy against labels) and, when a run has open-set columns,
-recall.png, precision.png and accuracy_per_cycle.png. ``--out FIG.png`` (or FIG.pdf) names the
-first and puts the others next to it as FIG_recall.png, ...; ``--out DIR`` (by default the first
-PATH when it is a folder of runs, else the first run's parent folder) receives all four under their
-own names. summary.md and summary.csv go to the same folder; the Markdown table is printed.
+recall.png, precision.png and accuracy_per_cycle.png; penalty_matrix.png with two runs or more.
+``--out FIG.png`` (or FIG.pdf) names the first and puts the others next to it as FIG_recall.png,
+...; ``--out DIR`` (by default the first PATH when it is a folder of runs, else the first run's
+parent folder) receives them under their own names. summary.md, summary.csv and penalty_matrix.csv
+go to the same folder; the Markdown table is printed.
 
 A run whose cycles.csv or config.json is damaged, or that has no finished cycle yet, is skipped with
 a warning line; when no run is left, or --out cannot receive the files, plot.py stops with one line
@@ -36,7 +37,7 @@ from utils.core.cli import ArgumentParser, run_cli
 from utils.core.cli import path as path_arg
 from utils.core.errors import UserError
 from utils.core.results import check_folder, read_config, read_cycles, write_text
-from utils.reporting import summary
+from utils.reporting import summary, tables
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -44,15 +45,16 @@ if TYPE_CHECKING:
 DESCRIPTION = ("Draw, from the cycles.csv of results folders, test accuracy against the number of labeled images "
                "and, for open-set runs, selection recall, selection precision and accuracy per query cycle: mean "
                "and a band over trials, one line per run (runs differing only in their seed pooled). Also writes "
-               "summary.md and summary.csv (AUBC, final accuracy, seconds per cycle, difference against random) "
-               "next to the figures and prints the table.")
+               "summary.md and summary.csv (AUBC, final accuracy, 95 % bootstrap intervals, seconds per cycle, paired "
+               "difference against a reference strategy with a t-test) and the pairwise penalty matrix next to the "
+               "figures and prints the table.")
 
 DEFAULT_ROOTS = ("log_AL", "results")  # the LfOSA scripts' --save-dir, the other scripts' default
 PER_CYCLE = (("recall", "selection recall", "recall"), ("precision", "selection precision", "precision"),
              ("test_acc", "test accuracy (%)", "accuracy_per_cycle"))  # metric, y label, file name
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 FORMATS = ("png", "pdf")
-SUMMARY_FILES = ("summary.md", "summary.csv")
+SUMMARY_FILES = ("summary.md", "summary.csv", "penalty_matrix.csv")
 # line styles: colour i % 10, dashes i % 4, marker i % 7 (every pair of the first 20 lines differs in
 # colour or dashes, every one of the first 140 in the triple)
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray",
@@ -158,6 +160,7 @@ def draw(lines: list[tuple[str, list[dict], int]], metric: str, ylabel: str, x: 
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2) if len(lines) <= LEGEND_RIGHT_MAX else (8.0, 5.0))
+    stopped = False
     alpha = 0.2 if len(lines) <= 3 else 0.12 if len(lines) <= 8 else 0.06
     for label, rows, index in lines:
         xs, mean, std, counts = curve(rows, metric, x)
@@ -169,17 +172,71 @@ def draw(lines: list[tuple[str, list[dict], int]], metric: str, ylabel: str, x: 
         if band != "none":
             ax.fill_between(xs, mean - spread, mean + spread, color=line_style(index)["color"], alpha=alpha,
                             linewidth=0)
+        stop = stop_x(rows, x) if metric == "test_acc" else None
+        if stop is not None:
+            ax.plot([stop], [np.interp(stop, xs, mean)], marker="*", markersize=11, color=line_style(index)["color"],
+                    markeredgecolor="black", markeredgewidth=0.6, linestyle="none", zorder=5)
+            stopped = True
     if x == "cycle":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+    if stopped:
+        ax.plot([], [], marker="*", markersize=9, color="white", markeredgecolor="black", linestyle="none",
+                label=f"stop (kappa >= {summary.STOP_THRESHOLD}, {summary.STOP_WINDOWS} windows)")
     if len(lines) <= LEGEND_RIGHT_MAX:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     else:
         longest = max(len(label) for label, _, _ in lines)
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), borderaxespad=0.0, frameon=False,
                   ncol=3 if longest <= 22 else 2 if longest <= 40 else 1)
+    return fig
+
+
+def stop_x(rows: list[dict], x: str = "n_labeled") -> float | None:
+    """Mean ``x`` (labeled-set size or cycle) over the trials where the stabilising-predictions rule
+    fired (summary.stop_point); None when the rows have no stop_kappa or it fired in no trial."""
+    if not any("stop_kappa" in r for r in rows):
+        return None
+    trials: dict = {}
+    for row in rows:
+        trials.setdefault(row.get("trial"), []).append(row)
+    points = [summary.stop_point(trial) for trial in trials.values()]
+    points = [float(p[x]) for p in points if p is not None]
+    return float(np.mean(points)) if points else None
+
+
+def draw_penalty(matrix: np.ndarray, labels: list[str]) -> Figure:
+    """The penalty matrix as a heat map (row beats column; darker: more often), each cell's value
+    written in it, and its column sums ("times beaten") in a row below; sized for 30 strategies."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(labels)
+    side = max(4.0, 0.32 * n + 2.5)
+    fig, (ax, bottom) = plt.subplots(2, 1, figsize=(side + 1.2, side + 0.6), sharex=True,
+                                     gridspec_kw={"height_ratios": [n, 1.2], "hspace": 0.04})
+    image = ax.imshow(matrix, cmap="Reds", vmin=0, vmax=max(1.0, float(matrix.max())), aspect="auto")
+    sums = matrix.sum(axis=0)[None, :]
+    bottom.imshow(sums, cmap="Greys", vmin=0, vmax=max(1.0, float(sums.max())) * 1.6, aspect="auto")
+    size = 7 if n <= 12 else 5.5 if n <= 24 else 5
+    for (i, j), value in np.ndenumerate(matrix):
+        if i != j and value > 0:
+            ax.text(j, i, f"{value:.2f}".lstrip("0"), ha="center", va="center", fontsize=size,
+                    color="white" if value > 0.6 * max(1.0, float(matrix.max())) else "black")
+    for j, value in enumerate(sums[0]):
+        bottom.text(j, 0, f"{value:.1f}", ha="center", va="center", fontsize=size)
+    for i in range(n):
+        ax.add_patch(matplotlib.patches.Rectangle((i - 0.5, i - 0.5), 1, 1, color="0.85"))
+    ax.set_yticks(range(n), labels, fontsize=7 if n <= 24 else 6)
+    ax.set_ylabel("row beats column (significantly, p < 0.05)")
+    bottom.set_yticks([0], ["times beaten"], fontsize=7)
+    bottom.set_xticks(range(n), labels, rotation=90, fontsize=7 if n <= 24 else 6)
+    ax.tick_params(labelbottom=False)
+    fig.colorbar(image, ax=[ax, bottom], fraction=0.03, pad=0.01, label="share of labeled-set sizes")
     return fig
 
 
@@ -204,7 +261,7 @@ def output_folder(out: str) -> str:
 
 def figure_paths(out: str, fmt: str = "png") -> dict[str, str]:
     """{name: path} of the four figures for ``--out`` (a figure file or a folder)."""
-    names = ["accuracy"] + [name for _, _, name in PER_CYCLE]
+    names = ["accuracy", "penalty_matrix"] + [name for _, _, name in PER_CYCLE]
     if is_figure_file(out):
         stem, suffix = os.path.splitext(out)
         return {name: out if name == "accuracy" else f"{stem}_{name}{suffix}" for name in names}
@@ -245,7 +302,8 @@ def prepare(runs: list[str], where: str, labels: list[str] | None = None
 
 
 def write_outputs(groups: list[summary.Group], labels: list[str], out: str, band: str = "std", x: str = "labels",
-                  fmt: str = "png") -> tuple[list[str], str]:
+                  fmt: str = "png", reference: str = summary.REFERENCE, resamples: int = summary.RESAMPLES,
+                  seed: int = 0) -> tuple[list[str], str]:
     paths = figure_paths(out, fmt)
     lines = [(label, group.rows, i) for i, (label, group) in enumerate(zip(labels, groups))]
     by_cycle = x == "cycle"
@@ -256,9 +314,16 @@ def write_outputs(groups: list[summary.Group], labels: list[str], out: str, band
         for metric, ylabel, name in PER_CYCLE:
             written.append(save(draw(open_set, metric, ylabel, x="cycle", xlabel="query cycle", band=band),
                                 paths[name]))
-    table = summary.summary_table(groups, labels)
-    markdown = summary.to_markdown(table)
-    for name, text in zip(SUMMARY_FILES, (markdown, summary.to_csv(table))):
+    penalty = summary.penalty_matrix(groups) if len(groups) > 1 else None
+    table = summary.summary_table(groups, labels, reference, resamples, seed, penalty)
+    markdown = tables.to_markdown(table, reference)
+    texts = [markdown, tables.to_csv(table, reference)]
+    if penalty is not None:  # in the table's order (by AUBC)
+        order = [row.group for row in table]
+        ordered = penalty[np.ix_(order, order)]
+        texts.append(tables.penalty_csv(ordered, [labels[i] for i in order]))
+        written.append(save(draw_penalty(ordered, [labels[i] for i in order]), paths["penalty_matrix"]))
+    for name, text in zip(SUMMARY_FILES, texts):
         path = os.path.join(output_folder(out), name)
         write_text(path, text)
         written.append(path)
@@ -283,6 +348,13 @@ def build_parser() -> ArgumentParser:
                         help="x axis of the accuracy figure: labels (labeled-set size) or cycle (default: labels)")
     parser.add_argument("--format", choices=FORMATS, default=None,
                         help="figure format (default: --out FIG's suffix, else png)")
+    parser.add_argument("--reference", default=None,
+                        help="the strategy every other one is compared with, paired by seed and trial (default: "
+                             f"{summary.REFERENCE}; a name given must be a plotted run's strategy)")
+    parser.add_argument("--bootstrap", type=int, default=summary.RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples of each 95 %% interval (default: {summary.RESAMPLES})")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, metavar="S",
+                        help="seed of the bootstrap resamples (default: 0)")
     return parser
 
 
@@ -295,6 +367,10 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"--out {args.out} and --format {args.format} disagree")
         fmt = suffix
     labels = [name.strip() for name in args.labels.split(",")] if args.labels is not None else None
+    if args.bootstrap < 1 or args.bootstrap > 10**7:
+        raise UserError(f"--bootstrap {args.bootstrap}: give a number of resamples in [1, 10000000]")
+    if args.bootstrap_seed < 0:
+        raise UserError(f"--bootstrap-seed {args.bootstrap_seed}: give a seed >= 0")
 
     if args.runs:  # batches of (run folders, --out, where they were found)
         runs = resolve_paths(args.runs)
@@ -315,11 +391,18 @@ def main(argv: list[str] | None = None) -> None:
     for runs, out, where in batches:  # every check before anything is written
         check_out(out, fmt)
         prepared.append((*prepare(runs, where, labels), out))
+    if args.reference is not None:
+        groups = [g for batch in prepared for g in batch[0]]
+        if not any(summary.is_strategy(g.first, args.reference) for g in groups):
+            names = sorted({summary.strategy_name(g.first) or "?" for g in groups})
+            raise UserError(f"--reference {args.reference}: no plotted run uses it; the runs' strategies: "
+                            f"{', '.join(names)}")
     for _, _, skipped, _ in prepared:
         for run, reason in skipped:
             print(f"warning: skipping {run}: {reason}", file=sys.stderr)
     for groups, names, _, out in prepared:
-        written, markdown = write_outputs(groups, names, out, args.band, args.x, fmt)
+        written, markdown = write_outputs(groups, names, out, args.band, args.x, fmt,
+                                          args.reference or summary.REFERENCE, args.bootstrap, args.bootstrap_seed)
         print(markdown)
         for path in written:
             print(path)

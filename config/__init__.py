@@ -34,6 +34,9 @@ def common_keys(dataset: str, seed: int, trials: int = 1) -> dict:
                           minimum=8),
         "MAX_TRAIN_SAMPLES": Key(None, "use a seeded class-balanced subset of this many training images",
                                  type="int", minimum=1, flags=("--max-train-samples",)),
+        "IMBALANCE": Key(None, "long-tailed training pool: the class at rank c of a seeded order keeps "
+                         "n_max * IMBALANCE^(-c/(C-1)) images, the CIFAR-10-LT profile (after MAX_TRAIN_SAMPLES; test "
+                         "set unchanged; None: as the data come)", type="float", minimum=1, flags=("--imbalance",)),
         "MAX_TEST_SAMPLES": Key(None, "use a seeded class-balanced subset of this many test images",
                                 type="int", minimum=1, flags=("--max-test-samples",)),
         # SEED + trial stays a valid 32-bit seed for numpy and torch

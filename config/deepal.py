@@ -104,6 +104,25 @@ def ssl_keys() -> dict:
     }
 
 
+# --budget: the label regimes of Lüth et al. (NeurIPS'23, "Navigating the pitfalls of active learning evaluation"),
+# their code's config/active/cifar10_{low,med,high}.yaml: 50/250/1000 initial labels (class-balanced) and as many
+# per query on CIFAR-10's 10 classes, for 10 AL iterations: (initial, per query) per class
+BUDGET_REGIMES = {"low": (5, 5), "mid": (25, 25), "high": (100, 100)}
+BUDGET_QUERIES = 10
+
+
+def budget_counts(regime: str, num_classes: int, pool_size: int) -> tuple[int, int, int]:
+    """(initial labels, labels per query, labels at the end) of a --budget regime on a pool of
+    ``pool_size`` images in ``num_classes`` classes: per-class counts times the classes, BUDGET_QUERIES
+    queries; a pool too small for them stops with one line."""
+    start, query = (n * num_classes for n in BUDGET_REGIMES[regime])
+    end = start + BUDGET_QUERIES * query
+    if end > pool_size:
+        raise UserError(f"--budget {regime} needs {start} + {BUDGET_QUERIES}*{query} = {end} labels, more than the "
+                        f"{pool_size}-image pool; choose a smaller regime")
+    return start, query, end
+
+
 def tree() -> Tree:
     keys = {
         "PROTOCOL": Key("deepal", "the training protocol", choices=("deepal", "rethinking"), flags=("--protocol",)),
@@ -116,6 +135,10 @@ def tree() -> Tree:
         "N_QUERY": Key(1.0, "percent of the pool queried per round (-1: one query up to N_END)",
                        flags=("--nQuery",)),
         "N_END": Key(100.0, "percent of the pool labeled at the end (-1: 100)", flags=("--nEnd",)),
+        "BUDGET": Key(None, "a label regime of Lüth et al. (2023) instead of N_START/N_QUERY/N_END: per class "
+                      + ", ".join(f"{k} {a} initial (class-balanced) and {b} per query" for k, (a, b) in
+                                  BUDGET_REGIMES.items()) + f", {BUDGET_QUERIES} queries (None: the percents)",
+                      type="str", choices=tuple(BUDGET_REGIMES), flags=("--budget",)),
         "CYCLES": Key(None, "rounds to run (trainings; None: every round up to N_END)", type="int", minimum=1,
                       flags=("--cycles",), resumable=True),
         "N_EPOCH": Key(100, "epochs per round; every round retrains a copy of the same initial network",
@@ -184,6 +207,10 @@ def _profile(values: dict) -> tuple:
 
 
 def _check(cfg) -> None:
+    given = [k for k in ("N_START", "N_QUERY", "N_END", "QUERY_SIZE") if cfg.sources.get(k, "default") != "default"]
+    if cfg.BUDGET is not None and given:
+        raise UserError(f"--budget {cfg.BUDGET} sets the initial set, the query size and the end; drop "
+                        f"{', '.join(given)} (or --budget)")
     if cfg.OPTIMIZER == "YF":
         raise UserError("--optimizer YF (YellowFin) is not available (it crashes in the toolkit, which trained with "
                         "SGD whatever the flag); use --optimizer SGD")

@@ -21,7 +21,8 @@ from utils.reporting import summary
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PDF = b"%PDF"
-OPENSET_HEADER = ",".join(CYCLE_COLUMNS + OPENSET_COLUMNS) + "\n"
+BASE_COLUMNS = CYCLE_COLUMNS[:6]  # the columns of folders written before balanced_acc and min_class_acc
+OPENSET_HEADER = ",".join(BASE_COLUMNS + OPENSET_COLUMNS) + "\n"
 
 
 def write_run(folder, label, seed, rows, header=OPENSET_HEADER):
@@ -70,11 +71,11 @@ def test_plot_writes_the_three_open_set_pngs_and_accuracy_against_labels(tmp_pat
 def test_without_arguments_plot_reads_log_al_and_results(tmp_path, monkeypatch):
     lfosa_runs(tmp_path / "log_AL")
     write_run(tmp_path / "results" / "tod", "tod", 0, [(0, 0, 10, 50.0, 1, 1)],
-              header=",".join(CYCLE_COLUMNS) + "\n")
+              header=",".join(BASE_COLUMNS) + "\n")
     monkeypatch.chdir(tmp_path)
     plot.main([])
     assert sorted(p.name for p in (tmp_path / "log_AL").glob("*.png")) == [
-        "accuracy.png", "accuracy_per_cycle.png", "precision.png", "recall.png"]
+        "accuracy.png", "accuracy_per_cycle.png", "penalty_matrix.png", "precision.png", "recall.png"]
     assert sorted(p.name for p in (tmp_path / "results").glob("*.png")) == ["accuracy.png"]  # no open-set columns
 
 
@@ -88,7 +89,7 @@ def test_nothing_to_plot_is_a_user_error(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- summaries and readable plots
 DEEPAL = "main_al.py --protocol deepal"
-CLOSED_HEADER = ",".join(CYCLE_COLUMNS) + "\n"
+CLOSED_HEADER = ",".join(BASE_COLUMNS) + "\n"
 
 
 def write_deepal_run(folder, strategy, accs, n_labeled=(10, 20, 40), seed=1, lr=0.01, seconds=(2.0, 0.5), **more):
@@ -141,15 +142,15 @@ def test_paired_difference_and_wins_against_random(tmp_path):
                                [[52, 62, 82], [51, 61, 81], [49, 59, 79]])
     other_lr = write_deepal_run(tmp_path / "lr" / "BadgeSampling", "BadgeSampling", [[90, 90, 90]], lr=0.1)
     table = table_of([random, entropy])
-    paired = table["EntropySampling"].vs_random
+    paired = table["EntropySampling"].vs_reference
     assert (paired.diff, paired.wins, paired.trials) == (pytest.approx(2 / 3), 2, 3)
-    assert table["RandomSampling"].vs_random is None
+    assert table["RandomSampling"].vs_reference is None
     table = table_of([random, entropy, other_lr])  # another learning rate: not paired with this random run
-    assert table["LR=0.1, STRATEGY=BadgeSampling"].vs_random is None
-    assert table["LR=0.01, STRATEGY=EntropySampling"].vs_random.trials == 3
+    assert table["LR=0.1, STRATEGY=BadgeSampling"].vs_reference is None
+    assert table["LR=0.01, STRATEGY=EntropySampling"].vs_reference.trials == 3
     # only the trials both ran count; a trial's AUBC spans the cycles both finished
     short = write_deepal_run(tmp_path / "short" / "EntropySampling", "EntropySampling", [[60, 70]])
-    paired = table_of([random, short])["EntropySampling"].vs_random
+    paired = table_of([random, short])["EntropySampling"].vs_reference
     assert (paired.diff, paired.wins, paired.trials) == (pytest.approx(10.0), 1, 1)
     # the rethinking protocol's AL_METHOD=random and the LfOSA scripts' QUERY_STRATEGY=random are random too
     assert summary.is_random(summary.RunRecord("x", {"script": "main_al.py --protocol rethinking",
@@ -179,26 +180,33 @@ def test_summary_table_in_markdown_and_csv_from_two_tiny_runs(tmp_path, capsys):
     markdown = (sweep / "summary.md").read_text()
     assert markdown in capsys.readouterr().out  # printed as written
     lines = markdown.splitlines()
-    assert lines[0] == "| run | trials | AUBC | final acc | query s/cycle | train s/cycle | vs random |"
-    assert lines[2] == "| EntropySampling | 1 | 68.00 ± 0.00 | 86.00 ± 0.00 | 0.75 | 2.00 | +3.00 (1/1) |"
-    assert lines[3] == "| RandomSampling | 1 | 65.00 ± 0.00 | 80.00 ± 0.00 | 0.25 | 2.00 | — |"  # sorted by AUBC
+    assert lines[0] == ("| run | trials | AUBC | AUBC 95 % CI | final acc | final 95 % CI | query s/cycle | "
+                        "train s/cycle | times beaten | vs RandomSampling |")
+    few = "too few trials (1)"  # one trial: no interval, said in words
+    assert lines[2] == (f"| EntropySampling | 1 | 68.00 ± 0.00 | {few} | 86.00 ± 0.00 | {few} | 0.75 | 2.00 | 0.00 | "
+                        f"+3.00 {few} (1/1), p — |")
+    assert lines[3] == (f"| RandomSampling | 1 | 65.00 ± 0.00 | {few} | 80.00 ± 0.00 | {few} | 0.25 | 2.00 | 0.00 | "
+                        "— |")  # sorted by AUBC
     assert "ddof=0" in lines[-1] and "recall" not in lines[0]
     rows = list(csv.DictReader(io.StringIO((sweep / "summary.csv").read_text())))
     assert [r["run"] for r in rows] == ["EntropySampling", "RandomSampling"]
-    assert rows[0]["aubc_mean"] == "68.0" and rows[0]["final_std"] == "0.0" and rows[0]["vs_random_diff"] == "3.0"
-    assert (rows[0]["vs_random_wins"], rows[0]["vs_random_trials"]) == ("1", "1") and rows[1]["vs_random_diff"] == ""
+    assert rows[0]["aubc_mean"] == "68.0" and rows[0]["final_std"] == "0.0" and rows[0]["diff_aubc"] == "3.0"
+    assert (rows[0]["wins"], rows[0]["paired_trials"]) == ("1", "1") and rows[1]["diff_aubc"] == ""
+    assert rows[0]["aubc_ci_low"] == rows[0]["diff_aubc_ci_high"] == few and rows[0]["p_value"] == ""
+    assert rows[0]["diff_final"] == "6.0" and rows[0]["reference"] == "RandomSampling"
     assert rows[0]["query_seconds"] == "0.75" and rows[1]["recall_aubc_mean"] == ""
-    assert [p.name for p in sorted(sweep.glob("*.png"))] == ["accuracy.png"]
+    assert [p.name for p in sorted(sweep.glob("*.png"))] == ["accuracy.png", "penalty_matrix.png"]
 
 
 def test_open_set_runs_get_a_recall_aubc_column_and_pooled_seeds_count_as_trials(tmp_path):
     plot.main([*lfosa_runs(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
-    assert lines[0].split(" | ")[4] == "recall AUBC"
+    assert lines[0].split(" | ")[6] == "recall AUBC"
     lfosa = next(line for line in lines if line.startswith("| lfosa |"))
     # recall per trial (0.4, 0.8 at 10, 12 labels) -> 0.6; (0.6, 0.7 at 10, 14) -> 0.65
-    assert lfosa.split(" | ")[1:5] == ["2", "26.50 ± 1.50", "32.00 ± 2.00", "0.625 ± 0.025"]
-    assert lfosa.endswith("| -1.00 (0/1) |")  # seed 1's trial 0 against the random run of seed 1, on cycle 0
+    assert [lfosa.split(" | ")[i] for i in (1, 2, 4, 6)] == ["2", "26.50 ± 1.50", "32.00 ± 2.00", "0.625 ± 0.025"]
+    # seed 1's trial 0 against the random run of seed 1, on cycle 0
+    assert lfosa.endswith("| -1.00 too few trials (1) (0/1), p — |")
 
 
 def test_labels_come_from_the_settings_that_differ(tmp_path):
@@ -350,7 +358,7 @@ def test_help_says_what_is_drawn_from_what_and_every_default(capsys):
     assert code == 0 and " ".join(parser.description.split()) in " ".join(out.split())
     assert "from the cycles.csv" in parser.description and "test accuracy against the number" in parser.description
     options = [a for a in parser._actions if a.dest != "help"]
-    assert len(options) == 6 and all("(default: " in a.help for a in options), [a.dest for a in options]
+    assert len(options) == 9 and all("(default: " in a.help for a in options), [a.dest for a in options]
 
 
 def many_runs(root, n):

@@ -61,7 +61,7 @@ def test_rows_of_an_uncommitted_cycle_are_dropped_on_resume(tmp_path):
     run = make_run(out)
     finish(run, 0, 0, np.array([1, 2]))
     with open(os.path.join(out, "cycles.csv"), "a") as fh:  # killed after the csv, before state.json
-        fh.write("0,1,3,99.0,1.0,1.0\n")
+        fh.write("0,1,3,99.0,1.0,1.0" + "," * (len(CYCLE_COLUMNS) - 6) + "\n")
     resumed = make_run(out, resume=True)
     finish(resumed, 0, 1, np.array([1, 2, 100]))
     assert [r["test_acc"] for r in read_cycles(out)] == [50.0, 51.0]

@@ -31,6 +31,7 @@ from utils.core.errors import UserError
 from utils.core.progress import Reporter, release, set_active
 from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
 from utils.core.rng import rng_state, set_rng_state
+from utils.core.train import EvalScores
 
 
 def _versions():
@@ -78,8 +79,10 @@ class Run(Reporter):
         if state is not None:
             if not resume:
                 raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+            # a setting newer than the saved run, at None (off), is what that run did
             changed = sorted(k for k in set(state["identity"]) | set(self.identity)
-                             if state["identity"].get(k) != self.identity.get(k))
+                             if state["identity"].get(k) != self.identity.get(k)
+                             and not (k not in state["identity"] and self.identity[k] is None))
             if changed:
                 raise UserError(f"--resume: {out} was run with different settings ({', '.join(changed)}); "
                                 "use the same settings or another --out")
@@ -176,15 +179,18 @@ class Run(Reporter):
         return range(self.first_cycle(trial), self.cycles)
 
     # ------------------------------------------------------------------ commit
-    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray, test_acc: float | None,
-               times: dict, checkpoint: dict, extra: dict | None = None) -> np.ndarray:
-        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%; None:
-        no test images, left empty in cycles.csv), then ``queried`` was added; ``times`` holds
-        train_seconds/query_seconds, ``extra`` any
-        further cycles.csv columns, ``checkpoint`` everything needed to continue the trial.
-        Returns the new labeled indices."""
+    def commit(self, trial: int, cycle: int, labeled_idx: np.ndarray, queried: np.ndarray,
+               test_acc: EvalScores | float | None, times: dict, checkpoint: dict,
+               extra: dict | None = None) -> np.ndarray:
+        """Record a finished cycle: the model trained on ``labeled_idx`` scored ``test_acc`` (%, with its
+        balanced and worst-class accuracy when it is a EvalScores; None: no test images, left empty
+        in cycles.csv), then ``queried`` was added; ``times`` holds train_seconds/query_seconds,
+        ``extra`` any further cycles.csv columns, ``checkpoint`` everything needed to continue the
+        trial. Returns the new labeled indices."""
+        scores = test_acc.columns() if isinstance(test_acc, EvalScores) else {}
+        test_acc = test_acc.acc if isinstance(test_acc, EvalScores) else test_acc
         row = {"trial": trial, "cycle": cycle, "n_labeled": len(labeled_idx),
-               "test_acc": "" if test_acc is None else round(test_acc, 4), **times, **(extra or {})}
+               "test_acc": "" if test_acc is None else round(test_acc, 4), **times, **scores, **(extra or {})}
         labeled_idx = np.concatenate([labeled_idx, queried])
         self.rows.append(row)
         self.finished[trial] = cycle
@@ -237,9 +243,12 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     """The results folder of an entry script (``--out``, or a fresh one under results/). config.json
     records the script, the resolved settings (and which --epochs scaled), ``derived`` values
     (what the settings and the data determine, e.g. budgets in images) and how the run was
-    started; logs the run's first line and the scaled settings. The folder: ``--out``, else
+    started (with ``derived.class_counts``, the pool's images per class, when the data were subsampled
+    to a long tail); logs the run's first line and the scaled settings. The folder: ``--out``, else
     ``out`` (a script's own default, made from its flag ``out_flag``), else a fresh one under results/."""
     out = args.out or out or default_out(*name_parts, dist=dist)
+    if getattr(data, "class_counts", None) is not None:  # a long-tailed pool (IMBALANCE): its images per class
+        derived = {**(derived or {}), "class_counts": data.class_counts}
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith(".py") else cfg.script
     identity = {"script": cfg.script, **cfg.identity(), "dataset": data.name,
                 **{f"derived.{k}": v for k, v in (derived or {}).items()}, **precision_identity(dist)}

@@ -28,7 +28,10 @@ import torch
 
 from utils.core.errors import UserError
 
-CYCLE_COLUMNS = ["trial", "cycle", "n_labeled", "test_acc", "train_seconds", "query_seconds"]
+# balanced_acc, min_class_acc: the mean and the lowest per-class test accuracy (%); folders written before
+# they existed lack them (readers take any subset of the columns after n_labeled)
+CYCLE_COLUMNS = ["trial", "cycle", "n_labeled", "test_acc", "train_seconds", "query_seconds", "balanced_acc",
+                 "min_class_acc"]
 OPENSET_COLUMNS = ["n_queried", "n_queried_known", "recall", "precision"]
 
 

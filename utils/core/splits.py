@@ -36,6 +36,27 @@ def balanced_subset(targets, size, seed, indices=None):
     return np.sort(np.concatenate([members[:q] for members, q in zip(by_class, quota)]))
 
 
+def long_tail_subset(targets, indices, ratio: float, seed: int) -> tuple[np.ndarray, list[int]]:
+    """A long-tailed subset of ``indices`` (the CIFAR-10-LT profile, Cao et al., NeurIPS'19): the class
+    at rank r of a seeded random order of the C classes present keeps int(n_max * ratio^(-r/(C-1)))
+    of its images (n_max: the largest class's count; at least 1, at most what the class has), drawn
+    at random, so the head keeps n_max and the tail n_max / ratio. Returns (the indices, sorted; the
+    kept count of every class 0..max label)."""
+    targets = np.asarray(targets)
+    indices = np.asarray(indices)
+    rng = np.random.default_rng([seed, 7919])  # its own stream: the other subsets' draws stay as they were
+    labels = targets[indices]
+    classes, counts = np.unique(labels, return_counts=True)
+    n_max, steps = int(counts.max()), max(len(classes) - 1, 1)
+    rank = np.empty(len(classes), dtype=int)
+    rank[rng.permutation(len(classes))] = np.arange(len(classes))  # rank 0: the head class
+    keep = np.minimum(counts, np.maximum(1, (n_max * (1.0 / ratio) ** (rank / steps)).astype(int)))
+    chosen = [rng.permutation(indices[labels == c])[:k] for c, k in zip(classes, keep)]
+    per_class = np.zeros(int(targets.max()) + 1, dtype=int)
+    per_class[classes] = keep
+    return np.sort(np.concatenate(chosen)), per_class.tolist()
+
+
 def random_subset(indices, size):
     """``size`` of ``indices`` in a random order drawn from the global numpy RNG (seeded per trial)."""
     indices = np.asarray(indices)

@@ -1,8 +1,9 @@
 """Training and inference helpers shared by the entry scripts."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from utils.core import distributed
@@ -121,10 +122,77 @@ def fit(loader, epochs: int, step: Step, run, desc: str, epoch_start: Callable |
     return steps
 
 
-def evaluate(model, data, batch_size, dist, workers=0):
-    """Top-1 accuracy (%) of the main head on the test set."""
-    correct = predict(model, data, "test", lambda out, y: out.logits.argmax(1) == y, batch_size, dist, workers)
-    return 100.0 * correct.float().mean().item()
+@dataclass(frozen=True)
+class EvalScores:
+    """A model's test accuracies (%): ``acc`` over every test image (top-1) and ``per_class``, the
+    accuracy on each class's test images (the class's recall; NaN for a class without test images)."""
+
+    acc: float
+    per_class: np.ndarray
+
+    @property
+    def balanced_acc(self) -> float:
+        """The mean of the per-class accuracies (balanced accuracy, Brodersen et al., 2010)."""
+        return float(np.nanmean(self.per_class))
+
+    @property
+    def min_class_acc(self) -> float:
+        """The accuracy of the worst class."""
+        return float(np.nanmin(self.per_class))
+
+    def columns(self) -> dict:
+        """The cycles.csv columns beside test_acc."""
+        return {"balanced_acc": round(self.balanced_acc, 4), "min_class_acc": round(self.min_class_acc, 4)}
+
+    @staticmethod
+    def mean(scores: Sequence["EvalScores"]) -> "EvalScores":
+        """The mean of several models' scores (accuracy and every class's accuracy averaged)."""
+        return EvalScores(float(np.mean([s.acc for s in scores])), np.mean([s.per_class for s in scores], axis=0))
+
+
+def evaluate(model, data, batch_size, dist, workers=0) -> EvalScores:
+    """Top-1 accuracy (%) of the main head on the test set, overall and per class (one pass)."""
+    pairs = predict(model, data, "test", lambda out, y: torch.stack([out.logits.argmax(1), y], 1), batch_size, dist,
+                    workers)
+    predicted, targets = pairs[:, 0], pairs[:, 1]
+    correct = predicted == targets
+    classes = max(int(data.num_classes), int(targets.max()) + 1)
+    totals = torch.bincount(targets, minlength=classes).double()
+    hits = torch.bincount(targets[correct], minlength=classes).double()
+    per_class = torch.where(totals > 0, 100.0 * hits / totals.clamp(min=1), torch.tensor(float("nan")))
+    return EvalScores(100.0 * correct.float().mean().item(), per_class.numpy())
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two label vectors (Cohen, 1960): (p_o - p_e) / (1 - p_e), p_o the observed
+    agreement, p_e the agreement expected from the two label distributions; identical vectors give
+    1 (also when both hold one class only, where p_e = 1)."""
+    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("cohen_kappa needs two label vectors of one non-zero length")
+    observed = float(np.mean(a == b))
+    size = int(max(a.max(), b.max())) + 1
+    expected = float(np.dot(np.bincount(a, minlength=size), np.bincount(b, minlength=size))) / a.size ** 2
+    if expected >= 1.0:
+        return 1.0 if observed == 1.0 else 0.0
+    return (observed - expected) / (1.0 - expected)
+
+
+STOP_SET_SIZE = 2000  # images of the stop set (drawn once per trial from the images unlabeled at its start)
+
+
+def stop_set(pool: np.ndarray, seed: int, size: int = STOP_SET_SIZE) -> np.ndarray:
+    """The stop set of stabilising predictions (Bloodgood & Vijay-Shanker, 2009): ``size`` of ``pool``
+    (all of it when smaller), drawn from a generator of its own seeded with ``seed`` (no global RNG
+    is touched, so a run's queries stay as they were), sorted."""
+    rng = np.random.default_rng([seed, 104_729])
+    return np.sort(rng.choice(np.asarray(pool), min(size, len(pool)), replace=False))
+
+
+def stop_predictions(model, data, indices: np.ndarray, batch_size: int, dist, workers: int = 0) -> torch.Tensor:
+    """The model's predicted classes on the stop set ``indices`` (plain view, eval mode)."""
+    return predict(model, data, indices, lambda out, _y: out.logits.argmax(1), batch_size, dist, workers,
+                   desc="stop set")
 
 
 def softmax_probs(out, _targets):

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from config.deepal import MODELS, SERVES, TOOLKIT_SSL
+from config.deepal import BUDGET_QUERIES, MODELS, SERVES, TOOLKIT_SSL, budget_counts
 from models import build_model
 from utils.core import distributed
 from utils.core.cli import add_inert_flags, add_refused_flags
 from utils.core.data import cycled_batches, forever, make_batch_loader, make_loader
 from utils.core.errors import UserError
-from utils.core.splits import random_subset
+from utils.core.splits import balanced_subset, random_subset
 from utils.core.train import fit
 from utils.methods.ssl import make_ssl
 from utils.protocols.pool import PoolProtocol, Trial
@@ -29,9 +29,14 @@ from utils.samplers.registry import Need
 _TOOLKIT_SSL = {name.lower(): pair for name, pair in TOOLKIT_SSL.items()}  # (names ignore case)
 
 
-def deepal_budget(cfg, pool_size: int, start: int | None = None) -> tuple[int, int, int, int]:
+def deepal_budget(cfg, pool_size: int, start: int | None = None,
+                  num_classes: int | None = None) -> tuple[int, int, int, int]:
     """(initial labels, labels per query, total labels, rounds) from the percent settings (or the
-    counts ``start`` and QUERY_SIZE)."""
+    counts ``start`` and QUERY_SIZE), or from BUDGET's regime for ``num_classes`` classes
+    (config/deepal.py budget_counts)."""
+    if getattr(cfg, "BUDGET", None) is not None:
+        start, query, end = budget_counts(cfg.BUDGET, num_classes, pool_size)
+        return start, query, end, BUDGET_QUERIES
     start = int(cfg.N_START * pool_size / 100) if start is None else start
     end = pool_size if cfg.N_END == -1 else int(cfg.N_END * pool_size / 100)
     query = end - start if cfg.N_QUERY == -1 else int(cfg.N_QUERY * pool_size / 100)
@@ -144,7 +149,7 @@ class DeepAL(PoolProtocol):
         """The number of cycles (rounds + 1 trainings, or CYCLES); checks the budget."""
         own = self.data.own
         self.start, self.query, self.end, self.rounds = deepal_budget(
-            self.cfg, pool_size, None if own is None else len(own.initial_idx))
+            self.cfg, pool_size, None if own is None else len(own.initial_idx), self.data.num_classes)
         cycles = self.rounds + 1 if self.cfg.CYCLES is None else self.cfg.CYCLES
         if cycles > self.rounds + 1:
             raise UserError(f"--cycles {cycles} needs more labels than --nEnd {self.cfg.N_END} allows "
@@ -169,7 +174,12 @@ class DeepAL(PoolProtocol):
         initial = [self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
                                                   **self.model_options)).to(self.dist.device)
                    for _ in range(self.members)]
-        labeled = labelable if self.data.own is not None else random_subset(labelable, self.start)
+        if self.data.own is not None:
+            labeled = labelable
+        elif self.cfg.BUDGET is not None:  # Lüth et al.'s regimes start class-balanced
+            labeled = balanced_subset(self.data.train_targets, self.start, np.random.randint(2**31), labelable)
+        else:
+            labeled = random_subset(labelable, self.start)
         return Trial(labeled, initial_models=initial)
 
     def models(self, state: Trial, cycle: int) -> list:

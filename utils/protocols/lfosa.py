@@ -38,7 +38,7 @@ from utils.core.loop import start_run
 from utils.core.openset import choose_known_classes, init_percent_pool, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.core.rng import seed_everything
-from utils.core.train import evaluate, train_one_epoch
+from utils.core.train import EvalScores, evaluate, train_one_epoch
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.registry import Need
@@ -277,7 +277,7 @@ class Experiment:
             for scheduler in schedulers:
                 scheduler.step()
             if (epoch + 1) % cfg.EVAL_FREQ == 0 and epoch + 1 < cfg.MAX_EPOCH:
-                accs = ", ".join(f"{m.name} {self.test(m.model):.2f}%" for m in members)
+                accs = ", ".join(f"{m.name} {self.test(m.model).acc:.2f}%" for m in members)
                 self.run.log(f"{desc} epoch {epoch + 1}: test accuracy {accs}")
 
     def step(self, member: Member, net: nn.Module, optimizer: torch.optim.Optimizer, center: CenterLossTerm):
@@ -296,8 +296,9 @@ class Experiment:
             return loss.detach()
         return step
 
-    def test(self, model: nn.Module) -> float:
-        """Top-1 accuracy (%) on the known-class test set (a K+1-way model may answer K: wrong)."""
+    def test(self, model: nn.Module) -> EvalScores:
+        """Top-1 accuracy (%) on the known-class test set, overall and per class (a K+1-way model may
+        answer K: wrong)."""
         return evaluate(model, self.data, self.cfg.BATCH_SIZE, self.dist, self.data.workers)
 
     def query(self, model: nn.Module, sets: LabelSets, extras: dict | None = None) -> np.ndarray:
@@ -311,7 +312,7 @@ class Experiment:
                            settings=cfg)
         return self.strategy.select(ctx)
 
-    def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: float,
+    def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: EvalScores,
                times: dict, models: dict) -> LabelSets:
         """The oracle splits the query: knowns join L, unknowns join I; both leave U. Records the
         cycle (test accuracy, query precision and recall; with SAVE_MODEL the cycle's ``models``,

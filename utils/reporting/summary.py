@@ -1,6 +1,9 @@
 """Summaries of results folders (README, 'The results folder'): area under the budget curve (AUBC),
-final accuracy, seconds per cycle, the paired difference against RandomSampling, labels built from
-the settings that differ between runs, and the table across runs as Markdown and CSV.
+final accuracy, seconds per cycle, the paired difference against a reference strategy (RandomSampling
+by default), bootstrap confidence intervals and paired t-tests over trials, the pairwise penalty
+matrix (Ash et al., ICLR'20, sec. 5), the stopping point of the stabilising-predictions rule
+(Bloodgood & Vijay-Shanker, 2009), labels built from the settings that differ between runs, and the
+table across runs as Markdown and CSV.
 
 Pure computations on what a run folder holds (its config.json as a dict, its cycles.csv rows as
 dicts); reading and writing files is plot.py's. Every "± std" is the standard deviation over trials
@@ -9,8 +12,6 @@ with ddof=0 (the population standard deviation, as the plots' bands), so one tri
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -27,6 +28,14 @@ OLD_STRATEGY_KEYS = {"main_al.py --protocol deepal": "STRATEGY", "main_al.py --p
                      "main_TOD.py": "SAMPLING", "main_LL4AL.py": "SAMPLING"}
 RANDOM_NAMES = {"random", "randomsampling"}  # strategy values (lower case) meaning random sampling
 STD_NOTE = "± is the standard deviation over trials (ddof=0)"
+REFERENCE = "RandomSampling"  # the default strategy every other one is compared with (plot.py --reference)
+RESAMPLES = 10_000  # bootstrap resamples (plot.py --bootstrap)
+CI_LEVEL = 0.95
+MIN_CI_TRIALS = 3  # fewer trials: no bootstrap interval (two values give a resampled mean of 3 values only)
+MIN_TEST_TRIALS = 2  # fewer paired trials: no t-test
+ALPHA = 0.05  # the penalty matrix's two-sided significance level (Ash et al., 2020)
+STOP_THRESHOLD, STOP_WINDOWS = 0.99, 3  # stabilising predictions: mean kappa of the last 3 windows >= 0.99
+TOO_FEW = "too few trials"
 
 
 # --------------------------------------------------------------------------- curves
@@ -50,6 +59,52 @@ def mean_std(values: Iterable[float]) -> tuple[float, float]:
     """(mean, std with ddof=0) of the finite values; (nan, nan) when there is none."""
     v = np.array([x for x in values if _number(x)], dtype=float)
     return (float(v.mean()), float(v.std())) if v.size else (math.nan, math.nan)
+
+
+def bootstrap_ci(values: Iterable[float], resamples: int = RESAMPLES, seed: int = 0,
+                 level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean of ``values`` (Efron & Tibshirani, 1993, ch. 13):
+    the (1 - level)/2 and (1 + level)/2 quantiles of the means of ``resamples`` resamples with
+    replacement, drawn from numpy's generator seeded with ``seed``. None with fewer than
+    MIN_CI_TRIALS finite values. Constant values give the point (v, v)."""
+    v = np.array([x for x in values if _number(x)], dtype=float)
+    if v.size < MIN_CI_TRIALS:
+        return None
+    draws = np.random.default_rng(seed).integers(0, v.size, size=(resamples, v.size))
+    means = v[draws].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def paired_t_pvalue(diffs: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of the paired t-test (Student's t with n - 1 degrees of freedom on the
+    differences of paired values, t = mean / (sd / sqrt(n)), sd with ddof=1) along the last axis of
+    ``diffs``; NaN where n < MIN_TEST_TRIALS. Constant differences: p 1 when they are 0, else 0
+    (scipy's ttest_rel gives NaN and 0 there)."""
+    from scipy import stats
+
+    d = np.asarray(diffs, dtype=float)
+    n = d.shape[-1]
+    if n < MIN_TEST_TRIALS:
+        return np.full(d.shape[:-1], math.nan)
+    mean, sd = d.mean(axis=-1), d.std(axis=-1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(sd > 0, mean / (sd / math.sqrt(n)), np.where(mean == 0, 0.0, np.inf))
+    return 2 * stats.t.sf(np.abs(t), n - 1)
+
+
+def stop_point(rows: Sequence[dict], threshold: float = STOP_THRESHOLD, windows: int = STOP_WINDOWS) -> dict | None:
+    """The first row (of one trial, by cycle) where the stabilising-predictions rule fires: the mean of
+    the last ``windows`` stop_kappa values (agreement of consecutive models on the stop set) reaches
+    ``threshold`` (Bloodgood & Vijay-Shanker, 2009: 3 windows, 0.99); None when it never does."""
+    kappas = []
+    for row in sorted(rows, key=lambda r: r.get("cycle", 0)):
+        if not _number(row.get("stop_kappa")):
+            continue
+        kappas.append(float(row["stop_kappa"]))
+        if len(kappas) >= windows and np.mean(kappas[-windows:]) >= threshold:
+            return row
+    return None
 
 
 def _number(value) -> bool:
@@ -278,11 +333,15 @@ def _mean_column(rows: Sequence[dict], column: str) -> float:
 
 @dataclass
 class Paired:
-    """Paired AUBC difference against RandomSampling over the trials both runs have."""
+    """Paired AUBC difference against the reference strategy over the trials both runs have."""
 
-    diff: float  # mean over common trials of (AUBC - random's AUBC), on the cycles both have
+    diff: float  # mean over common trials of (AUBC - the reference's AUBC), on the cycles both have
     wins: int  # common trials where the run's AUBC is strictly greater
     trials: int  # common trials
+    ci: tuple[float, float] | None = None  # bootstrap 95 % interval of diff; None: too few trials
+    p_value: float | None = None  # two-sided paired t-test; None: too few trials
+    final_diff: float | None = None  # mean paired difference of the final accuracy (trials' common last cycle)
+    final_ci: tuple[float, float] | None = None
 
 
 @dataclass
@@ -299,46 +358,82 @@ class Summary:
     recall_aubc_std: float | None
     query_seconds: float  # mean per cycle
     train_seconds: float
-    vs_random: Paired | None = None
+    vs_reference: Paired | None = None
+    aubc_ci: tuple[float, float] | None = None  # bootstrap 95 % interval of the mean; None: too few trials
+    final_ci: tuple[float, float] | None = None
+    balanced_aubc: tuple[float, float] = (math.nan, math.nan)  # (mean, std) of the balanced-accuracy AUBC
+    min_class_aubc: tuple[float, float] = (math.nan, math.nan)  # (mean, std) of the worst class's AUBC
+    times_beaten: float | None = None  # column sum of the penalty matrix; None: no matrix
+    stops: tuple[float, int] | None = None  # (mean n_labeled where the stopping rule fired, trials it fired in)
+    group: int = -1  # the group's position in summary_table's input
 
 
-def summarize(group: Group, label: str) -> Summary:
-    """Trials, AUBC and final accuracy (mean ± std over trials), recall AUBC for open-set runs,
-    mean train and query seconds per cycle."""
+def summarize(group: Group, label: str, resamples: int = RESAMPLES, seed: int = 0) -> Summary:
+    """Trials, AUBC and final accuracy (mean ± std over trials, bootstrap intervals of the means),
+    the AUBCs of balanced and worst-class accuracy, recall AUBC for open-set runs, mean train and
+    query seconds per cycle, and where the stopping rule fired."""
     rows = group.rows
     aubcs = trial_aubc(group)
     final = trial_final(group)
     recall = mean_std(trial_aubc(group, "recall").values()) if is_open_set(rows) else (None, None)
+    stops = [stop_point(trial) for trial in group.trials().values()] if any("stop_kappa" in r for r in rows) else []
+    fired = [float(row["n_labeled"]) for row in stops if row is not None]
     return Summary(label, len(group.trials()), *mean_std(aubcs.values()), *mean_std(final.values()), *recall,
-                   _mean_column(rows, "query_seconds"), _mean_column(rows, "train_seconds"))
+                   _mean_column(rows, "query_seconds"), _mean_column(rows, "train_seconds"),
+                   aubc_ci=bootstrap_ci(aubcs.values(), resamples, seed),
+                   final_ci=bootstrap_ci(final.values(), resamples, seed),
+                   balanced_aubc=mean_std(trial_aubc(group, "balanced_acc").values()),
+                   min_class_aubc=mean_std(trial_aubc(group, "min_class_acc").values()),
+                   stops=(float(np.mean(fired)), len(fired)) if fired else (math.nan, 0) if stops else None)
 
 
-def paired_difference(group: Group, random: Group, metric: str = "test_acc") -> Paired | None:
+def _common_cycles(mine: Sequence[dict], theirs: Sequence[dict], metric: str) -> tuple[list[dict], list[dict]]:
+    a = {r["cycle"]: r for r in mine if _number(r.get(metric))}
+    b = {r["cycle"]: r for r in theirs if _number(r.get(metric))}
+    cycles = sorted(set(a) & set(b))
+    return [a[c] for c in cycles], [b[c] for c in cycles]
+
+
+def paired_difference(group: Group, reference: Group, metric: str = "test_acc", resamples: int = RESAMPLES,
+                      seed: int = 0) -> Paired | None:
     """Mean over the trials both groups have (same seed and trial) of the AUBC difference, each
-    trial's AUBC over the cycles both have; None without a common trial."""
-    mine, theirs = group.trials(), random.trials()
-    diffs = []
+    trial's AUBC over the cycles both have, with its bootstrap interval and the paired t-test's
+    p-value; the same difference of the accuracy at the last common cycle. None without a common
+    trial."""
+    mine, theirs = group.trials(), reference.trials()
+    diffs, finals = [], []
     for key in [k for k in mine if k in theirs]:
-        a = {r["cycle"]: r for r in mine[key] if _number(r.get(metric))}
-        b = {r["cycle"]: r for r in theirs[key] if _number(r.get(metric))}
-        cycles = sorted(set(a) & set(b))
-        if cycles:
-            diffs.append(aubc(*_curve([a[c] for c in cycles], metric)) - aubc(*_curve([b[c] for c in cycles], metric)))
+        a, b = _common_cycles(mine[key], theirs[key], metric)
+        if a:
+            diffs.append(aubc(*_curve(a, metric)) - aubc(*_curve(b, metric)))
+            finals.append(float(a[-1][metric]) - float(b[-1][metric]))
     if not diffs:
         return None
-    return Paired(float(np.mean(diffs)), sum(d > 0 for d in diffs), len(diffs))
+    p = float(paired_t_pvalue(np.array(diffs)))
+    return Paired(float(np.mean(diffs)), sum(d > 0 for d in diffs), len(diffs), bootstrap_ci(diffs, resamples, seed),
+                  None if math.isnan(p) else p, float(np.mean(finals)), bootstrap_ci(finals, resamples, seed))
 
 
-def random_partners(groups: Sequence[Group]) -> dict[int, int]:
-    """{group index: index of its RandomSampling group}: groups whose first runs share the script
-    and every setting but the strategy (SEED and resumable keys aside), the partner random."""
+def is_strategy(run: RunRecord, name: str) -> bool:
+    """Whether the run's strategy is ``name`` (case ignored; any random-sampling name stands for
+    every other one), by derived.strategy_name or the strategy setting."""
+    if name.lower() in RANDOM_NAMES:
+        return is_random(run)
+    key = strategy_key(run)
+    names = {run.config.get("derived", {}).get("strategy_name"), run.settings.get(key) if key else None}
+    return any(str(n).lower() == name.lower() for n in names if n is not None)
+
+
+def reference_partners(groups: Sequence[Group], reference: str = REFERENCE) -> dict[int, int]:
+    """{group index: index of its reference group}: groups whose first runs share the script and
+    every setting but the strategy (SEED and resumable keys aside), the partner's strategy ``reference``."""
     partners = {}
     for i, group in enumerate(groups):
         run = group.first
-        if not run.config or is_random(run):
+        if not run.config or is_strategy(run, reference):
             continue
         for j, other in enumerate(groups):
-            if j == i or not other.first.config or not is_random(other.first):
+            if j == i or not other.first.config or not is_strategy(other.first, reference):
                 continue
             key = strategy_key(run)
             if key is None or key != strategy_key(other.first):
@@ -350,71 +445,46 @@ def random_partners(groups: Sequence[Group]) -> dict[int, int]:
     return partners
 
 
-def summary_table(groups: Sequence[Group], labels: Sequence[str]) -> list[Summary]:
-    """A Summary per group (with its paired difference against random where there is a partner),
+def penalty_matrix(groups: Sequence[Group], metric: str = "test_acc", alpha: float = ALPHA) -> np.ndarray:
+    """The pairwise penalty matrix of Ash et al. (ICLR'20, sec. 5) over the groups: entry (i, j) sums
+    1/L over the labeled-set sizes where group i beats group j, L the number of sizes both reached
+    (n_labeled values both groups have); i beats j at a size when the two-sided paired t-test over
+    their common trials (same seed and trial) holding that size gives p < ``alpha`` and i's mean is
+    higher. Sizes with fewer than 2 paired trials count in L but are never a win. Column sums:
+    how often each group was beaten."""
+    curves = []
+    for group in groups:
+        curves.append({key: {r["n_labeled"]: float(r[metric]) for r in rows if _number(r.get(metric))}
+                       for key, rows in group.trials().items()})
+    n = len(groups)
+    matrix = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            keys = [k for k in curves[i] if k in curves[j]]
+            sizes = sorted({s for k in keys for s in curves[i][k]} & {s for k in keys for s in curves[j][k]})
+            for size in sizes:
+                pairs = np.array([(curves[i][k][size], curves[j][k][size]) for k in keys
+                                  if size in curves[i][k] and size in curves[j][k]])
+                if len(pairs) < MIN_TEST_TRIALS:
+                    continue
+                diff = pairs[:, 0] - pairs[:, 1]
+                if paired_t_pvalue(diff) < alpha:
+                    winner, loser = (i, j) if diff.mean() > 0 else (j, i)
+                    matrix[winner, loser] += 1.0 / len(sizes)
+    return matrix
+
+
+def summary_table(groups: Sequence[Group], labels: Sequence[str], reference: str = REFERENCE,
+                  resamples: int = RESAMPLES, seed: int = 0, penalty: np.ndarray | None = None) -> list[Summary]:
+    """A Summary per group (with its paired difference against the ``reference`` strategy where
+    there is a partner, and its column sum of ``penalty``, the penalty matrix of ``groups``),
     sorted by AUBC, highest first."""
-    rows = [summarize(group, label) for group, label in zip(groups, labels)]
-    for i, j in random_partners(groups).items():
-        rows[i].vs_random = paired_difference(groups[i], groups[j])
+    rows = [summarize(group, label, resamples, seed) for group, label in zip(groups, labels)]
+    for i, row in enumerate(rows):
+        row.group = i
+    for i, j in reference_partners(groups, reference).items():
+        rows[i].vs_reference = paired_difference(groups[i], groups[j], resamples=resamples, seed=seed)
+    if penalty is not None:
+        for row, beaten in zip(rows, penalty.sum(axis=0)):
+            row.times_beaten = float(beaten)
     return sorted(rows, key=lambda s: math.inf if math.isnan(s.aubc_mean) else -s.aubc_mean)
-
-
-# --------------------------------------------------------------------------- output
-def _pm(mean: float | None, std: float | None, digits: int) -> str:
-    if mean is None or math.isnan(mean):
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def _seconds(value: float) -> str:
-    return "—" if math.isnan(value) else f"{value:.2f}"
-
-
-def _versus(paired: Paired | None) -> str:
-    return "—" if paired is None else f"{paired.diff:+.2f} ({paired.wins}/{paired.trials})"
-
-
-def to_markdown(table: Sequence[Summary]) -> str:
-    """A pipe table and a footer naming the AUBC, the std convention and the paired column."""
-    recall = any(s.recall_aubc_mean is not None for s in table)
-    header = ["run", "trials", "AUBC", "final acc"] + (["recall AUBC"] if recall else []) + \
-             ["query s/cycle", "train s/cycle", "vs random"]
-    align = ["---", "---:", "---:", "---:"] + (["---:"] if recall else []) + ["---:", "---:", "---:"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    for s in table:
-        cells = [s.label.replace("|", "\\|"), str(s.trials), _pm(s.aubc_mean, s.aubc_std, 2),
-                 _pm(s.final_mean, s.final_std, 2)]
-        cells += [_pm(s.recall_aubc_mean, s.recall_aubc_std, 3)] if recall else []
-        cells += [_seconds(s.query_seconds), _seconds(s.train_seconds), _versus(s.vs_random)]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append(f"AUBC: area under test accuracy (%) against labeled-set size divided by the label range"
-                 f"{' (recall AUBC: the same for selection recall)' if recall else ''}; final acc: test accuracy "
-                 f"(%) at each trial's last cycle; {STD_NOTE}; vs random: mean paired AUBC difference against "
-                 f"RandomSampling over the trials both ran (same seed and trial), with the trials won.")
-    return "\n".join(lines) + "\n"
-
-
-CSV_COLUMNS = ["run", "trials", "aubc_mean", "aubc_std", "final_mean", "final_std", "recall_aubc_mean",
-               "recall_aubc_std", "query_seconds", "train_seconds", "vs_random_diff", "vs_random_wins",
-               "vs_random_trials"]
-
-
-def _plain(value) -> object:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return round(value, 4) if isinstance(value, float) else value
-
-
-def to_csv(table: Sequence[Summary]) -> str:
-    """The table with plain numbers in separate columns (CSV_COLUMNS; std with ddof=0; empty: none)."""
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    for s in table:
-        paired = s.vs_random
-        writer.writerow([_plain(v) for v in (
-            s.label, s.trials, s.aubc_mean, s.aubc_std, s.final_mean, s.final_std, s.recall_aubc_mean,
-            s.recall_aubc_std, s.query_seconds, s.train_seconds, paired and paired.diff, paired and paired.wins,
-            paired and paired.trials)])
-    return text.getvalue()

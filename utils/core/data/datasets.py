@@ -39,7 +39,7 @@ from utils.core.data.own_images import OwnImages, class_folders, is_own_images, 
 from utils.core.data.transforms import BatchTransform
 from utils.core.errors import UserError
 from utils.core.registry import Registry
-from utils.core.splits import balanced_subset
+from utils.core.splits import balanced_subset, long_tail_subset
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # TOD's constants
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -65,6 +65,7 @@ class ImageData:
     test_idx: np.ndarray = field(default=None)
     own: "OwnImages | None" = None  # folder:PATH with labeled/ and unlabeled/ (utils/core/data/own_images.py)
     decoded: bool = False  # image files decoded into memory (no data-loader workers needed)
+    class_counts: list | None = None  # images per class of a long-tailed pool (IMBALANCE); None: not subsampled
     workers: int = 0  # data-loader worker processes of the run's loaders (load_data decides)
 
     @property
@@ -404,13 +405,15 @@ def build_data(name: str, root: str = "./data", download: bool = False, max_trai
                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                crop_padding: int | None = None, flip: bool | None = None, pad_mode: str = "constant",
                resize: int | None = None, own_images: bool = False, manifest_out: str | None = None,
-               threads: int = 1) -> ImageData:
+               threads: int = 1, imbalance: float | None = None) -> ImageData:
     """Load dataset ``name`` (a registered name in any case, or ``folder:PATH``) and wrap it in an
     :class:`ImageData`. ``image_size``: the side image files are decoded to (None: the dataset's
     own; refused for datasets not stored as image files); ``mean``/``std``/``crop_padding``/``flip``
     override the dataset's defaults (a paper's own choices); ``resize`` resizes every batch (after
-    augmentation) to what a model needs; ``own_images`` and ``manifest_out``: see _load_folder.
-    Image files are decoded in ``threads`` threads."""
+    augmentation) to what a model needs; ``own_images`` and ``manifest_out``: see _load_folder;
+    ``imbalance`` (a ratio >= 1) subsamples the training pool (after ``max_train_samples``) to the
+    long-tailed profile of splits.long_tail_subset, the test set unchanged. Image files are decoded in
+    ``threads`` threads."""
     if name.startswith("folder:"):
         raw = _load_folder(name[len("folder:"):], image_size, own_images, manifest_out)
     else:
@@ -437,12 +440,18 @@ def build_data(name: str, root: str = "./data", download: bool = False, max_trai
         data.train_idx = balanced_subset(raw.train.targets.numpy(), max_train_samples, seed)
     if max_test_samples and max_test_samples < len(raw.test):
         data.test_idx = balanced_subset(raw.test.targets.numpy(), max_test_samples, seed)
+    if imbalance is not None:
+        if raw.own is not None:
+            raise UserError("IMBALANCE (--imbalance) subsamples a labeled pool for a simulated oracle; images a "
+                            "person labels are used as they are")
+        data.train_idx, data.class_counts = long_tail_subset(raw.train.targets.numpy(), data.train_idx, imbalance,
+                                                             seed)
     _decode(data, threads)
     return data
 
 
 def load_data(cfg: Mapping, args, **options) -> ImageData:
-    """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES,
+    """``build_data`` from a run's settings (DATASET, IMAGE_SIZE, MAX_TRAIN_SAMPLES, IMBALANCE,
     MAX_TEST_SAMPLES when the script has it, SEED) and its --data-root, --download and --workers (None: image files are
     decoded in one thread per core, and the data loaders get no worker processes when the images
     fit in memory, else up to four); the data loaders' worker count goes into ``data.workers``;
@@ -451,7 +460,8 @@ def load_data(cfg: Mapping, args, **options) -> ImageData:
     max_test = cfg["MAX_TEST_SAMPLES"] if "MAX_TEST_SAMPLES" in cfg else None
     data = build_data(cfg["DATASET"], args.data_root, args.download, cfg["MAX_TRAIN_SAMPLES"], max_test,
                       cfg["SEED"], cfg["IMAGE_SIZE"],
-                      threads=args.workers or cores, **options)
+                      threads=args.workers or cores, imbalance=cfg["IMBALANCE"] if "IMBALANCE" in cfg else None,
+                      **options)
     data.workers = args.workers
     if args.workers is None:
         data.workers = 0 if data.decoded or not isinstance(data.train, FileImages) else min(4, cores)
