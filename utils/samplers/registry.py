@@ -103,7 +103,7 @@ class QueryContext:
         """``[K, N, C]`` softmax outputs of K MC-dropout passes over the candidates (dropout on,
         BatchNorm in eval mode): one mask per pass shared by all candidates (``consistent``, as
         BatchBALD needs) or an independent mask per candidate and pass (``consistent=False``, for
-        BALD and the *Dropout scores); see utils.core.train.mc_dropout_probs."""
+        BALD and the *Dropout scores); see utils.samplers.mc_dropout.mc_dropout_probs."""
         return self._cached("mc_consistent" if consistent else "mc", lambda: mc_dropout_probs(
             self.model, self.data, self.candidates, self.mc_samples, self.batch_size, self.dist, self.workers,
             seed=int(self.rng.integers(2**31)), consistent=consistent))
