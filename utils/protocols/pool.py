@@ -126,9 +126,9 @@ class PoolProtocol:
     def hook_settings(self, grad_clip: float | None) -> HookSettings:
         cfg = self.cfg
         return HookSettings(lr=cfg.LR, momentum=cfg.MOMENTUM, weight_decay=cfg.WEIGHT_DECAY, grad_clip=grad_clip,
-                            epoch_l=cfg.LL_DETACH_EPOCH, in_channels=self.data.in_channels,
-                            image_size=self.data.image_size, device=self.dist.device, vae_width=cfg.VAE_WIDTH,
-                            precision=self.dist.precision)
+                            in_channels=self.data.in_channels, image_size=self.data.image_size,
+                            device=self.dist.device, precision=self.dist.precision,
+                            params={"LL_DETACH_EPOCH": cfg.LL_DETACH_EPOCH, "VAE_WIDTH": cfg.VAE_WIDTH})
 
     @classmethod
     def supported_strategies(cls) -> list:
