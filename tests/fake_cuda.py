@@ -374,7 +374,15 @@ class FakeCuda(TorchFunctionMode):
             (torch, "Generator", FakeGenerator),
             (torch, "autocast", _Autocast), (torch.amp, "autocast", _Autocast),
             (torch.amp, "GradScaler", _GradScaler), (torch, "load", self._load),
+            (torch.nn.Parameter, "__new__", self._parameter),
         ]
+
+    def _parameter(self, cls, data=None, requires_grad=True):
+        """``nn.Parameter(t)`` (also inside deep copies of modules): on ``t``'s device."""
+        out = self._saved_parameter(cls, data, requires_grad)
+        if data is not None and self.is_cuda(data):
+            self._tag(out, True)
+        return out
 
     def _load(self, *args, map_location=None, **kwargs):
         """``torch.load``: tensors on the CPU, tagged CUDA when ``map_location`` names a CUDA device (files
@@ -388,8 +396,9 @@ class FakeCuda(TorchFunctionMode):
 
     def __enter__(self):
         self._saved_load = torch.load
+        self._saved_parameter = torch.nn.Parameter.__new__
         for owner, name, value in self._patches():
-            self._saved.append((owner, name, getattr(owner, name)))
+            self._saved.append((owner, name, vars(owner)[name] if name in vars(owner) else getattr(owner, name)))
             setattr(owner, name, value)
         return super().__enter__()
 
