@@ -2,6 +2,8 @@
 GPUs, per-rank device RNG states in checkpoints, the adversarial attacks in float32 under --amp, the centre
 gradients' all-reduce before unscaling, and --jobs handing out the visible GPUs."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -112,3 +114,20 @@ def test_jobs_take_gpus_from_the_visible_list(tmp_path, monkeypatch):
     run_jobs(jobs, 2, str(script), lambda argv: None, lambda line: None)
     seen = [open(tmp_path / f"job{i}.log").read().strip() for i in range(3)]
     assert seen == ["3", "5", "3"], seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,argv", [
+    ("main_TOD.py", ["--config", "digits", "--epochs", "1", "--cycles", "1", "--trials", "1", "--quiet", "--set",
+                     "WIDTH=8", "--max-train-samples", "200", "--set", "START=40", "--set", "SUBSET=40"]),
+    ("contrast_main.py", ["--dataset", "digits", "--known-classes", "0,1", "--max-train-samples", "400", "--set",
+                          "WIDTH=8", "--quiet", "--mode", "feature", "--batch_size", "32", "--epoch", "1",
+                          "--warmup", "0"]),
+])
+def test_runs_go_on_without_tensorboardx(tmp_path, monkeypatch, capsys, script, argv):
+    from conftest import ENTRY, run_main
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # (an import of it raises ImportError)
+    code, out, err = run_main(script, [*argv, "--device", "cpu", ENTRY[script][2], str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert out.count("TensorBoard logging off: tensorboardX is not installed") == 1

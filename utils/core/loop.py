@@ -224,13 +224,13 @@ class Run:
         if not self.is_main:
             return
         if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(self.folder.tb_dir)
-            settings = self.config.get("settings", {})
-            self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
-                f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
-        self._tb.add_scalar(tag, value, step)
+            self._tb = summary_writer(self.folder.tb_dir) or False
+            if self._tb:
+                settings = self.config.get("settings", {})
+                self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
+                    f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
+        if self._tb:
+            self._tb.add_scalar(tag, value, step)
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None, what: str = "epoch") -> Iterable:
         """``iterable`` (usually the epochs of a stage) with its progress shown: a tqdm bar on a terminal, plain
@@ -293,7 +293,7 @@ class Run:
         global _active
         if _active is self:
             _active = None
-        if self._tb is not None:
+        if self._tb:
             self._tb.close()
         if self._lock is not None:
             self._lock.close()  # (a Run of the same folder in this process takes it again)
@@ -472,6 +472,18 @@ def default_out(*parts, dist=None) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     name = "_".join(str(p) for p in parts if p) + "_" + stamp
     return broadcast_object(os.path.join("results", name.replace(os.sep, "-").replace(":", "-")), dist)
+
+
+def summary_writer(folder: str):
+    """A tensorboardX ``SummaryWriter`` of ``folder``, or None (after one line saying so) when tensorboardX is
+    not installed: TensorBoard logging is then off and the run goes on."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        print("TensorBoard logging off: tensorboardX is not installed (pip install tensorboardX); the run goes on",
+              flush=True)
+        return None
+    return SummaryWriter(folder)
 
 
 def check_budget(start: int, query_size: int, cycles: int, pool_size: int) -> None:
