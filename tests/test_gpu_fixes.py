@@ -2,12 +2,13 @@
 GPUs, per-rank device RNG states in checkpoints, the adversarial attacks in float32 under --amp, the centre
 gradients' all-reduce before unscaling, and --jobs handing out the visible GPUs."""
 
+import os
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_context
+from conftest import ROOT, tiny_context
 from fake_cuda import FakeCuda
 
 from utils.core.cli import UserError
@@ -131,3 +132,33 @@ def test_runs_go_on_without_tensorboardx(tmp_path, monkeypatch, capsys, script, 
     code, out, err = run_main(script, [*argv, "--device", "cpu", ENTRY[script][2], str(tmp_path / "run")], capsys)
     assert code == 0, err
     assert out.count("TensorBoard logging off: tensorboardX is not installed") == 1
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_passes_and_writes_its_summary(tmp_path):
+    from conftest import run_script
+
+    summary = tmp_path / "summary.md"
+    result = run_script("bench/gpu_check.py", "--device", "cpu", "--quick", "--threads", "1", "--scripts", "TOD",
+                        "--summary", str(summary), cwd=str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "every run passed" in result.stdout and "torch 2." in result.stdout
+    table = summary.read_text()
+    for row in ("| main_TOD.py | fp32 |", "| main_TOD.py | bf16 |", "| main_TOD.py | bf16 + channels-last |"):
+        assert row in table
+    assert "torchrun smoke: skipped (0 CUDA device(s)" in table
+
+
+def test_gpu_check_full_size_rows_fit_their_pools():
+    """The full-size runs ask for no more labels than the synthetic pool of 5,000 images holds (the Rethinking
+    row asked for 2,000 + 2 x 2,000)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gpu_check
+
+    rethinking = next(r for r in gpu_check.runs(quick=False) if r["name"] == "main_al.py --protocol rethinking")
+    argv = rethinking["argv"]
+
+    def value(flag):
+        return int(argv[argv.index(flag) + 1])
+
+    assert value("--al-budget") + value("--al-nb-cycles") * value("--query-size") <= 5000
