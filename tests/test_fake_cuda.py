@@ -11,7 +11,7 @@ import torch
 from fake_cuda import FakeCuda
 from torch import nn
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.fake_cuda, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture

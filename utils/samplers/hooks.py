@@ -112,7 +112,8 @@ class LossPredictionHook(TrainingHook):
 
     def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
-        stages = out.stages if epoch <= self.settings.param("LL_DETACH_EPOCH", type(self)) else [s.detach() for s in out.stages]
+        attached = epoch <= self.settings.param("LL_DETACH_EPOCH", type(self))
+        stages = out.stages if attached else [s.detach() for s in out.stages]
         self.module.train()
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
@@ -143,7 +144,8 @@ class VAALHook(TrainingHook):
         super().__init__(model, labeled_idx, pool_idx, stream, settings)
         self.size = vae_input_size(settings.image_size)
         z_dim = self.size  # z = the VAE's input side (32 for CIFAR, as VAAL)
-        self.vae = VAE(settings.in_channels, self.size, z_dim, settings.param("VAE_WIDTH", type(self))).to(settings.device)
+        width = settings.param("VAE_WIDTH", type(self))
+        self.vae = VAE(settings.in_channels, self.size, z_dim, width).to(settings.device)
         self.discriminator = LatentDiscriminator(z_dim).to(settings.device)
         self.optimizers = [torch.optim.Adam(self.vae.parameters(), lr=self.LR),
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
