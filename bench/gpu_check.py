@@ -27,7 +27,8 @@ cycle (up to twice), so that no figure comes from a short window. Per run it rep
   reset before main().
 * the ratio of images/s to the script's first precision (float32; above 1: faster).
 * host syncs per optimizer step (CUDA): the syncs ``torch.cuda.set_sync_debug_mode("warn")`` reports over
-  the first SYNC_STEPS ``Precision.minimize`` calls of the first cycle (a little time included in the window).
+  the first SYNC_STEPS optimizer steps (``Precision.update`` calls) of the first cycle (a little time
+  included in the window).
 
 The rows go to one summary table, printed and written to ``--summary`` (default ``gpu_check_summary.md``).
 With two or more CUDA devices it also runs main_TOD.py for one cycle under ``torchrun --nproc_per_node 2``
@@ -195,10 +196,10 @@ def child(spec: dict) -> dict:
         if steps:
             state["syncs_per_step"] = syncs / steps
 
-    minimize = precision.Precision.minimize
+    update = precision.Precision.update  # (once per task step: minimize calls it, LfOSA's loop too)
 
     def first_step_marking(self, *args, **kwargs):
-        minimize(self, *args, **kwargs)
+        update(self, *args, **kwargs)
         state["steps"] += 1
         if "sync_start" in state and state["steps"] - state["sync_start"] == SYNC_STEPS:
             torch.cuda.set_sync_debug_mode(0)
@@ -207,7 +208,7 @@ def child(spec: dict) -> dict:
             state["first_step_end"], state["images_at_first_step"] = time.perf_counter(), state["images"]
 
     precision.Precision.wrap, loop.Run.timer = counting_wrap, timing
-    precision.Precision.minimize = first_step_marking
+    precision.Precision.update = first_step_marking
     argv = [*spec["argv"], spec["epochs"][0], str(spec["epochs"][1]), "--device", spec["device"], "--amp", spec["amp"],
             *(["--channels-last"] if spec["channels_last"] else []), "--data-root", spec["data_root"], spec["folder"],
             spec["out"]]
