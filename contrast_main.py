@@ -32,6 +32,7 @@ from utils.core.cli import parse_script_args, run_cli
 from utils.core.data import load_data, make_batch_loader
 from utils.core.errors import UserError
 from utils.core.loop import image_shape, precision_identity
+from utils.core.progress import summary_writer
 from utils.core.results import ResultsFolder, check_folder
 from utils.core.rng import seed_everything
 from utils.core.splits import pool_fingerprint
@@ -165,16 +166,14 @@ def main(argv=None):
             print(f"[epoch {done}/{cfg.EPOCHS}] loss_sim {loss_sim:.4f} loss_shift {loss_shift:.4f} "
                   f"lr {optimizer.param_groups[0]['lr']:.5f}", flush=True)
             if writer is None:
-                from tensorboardX import SummaryWriter
-
-                writer = SummaryWriter(os.path.join(logdir, "tb"))
+                writer = summary_writer(os.path.join(logdir, "tb")) or False
             for tag, value in (("loss_sim", loss_sim), ("loss_shift", loss_shift),
-                               ("lr", optimizer.param_groups[0]["lr"])):
+                               ("lr", optimizer.param_groups[0]["lr"])) if writer else ():
                 writer.add_scalar(f"train/{tag}", value, done)
             if done % cfg.SAVE_STEP == 0 or done == cfg.EPOCHS:
                 ccal.save_encoder(logdir, model, optimizer, scheduler, done, record)
         distributed.barrier(dist)
-    if writer is not None:
+    if writer:
         writer.close()
     distributed.cleanup(dist)
 

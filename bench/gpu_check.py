@@ -1,13 +1,15 @@
-"""GPU check: every entry script for a few iterations on a synthetic CIFAR-10, in float32 and in bf16.
+"""GPU check: every entry script on a synthetic CIFAR-10, in float32 and bf16 (main_TOD.py also fp16 and channels-last).
 
-    bash bench/gpu_check.sh                          # on a CUDA machine (the same as: python bench/gpu_check.py)
+    bash bench/gpu_check.sh                          # on a CUDA machine (finds a Python with torch)
     python bench/gpu_check.py --device cpu --quick   # a dry run of the whole check on the CPU
 
 A synthetic CIFAR-10 (random uint8 images in torchvision's ``cifar-10-batches-py`` pickles, nothing is
-downloaded) is written to a temporary --data-root. Each script then runs once per precision (``--amp off``
-and ``--amp bf16``; ``--amp-modes`` to change them) in a subprocess of its own, which calls the script's
-``main(argv)`` in-process, so that each run starts with fresh peak-memory statistics and module state.
-Per run it reports:
+downloaded) is written to a temporary --data-root. Each script then runs once per row (``--amp off`` and
+``--amp bf16``, ``--amp-modes`` to change them; main_TOD.py, the paper run, adds ``--amp fp16`` on CUDA and
+``--channels-last`` in float32 and bf16) in a subprocess of its own, which calls the script's ``main(argv)``
+in-process, so that each run starts with fresh peak-memory statistics and module state. A run whose timed
+window lasts less than ``--min-window`` seconds (default 10; 0 with --quick) is run again with more epochs per
+cycle (up to twice), so that no figure comes from a short window. Per run it reports:
 
 * images/s (training): the images that went through the training-mode, gradient-enabled forwards of the
   script's networks (counted by a forward pre-hook on every network the script passes to
@@ -17,23 +19,28 @@ Per run it reports:
   are not counted, their time is included), divided by the seconds of the scripts' own ``train_seconds``
   timers (the training of a cycle: its epochs, and whatever the script does inside that timer, e.g.
   active_main.py's test of each classifier; not data loading, pool scoring, testing or checkpoints), with
-  a CUDA synchronise at each end. Cycle 0 is left out when a run has more (it carries the warm-up: cuDNN
-  algorithm choice, the allocator's first growth). contrast_main.py has no cycles: its time runs from the end
-  of the first optimizer step (the warm-up step, not counted) to the return of main(), so it includes the
-  per-epoch logging and the final checkpoint write.
+  a CUDA synchronise at each end, from the end of the first optimizer step on (that step carries the
+  warm-up: cuDNN algorithm choice, the allocator's first growth; its images are not counted).
+  contrast_main.py has no cycles: its time runs from the end of the first optimizer step to the return of
+  main(), so it includes the per-epoch logging and the final checkpoint write.
 * peak GPU memory: ``torch.cuda.max_memory_allocated`` over the whole run (training, pool scoring, test),
   reset before main().
-* the bf16/fp32 ratio of images/s (above 1: bf16 is faster).
+* the ratio of images/s to the script's first precision (float32; above 1: faster).
+* host syncs per optimizer step (CUDA): the syncs ``torch.cuda.set_sync_debug_mode("warn")`` reports over
+  the first SYNC_STEPS optimizer steps (``Precision.update`` calls) of the first cycle (a little time
+  included in the window).
 
+The rows go to one summary table, printed and written to ``--summary`` (default ``gpu_check_summary.md``).
 With two or more CUDA devices it also runs main_TOD.py for one cycle under ``torchrun --nproc_per_node 2``
-(``--torchrun on`` forces it, e.g. on the CPU with gloo; ``off`` skips it). Without CUDA and without
-``--device cpu`` it prints one line and exits 0. The exit code is 1 when a run failed.
+(``--torchrun on`` forces it, e.g. on the CPU with gloo; ``off`` skips it); with one it says it skipped it.
+Without CUDA and without ``--device cpu`` it prints one line and exits 0. The exit code is 1 when a run failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import pickle
 import shutil
@@ -41,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from contextlib import contextmanager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,47 +81,54 @@ def write_cifar10(root: str, n_train: int, n_test: int, seed: int = 0) -> str:
 
 def runs(quick: bool) -> list[dict]:
     """The runs, in order (active_main.py reads the encoders the two contrast_main.py runs of the same precision
-    write: ``{encoders}`` is filled in per precision). ``quick``: CPU-sized (slim networks, fewer images)."""
+    write: ``{encoders}`` is filled in per precision). ``quick``: CPU-sized (slim networks, fewer images).
+    ``epochs``: the script's epochs flag and its epochs per cycle (scaled up when the timed window is short)."""
     width = ["--set", "WIDTH=8"] if quick else []  # the CIFAR ResNets' first stage (default 64)
     start, add = ("60", "20") if quick else ("2000", "500")
-    epochs = "1" if quick else "2"
+    e = 1 if quick else 2  # epochs per cycle (contrast_main.py: e + 1 epochs, its first one the warm-up)
     common = ["--quiet", "--trials", "1"]
     ccal = ["--dataset", "cifar10", "--known-classes", "0,1", "--initial-budget", "40" if quick else "400",
             "--mismatch", "0.8", "--quiet", *width]
-    contrast = [*ccal, "--epoch", "2" if quick else "3", "--warmup", "0", "--batch_size", "16" if quick else "128"]
+    contrast = [*ccal, "--warmup", "0", "--batch_size", "16" if quick else "128"]
     return [
         {"name": "main_TOD.py", "module": "main_TOD", "folder": "--out",
-         "argv": ["--config", "cifar10", *common, "--epochs", epochs, "--cycles", "2", "--set", f"START={start}",
+         "epochs": ("--epochs", e),
+         "argv": ["--config", "cifar10", *common, "--cycles", "2", "--set", f"START={start}",
                   "--set", f"ADDENDUM={add}", "--set", f"SUBSET={100 if quick else 2000}", *width]},
-        {"name": "main_LL4AL.py", "module": "main_LL4AL", "folder": "--out",
-         "argv": ["--config", "cifar10", *common, "--epochs", epochs, "--cycles", "2", "--set", f"START={start}",
+        {"name": "main_LL4AL.py", "module": "main_LL4AL", "folder": "--out", "epochs": ("--epochs", e),
+         "argv": ["--config", "cifar10", *common, "--cycles", "2", "--set", f"START={start}",
                   "--set", f"ADDENDUM={add}", "--set", f"SUBSET={100 if quick else 2000}", *width]},
-        {"name": "main_al.py --protocol deepal", "module": "main_al", "folder": "--out",
+        {"name": "main_al.py --protocol deepal", "module": "main_al", "folder": "--out", "epochs": ("--n_epoch", e),
          "argv": ["--protocol", "deepal", "--dataset", "cifar10", "--strategy", "EntropySampling", "--model",
-                  "ResNet18", *common, "--n_epoch", epochs, "--cycles", "2", "--set",
+                  "ResNet18", *common, "--cycles", "2", "--set",
                   f"N_START={40 if not quick else 30}", "--query-size", add]},
-        {"name": "main_al.py --protocol rethinking", "module": "main_al", "folder": "--out",
+        {"name": "main_al.py --protocol rethinking", "module": "main_al", "folder": "--out", "epochs": ("--epochs", e),
          "argv": ["--protocol", "rethinking", "--dataset", "cifar10", "--al-method", "uncertainty_entropy",
-                  *common, "--al-budget", start, "--al-nb-cycles", "2", "--epochs", epochs]},
+                  *common, "--al-budget", start, "--query-size", add, "--al-nb-cycles", "2"]},
         {"name": "contrast_main.py --mode senmatic", "module": "contrast_main", "folder": "--logdir",
+         "epochs": ("--epoch", e + 1),
          "argv": [*contrast, "--mode", "senmatic"], "encoder": "semantic"},
         {"name": "contrast_main.py --mode feature", "module": "contrast_main", "folder": "--logdir",
+         "epochs": ("--epoch", e + 1),
          "argv": [*contrast, "--mode", "feature"], "encoder": "distinctive"},
-        {"name": "active_main.py", "module": "active_main", "folder": "--out",
-         "argv": [*ccal, "--target", "10" if quick else "100", "--split", "1", "--epochs", epochs, "--ood_samples",
+        {"name": "active_main.py", "module": "active_main", "folder": "--out", "epochs": ("--epochs", e),
+         "argv": [*ccal, "--target", "10" if quick else "100", "--split", "1", "--ood_samples",
                   "2", "--set", "CLASSIFIER_SEEDS=1", "--load_feature_path", "{encoders}/distinctive/last.model",
                   "--load_senmatic_path", "{encoders}/semantic/last.model"]},
-        {"name": "AL_center.py", "module": "AL_center", "folder": "--save-dir",
+        {"name": "AL_center.py", "module": "AL_center", "folder": "--save-dir", "epochs": ("--max-epoch", e),
          "argv": ["--dataset", "cifar10", "--known-class", "5", *common, "--init-percent", "16" if quick else "40",
-                  "--query-batch", add, "--max-query", "2", "--max-epoch", epochs, *width]},
+                  "--query-batch", add, "--max-query", "2", *width]},
         {"name": "AL_center_temperature.py", "module": "AL_center_temperature", "folder": "--save-dir",
+         "epochs": ("--max-epoch", e),
          "argv": ["--dataset", "cifar10", "--known-class", "5", *common, "--init-percent", "16" if quick else "40",
-                  "--query-batch", add, "--max-query", "2", "--max-epoch", epochs, "--known-T", "0.5",
+                  "--query-batch", add, "--max-query", "2", "--known-T", "0.5",
                   "--unknown-T", "0.5", *width]},
     ]
 
 
 # ----------------------------------------------------------------------------------------------- the child
+
+SYNC_STEPS = 20  # optimizer steps over which host syncs are counted (CUDA's sync debug mode slows them)
 
 def child(spec: dict) -> dict:
     """Run ``spec``'s script in this process with the counters of the module docstring; returns its numbers."""
@@ -127,7 +142,7 @@ def child(spec: dict) -> dict:
 
     cuda = spec["device"] == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    state = {"images": 0, "windows": [], "first_step_end": None, "images_after_first_step": 0}
+    state = {"images": 0, "windows": [], "first_step_end": None, "images_after_first_step": 0, "steps": 0}
 
     def count(module, args):
         if module.training and torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor) \
@@ -155,23 +170,48 @@ def child(spec: dict) -> dict:
             return
         sync()
         images, start = state["images"], time.perf_counter()
-        with timer(self, times, key):
-            yield
+        with counting_syncs(cuda and not state["windows"]):  # (the first cycle's first SYNC_STEPS steps)
+            with timer(self, times, key):
+                yield
         sync()
-        state["windows"].append((state["images"] - images, time.perf_counter() - start))
+        state["windows"].append((images, start, state["images"], time.perf_counter()))
 
-    minimize = precision.Precision.minimize
+    @contextmanager
+    def counting_syncs(on: bool):
+        """Host syncs per optimizer step over the block's first SYNC_STEPS steps, from CUDA's sync debug mode
+        (a warning per sync; ``first_step_marking`` turns it off after them)."""
+        if not on:
+            yield
+            return
+        state["sync_start"] = state["steps"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield
+            finally:
+                torch.cuda.set_sync_debug_mode(0)
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        steps = min(state["steps"] - state.pop("sync_start"), SYNC_STEPS)
+        if steps:
+            state["syncs_per_step"] = syncs / steps
+
+    update = precision.Precision.update  # (once per task step: minimize calls it, LfOSA's loop too)
 
     def first_step_marking(self, *args, **kwargs):
-        minimize(self, *args, **kwargs)
+        update(self, *args, **kwargs)
+        state["steps"] += 1
+        if "sync_start" in state and state["steps"] - state["sync_start"] == SYNC_STEPS:
+            torch.cuda.set_sync_debug_mode(0)
         if state["first_step_end"] is None:
             sync()
-            state["first_step_end"] = time.perf_counter()
+            state["first_step_end"], state["images_at_first_step"] = time.perf_counter(), state["images"]
 
     precision.Precision.wrap, loop.Run.timer = counting_wrap, timing
-    precision.Precision.minimize = first_step_marking
-    argv = [*spec["argv"], "--device", spec["device"], "--amp", spec["amp"], "--data-root", spec["data_root"],
-            spec["folder"], spec["out"]]
+    precision.Precision.update = first_step_marking
+    argv = [*spec["argv"], spec["epochs"][0], str(spec["epochs"][1]), "--device", spec["device"], "--amp", spec["amp"],
+            *(["--channels-last"] if spec["channels_last"] else []), "--data-root", spec["data_root"], spec["folder"],
+            spec["out"]]
     module = importlib.import_module(spec["module"])
     if cuda:
         torch.zeros(1, device="cuda")  # the CUDA context, before the peak statistics
@@ -186,17 +226,22 @@ def child(spec: dict) -> dict:
     end = time.perf_counter()
     result = {"code": code, "wall_seconds": end - wall,
               "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None}
-    windows = state["windows"][1:] if len(state["windows"]) > 1 else state["windows"]
-    if windows:
-        result["images"], result["train_seconds"] = sum(w[0] for w in windows), sum(w[1] for w in windows)
-        first, last = len(state["windows"]) - len(windows), len(state["windows"]) - 1
-        result["timed"] = f"train_seconds of cycle {first}" if first == last else \
-            f"train_seconds of cycles {first}-{last}"
-    elif state["first_step_end"] is not None:
+    marked = state["first_step_end"]
+    if state["windows"] and marked is not None:  # every cycle's training after the first optimizer step
+        images = seconds = 0
+        for n0, t0, n1, t1 in state["windows"]:
+            if t1 >= marked:
+                n0, t0 = (state["images_at_first_step"], marked) if t0 < marked else (n0, t0)
+                images, seconds = images + n1 - n0, seconds + t1 - t0
+        result["images"], result["train_seconds"] = images, seconds
+        result["timed"] = f"train_seconds of {len(state['windows'])} cycle(s) after the first optimizer step"
+    elif marked is not None:
         result["images"], result["train_seconds"] = state["images_after_first_step"], end - state["first_step_end"]
         result["timed"] = "first optimizer step's end to main()'s return"
     if result.get("train_seconds"):
         result["images_per_s"] = result["images"] / result["train_seconds"]
+    if "syncs_per_step" in state:
+        result["syncs_per_step"] = state["syncs_per_step"]
     return result
 
 
@@ -253,6 +298,63 @@ def fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def variants(run: dict, modes: list[str], device: str) -> list[tuple[str, bool]]:
+    """(amp, channels_last) of ``run``'s rows: every precision of ``modes``; main_TOD.py (the paper run) adds
+    fp16 (on CUDA) and channels-last rows, float32 and bf16."""
+    rows = [(m, False) for m in modes]
+    if run["module"] == "main_TOD":
+        extra = ([("fp16", False)] if device == "cuda" else []) + [("off", True), ("bf16", True)]
+        rows += [r for r in extra if r not in rows and (r[0] in modes or r[0] == "fp16")]
+    return rows
+
+
+def label(amp: str, channels_last: bool) -> str:
+    return ("fp32" if amp == "off" else amp) + (" + channels-last" if channels_last else "")
+
+
+def measured(run: dict, amp: str, channels_last: bool, epochs: int, args, work: str, data_root: str) -> dict:
+    """One run of ``run`` with ``epochs`` per cycle (a fresh process); rerun with more epochs while its timed
+    window is shorter than ``--min-window`` seconds (at most twice). ``result["epochs"]``: the epochs used."""
+    flag = run["epochs"][0]
+    encoders = os.path.join(work, f"encoders_{amp}{'_cl' if channels_last else ''}")
+    tag = f"{run['name'].replace(' ', '_').replace('-', '')}_{amp}{'_cl' if channels_last else ''}"
+    out = os.path.join(encoders, run["encoder"]) if "encoder" in run else os.path.join(work, "results", tag)
+    for _attempt in range(3):
+        shutil.rmtree(out, ignore_errors=True)
+        spec = {"module": run["module"], "argv": [a.replace("{encoders}", encoders) for a in run["argv"]],
+                "epochs": (flag, epochs), "folder": run["folder"], "out": out, "device": args.device, "amp": amp,
+                "channels_last": channels_last, "data_root": data_root, "cwd": work}
+        log_path = os.path.join(work, f"{tag}.log")
+        result = run_child(spec, log_path, args.threads)
+        result["epochs"] = epochs
+        if result.get("code"):
+            result["error"] = last_lines(log_path)
+            return result
+        window = result.get("train_seconds") or 0.0
+        if window >= args.min_window or window <= 0:
+            return result
+        epochs = epochs * min(50, math.ceil(1.15 * args.min_window / window))
+    return result
+
+
+def summary(selected: list, results: dict, modes: list[str], device: str) -> list[str]:
+    """The markdown table of every row: images/s, peak memory, speed against the script's float32 row (or the
+    first precision), host syncs per step, the timed window."""
+    lines = ["| script | precision | images/s | peak MB | x " + label(modes[0], False) + " | syncs/step | window s |"
+             " epochs/cycle |", "|---|---|---|---|---|---|---|---|"]
+    for run in selected:
+        base = results.get((run["name"], modes[0], False), {}).get("images_per_s")
+        for amp, channels_last in variants(run, modes, device):
+            r = results[(run["name"], amp, channels_last)]
+            speed = None if r.get("code") else r.get("images_per_s")
+            lines.append(f"| {run['name']} | {label(amp, channels_last)} | "
+                         f"{fmt(speed, ',.0f') if not r.get('code') else 'FAILED'} | {fmt(r.get('peak_mb'), ',.0f')} | "
+                         f"{fmt(speed / base, '.2f') if speed and base else '-'} | "
+                         f"{fmt(r.get('syncs_per_step'), '.1f')} | {fmt(r.get('train_seconds'), '.1f')} | "
+                         f"{r.get('epochs', '-')} |")
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
@@ -263,6 +365,10 @@ def main(argv=None) -> int:
                                                         "contains one (active_main.py needs the contrast_main runs)")
     parser.add_argument("--train-images", type=int, default=None,
                         help="synthetic training images (default 5000, --quick 300; test: a fifth, at least 60)")
+    parser.add_argument("--min-window", type=float, default=None,
+                        help="seconds a run's timed window must last; a shorter one is rerun with more epochs per "
+                             "cycle (default 10, --quick 0)")
+    parser.add_argument("--summary", default="gpu_check_summary.md", help="the file the summary table goes to")
     parser.add_argument("--torchrun", choices=["auto", "on", "off"], default="auto",
                         help="the 2-process torchrun smoke run: auto = when there are >= 2 CUDA devices")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of the runs (default: inherited)")
@@ -282,6 +388,8 @@ def main(argv=None) -> int:
               f"{torch.version.cuda or 'none'}): nothing checked; `python bench/gpu_check.py --device cpu --quick` "
               "is the CPU dry run")
         return 0
+    if args.min_window is None:
+        args.min_window = 0.0 if args.quick else 10.0
     modes = [m.strip() for m in args.amp_modes.split(",") if m.strip()]
     n_train = args.train_images or (300 if args.quick else 5000)
     work = tempfile.mkdtemp(prefix="gpu_check_")
@@ -291,8 +399,10 @@ def main(argv=None) -> int:
         where = f"{torch.cuda.device_count()} CUDA device(s): {names}"
     else:
         where = f"CPU, {args.threads or os.environ.get('OMP_NUM_THREADS') or torch.get_num_threads()} thread(s)"
-    print(f"gpu_check: {where}; torch {torch.__version__}; synthetic CIFAR-10 of {n_train} training images in "
-          f"{data_root}; precisions {', '.join(modes)}" + (" (--quick)" if args.quick else ""), flush=True)
+    print(f"gpu_check: {where}; {sys.executable}, torch {torch.__version__} (CUDA build "
+          f"{torch.version.cuda or 'none'}); synthetic CIFAR-10 of {n_train} training images in {data_root}; "
+          f"precisions {', '.join(modes)}; timed windows of at least {args.min_window:g} s"
+          + (" (--quick)" if args.quick else ""), flush=True)
 
     selected = runs(args.quick)
     if args.scripts:
@@ -300,45 +410,32 @@ def main(argv=None) -> int:
         selected = [r for r in selected if any(w in r["name"] for w in wanted)]
     results, failed = {}, False
     for run in selected:
-        for amp in modes:
-            encoders = os.path.join(work, f"encoders_{amp}")
-            tag = f"{run['name'].replace(' ', '_').replace('-', '')}_{amp}"
-            out = os.path.join(encoders, run["encoder"]) if "encoder" in run else os.path.join(work, "results", tag)
-            spec = {"module": run["module"], "argv": [a.replace("{encoders}", encoders) for a in run["argv"]],
-                    "folder": run["folder"], "out": out, "device": args.device, "amp": amp, "data_root": data_root,
-                    "cwd": work}
-            log_path = os.path.join(work, f"{tag}.log")
-            result = run_child(spec, log_path, args.threads)
-            if result.get("code"):
-                result["error"] = last_lines(log_path)
-                failed = True
-            results[(run["name"], amp)] = result
+        epochs = run["epochs"][1]  # (a script's later rows start from the epochs its first row needed)
+        for amp, channels_last in variants(run, modes, args.device):
+            result = measured(run, amp, channels_last, epochs, args, work, data_root)
+            epochs = result["epochs"]
+            failed = failed or bool(result.get("code"))
+            results[(run["name"], amp, channels_last)] = result
             status = "ok" if not result.get("code") else f"FAILED: {result['error']}"
-            print(f"  {run['name']} --amp {amp}: {fmt(result.get('images_per_s'), '.1f')} images/s "
+            print(f"  {run['name']} {label(amp, channels_last)}: {fmt(result.get('images_per_s'), '.1f')} images/s "
                   f"({result.get('images', '-')} images in {fmt(result.get('train_seconds'), '.2f')} s; "
-                  f"{result.get('timed', '-')}), peak {fmt(result.get('peak_mb'), '.0f')} MB, "
+                  f"{result.get('timed', '-')}; {result.get('epochs')} epoch(s)/cycle), peak "
+                  f"{fmt(result.get('peak_mb'), '.0f')} MB, syncs/step {fmt(result.get('syncs_per_step'), '.1f')}, "
                   f"wall {fmt(result.get('wall_seconds'), '.1f')} s: {status}", flush=True)
 
-    reference = modes[0]
-    header = ["script"] + [f"images/s {m}" for m in modes] + [f"peak MB {m}" for m in modes] + \
-        [f"{m}/{reference}" for m in modes[1:]]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for run in selected:
-        got = [results[(run["name"], m)] for m in modes]
-        speeds = [r.get("images_per_s") if not r.get("code") else None for r in got]
-        cells = [run["name"]] + [fmt(s, ".1f") if not r.get("code") else "FAILED" for s, r in zip(speeds, got)]
-        cells += [fmt(r.get("peak_mb"), ".0f") for r in got]
-        cells += [fmt(s / speeds[0], ".2f") if s and speeds[0] else "-" for s in speeds[1:]]
-        lines.append("| " + " | ".join(cells) + " |")
-    print("\n" + "\n".join(lines))
-
+    table = summary(selected, results, modes, args.device)
+    print("\n" + "\n".join(table))
     devices = torch.cuda.device_count() if args.device == "cuda" else 0
     if args.torchrun == "on" or (args.torchrun == "auto" and devices >= 2):
         ok, what = torchrun_smoke(work, data_root, args.device, args.quick, args.threads)
         failed = failed or not ok
-        print(f"torchrun smoke (main_TOD.py): {what}")
+        smoke = f"torchrun smoke (main_TOD.py): {what}"
     else:
-        print(f"torchrun smoke: skipped ({devices} CUDA device(s); it needs two, or --torchrun on)")
+        smoke = f"torchrun smoke: skipped ({devices} CUDA device(s); it needs two, or --torchrun on)"
+    print(smoke)
+    with open(args.summary, "w") as fh:
+        fh.write(f"# gpu_check: {where}; torch {torch.__version__}\n\n" + "\n".join(table) + f"\n\n{smoke}\n")
+    print(f"summary table written to {os.path.abspath(args.summary)}")
     if args.keep or failed:
         print(f"logs, data and results kept in {work}")
     else:

@@ -254,7 +254,7 @@ def test_seed_contrast_command_under_the_old_launcher_writes_one_encoder(tmp_pat
                            "--dataset", "digits", "--model", "resnet18", "--mode", "feature", "--shift_trans_type",
                            "rotation", "--batch_size", "16", "--epoch", "1", "--logdir", "./model/distinctive",
                            "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8",
-                           *NO_WARMUP, cwd=str(tmp_path)))
+                           *NO_WARMUP, "--device", "cpu", cwd=str(tmp_path)))
     assert "2 process(es) on cpu" in result.stdout and result.stdout.count("[epoch 1/1]") == 1
     folder = tmp_path / "model" / "distinctive"
     assert sorted(os.listdir(folder)) == [".lock", "last.config", "last.model", "last.optim", "tb"]
@@ -290,9 +290,9 @@ def test_active_main_queries_trains_and_records_each_cycle(encoders, tmp_path, c
 @pytest.mark.slow
 def test_active_main_resume_reproduces_the_run(encoders, tmp_path):
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    active_main.main(active_args(encoders, full))
-    active_main.main(active_args(encoders, resumed, "--cycles", "1"))
-    active_main.main(active_args(encoders, resumed, "--resume"))
+    active_main.main(active_args(encoders, full, "--device", "cpu"))
+    active_main.main(active_args(encoders, resumed, "--cycles", "1", "--device", "cpu"))
+    active_main.main(active_args(encoders, resumed, "--resume", "--device", "cpu"))
     strip = [(r["cycle"], r["n_labeled"], r["test_acc"], r["n_queried_known"]) for r in read_cycles(str(full))]
     assert strip == [(r["cycle"], r["n_labeled"], r["test_acc"], r["n_queried_known"])
                      for r in read_cycles(str(resumed))]
@@ -303,7 +303,8 @@ def test_active_main_resume_reproduces_the_run(encoders, tmp_path):
 
 @pytest.mark.slow
 def test_contrast_resume_after_a_crash_reproduces_the_weights(tmp_path, monkeypatch):
-    common = [*TINY, "--mode", "feature", "--batch_size", "64", "--epoch", "2", "--save_step", "1", *NO_WARMUP]
+    common = [*TINY, "--mode", "feature", "--batch_size", "64", "--epoch", "2", "--save_step", "1", *NO_WARMUP,
+              "--device", "cpu"]
     contrast_main.main([*common, "--logdir", str(tmp_path / "full")])
     real_save = ccal.save_encoder
 

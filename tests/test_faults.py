@@ -61,7 +61,8 @@ def outcome(out):
 
 
 DEEPAL = ["--protocol", "deepal", "--dataset", "digits", "--model", "LeNet", "--strategy", "BadgeSampling",
-          "--nStart", "10", "--nQuery", "5", "--nEnd", "20", "--n_epoch", "1", "--cycles", "3", "--quiet"]
+          "--nStart", "10", "--nQuery", "5", "--nEnd", "20", "--n_epoch", "1", "--cycles", "3", "--quiet",
+          "--device", "cpu"]  # (exact resume: CPU results, also on a GPU host)
 
 
 @pytest.mark.slow
@@ -101,7 +102,7 @@ def test_a_stop_after_the_checkpoint_resumes_in_every_loop(tmp_path, kill_after,
     """The stop that made runs unresumable: after cycle 1's checkpoint (or its cycles.csv row),
     before its state.json."""
     full, out = str(tmp_path / "full"), str(tmp_path / "cut")
-    argv = [*argv, "--data-root", str(tmp_path / "data")]  # (Rethinking writes its split files there)
+    argv = [*argv, "--data-root", str(tmp_path / "data"), "--device", "cpu"]  # (Rethinking: its split files there)
     counter = kill_after(None)
     run([*argv, "--out", full])
     expected = outcome(full)
@@ -118,7 +119,7 @@ def test_a_stop_after_the_checkpoint_resumes_in_every_loop(tmp_path, kill_after,
 @pytest.mark.slow
 def test_active_main_stopped_after_a_cycles_checkpoint_resumes(tmp_path, kill_after):
     tiny = ["--dataset", "digits", "--known-classes", "0,1", "--max-train-samples", "400", "--set", "WIDTH=8",
-            "--quiet"]
+            "--quiet", "--device", "cpu"]
     for mode, shift in (("senmatic", "none"), ("feature", "rotation")):
         contrast_main.main([*tiny, "--mode", mode, "--shift_trans_type", shift, "--batch_size", "32", "--epoch", "1",
                             "--warmup", "0", "--logdir", str(tmp_path / mode)])
@@ -140,7 +141,7 @@ def test_active_main_stopped_after_a_cycles_checkpoint_resumes(tmp_path, kill_af
 def test_contrast_training_stopped_between_its_files_resumes(tmp_path, kill_after):
     common = ["--dataset", "digits", "--model", "resnet18", "--mode", "feature", "--shift_trans_type", "rotation",
               "--batch_size", "64", "--epoch", "2", "--save_step", "1", "--known-classes", "0,1",
-              "--max-train-samples", "400", "--set", "WIDTH=8", "--warmup", "0", "--quiet"]
+              "--max-train-samples", "400", "--set", "WIDTH=8", "--warmup", "0", "--quiet", "--device", "cpu"]
     contrast_main.main([*common, "--logdir", str(tmp_path / "full")])
     for n in (1, 2):  # after the first last.optim; after the first last.model
         cut = tmp_path / f"cut{n}"
@@ -285,7 +286,7 @@ def test_a_two_process_run_stopped_after_a_cycle_resumes_to_the_uninterrupted_ru
     from conftest import run_script
 
     common = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "main_TOD.py", "--config", "digits",
-              "--epochs", "1", "--trials", "1", "--quiet"]
+              "--epochs", "1", "--trials", "1", "--quiet", "--device", "cpu"]
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     for argv in (["--cycles", "2", "--out", full], ["--cycles", "1", "--out", cut],
                  ["--cycles", "2", "--out", cut, "--resume"]):

@@ -227,7 +227,7 @@ def test_the_seed_commands_run_verbatim_on_cifar100_files(tmp_path, monkeypatch,
 @pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-    common = [*DIGITS, "--weight-cent", "0.5", "--trials", "2"]
+    common = [*DIGITS, "--weight-cent", "0.5", "--trials", "2", "--device", "cpu"]
     AL_center_temperature.main([*common, "--max-query", "3", "--out", full])
     AL_center_temperature.main([*common, "--max-query", "1", "--trials", "1", "--out", resumed])
     AL_center_temperature.main([*common, "--cycles", "3", "--out", resumed, "--resume"])
@@ -244,7 +244,7 @@ def test_two_process_torchrun_writes_one_results_folder(tmp_path):
     out = str(tmp_path / "run")
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port",
                         str(29600 + os.getpid() % 1000), os.path.join(ROOT, "AL_center_temperature.py"), *DIGITS,
-                        "--max-query", "2", "--weight-cent", "0.5", "--out", out)
+                        "--max-query", "2", "--weight-cent", "0.5", "--device", "cpu", "--out", out)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 process(es) on cpu" in result.stdout and sorted(os.listdir(tmp_path)) == ["run"]
     check_run(out, 2, 20)

@@ -57,7 +57,7 @@ def test_the_toolkit_command_runs_verbatim_on_cifar10_files(tmp_path):
 @pytest.mark.slow
 def test_resume_continues_the_deepal_rounds(tmp_path):
     full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
-    common = [*DIGITS, "--model", "LeNet", "--strategy", "BadgeSampling"]
+    common = [*DIGITS, "--model", "LeNet", "--strategy", "BadgeSampling", "--device", "cpu"]
     main_al.main([*common, "--out", full])
     main_al.main([*common, "--out", resumed, "--cycles", "2"])
     main_al.main([*common, "--out", resumed, "--resume"])

@@ -54,7 +54,7 @@ def test_scripts_leave_complete_results_on_digits(tmp_path, script, sampling, au
 
 @pytest.mark.slow
 def test_resume_after_a_kill_or_with_more_cycles_reproduces_the_run(tmp_path):
-    common = ["main_TOD.py", "--config", "digits", "--epochs", "2", "--quiet", "--set", "WIDTH=8"]
+    common = ["main_TOD.py", "--config", "digits", "--epochs", "2", "--quiet", "--set", "WIDTH=8", "--device", "cpu"]
     full, grown, killed = (str(tmp_path / name) for name in ("full", "grown", "killed"))
     ok(run_script(*common, "--cycles", "3", "--trials", "2", "--out", full))
     ok(run_script(*common, "--cycles", "2", "--trials", "1", "--out", grown))
@@ -84,7 +84,7 @@ def test_resume_after_a_kill_or_with_more_cycles_reproduces_the_run(tmp_path):
 def test_two_process_cpu_run_writes_one_results_folder(tmp_path, launcher, script, flags):
     out = str(tmp_path / "run")
     result = ok(run_script("-m", launcher, "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000),
-                           os.path.join(ROOT, script), *DIGITS, *flags, "--out", out))
+                           os.path.join(ROOT, script), *DIGITS, *flags, "--device", "cpu", "--out", out))
     assert "2 process(es) on cpu" in result.stdout
     assert "Grad strides do not match" not in result.stderr  # (channels-last weights before DDP's buckets)
     assert [r["n_labeled"] for r in read_cycles(out)] == [100, 140]

@@ -44,7 +44,12 @@ def setup(device="auto", local_rank=None, amp="off", channels_last=False):
         raise UserError("--device cuda asked for, but this machine has no CUDA device; use --device cpu or auto")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if max(per_node, local_rank + 1) > gpus:  # (ranks sharing a GPU: NCCL fails at the first collective)
+            raise UserError(f"{max(per_node, local_rank + 1)} processes on this node but {gpus} visible GPU(s): "
+                            f"launch at most --nproc_per_node {gpus} (one GPU per process), or use --device cpu")
+        torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", torch.cuda.current_device())
     else:
         dev = torch.device("cpu")

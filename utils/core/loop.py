@@ -115,7 +115,7 @@ class Run(Reporter):
         if checkpoint.get("cycle") != self.finished[trial]:
             raise UserError(f"checkpoint of trial {trial} in {self.folder.path} does not match state.json; "
                             "delete the run folder and start again")
-        set_rng_state(checkpoint["rng"])
+        set_rng_state(checkpoint["rng"], self.dist)
         return checkpoint
 
     def _relative(self, path: str) -> str:
@@ -194,12 +194,13 @@ class Run(Reporter):
         labeled_idx = np.concatenate([labeled_idx, queried])
         self.rows.append(row)
         self.finished[trial] = cycle
+        rng = rng_state(self.dist)  # (every rank: each adds its own device's state)
         self.log(f"{self.label} Trial:{trial + 1}/{self.trials} || Cycle:{cycle + 1}/{self.cycles} || "
                  f"Label set size:{row['n_labeled']} || Test acc:" + ("-" if test_acc is None else f"{test_acc:.2f}"))
         if not self.is_main:
             return labeled_idx
         checkpoint = {**checkpoint, "cycle": cycle, "labeled_idx": torch.as_tensor(np.asarray(labeled_idx)),
-                      "rng": rng_state(), "row": row, "identity": self.identity}
+                      "rng": rng, "row": row, "identity": self.identity}
         self.files[self._relative(self.folder.labeled_path(trial, cycle))] = \
             self.folder.save_labeled(trial, cycle, labeled_idx)
         # the checkpoint is the commit point (see _roll_forward); cycles.csv and state.json follow it
@@ -225,7 +226,7 @@ class Run(Reporter):
 
     def close(self) -> None:
         release(self)
-        if self._tb is not None:
+        if self._tb:
             self._tb.close()
         if self._lock is not None:
             self._lock.close()  # (a Run of the same folder in this process takes it again)

@@ -17,7 +17,7 @@ and ``minimize`` (or ``backward``/``step``/``update`` when one backward feeds se
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -57,6 +57,14 @@ class Precision:
             raise UserError("--amp fp16 needs a CUDA device (float16 with loss scaling); on the CPU use --amp bf16")
         if self.amp == "fp16" and self.scaler is None:
             self.scaler = torch.amp.GradScaler("cuda")
+
+    def own_scaler(self) -> Precision:
+        """This precision with a loss scaler of its own (under fp16; the same object otherwise): for networks
+        trained by their own backward passes, several optimizer steps per task step, each followed by
+        ``update`` (a GradScaler steps each optimizer at most once between two updates)."""
+        if self.scaler is None:
+            return self
+        return replace(self, scaler=torch.amp.GradScaler(self.device_type))
 
     @property
     def active(self) -> bool:

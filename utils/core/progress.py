@@ -20,13 +20,13 @@ class Reporter:
         if not self.is_main:
             return
         if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(self.folder.tb_dir)
-            settings = self.config.get("settings", {})
-            self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
-                f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
-        self._tb.add_scalar(tag, value, step)
+            self._tb = summary_writer(self.folder.tb_dir) or False
+            if self._tb:
+                settings = self.config.get("settings", {})
+                self._tb.add_text("settings", "\n".join(["| key | value |", "|---|---|"] + [
+                    f"| {key} | {value} |" for key, value in sorted(settings.items())]), 0)
+        if self._tb:
+            self._tb.add_scalar(tag, value, step)
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None, what: str = "epoch") -> Iterable:
         """``iterable`` (usually the epochs of a stage) with its progress shown: a tqdm bar on a terminal, plain
@@ -216,3 +216,15 @@ class _Lines:
         if fraction:
             parts.append(f"eta {_duration(elapsed * (1 - fraction) / fraction)}")
         self.log(" ".join(parts))
+
+
+def summary_writer(folder: str):
+    """A tensorboardX ``SummaryWriter`` of ``folder``, or None (after one line saying so) when tensorboardX is
+    not installed: TensorBoard logging is then off and the run goes on."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        print("TensorBoard logging off: tensorboardX is not installed (pip install tensorboardX); the run goes on",
+              flush=True)
+        return None
+    return SummaryWriter(folder)

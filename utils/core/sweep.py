@@ -5,11 +5,11 @@ rethinking protocol) runs the same command once per strategy into ``runs/cmp/<St
 run uses the same settings and seeds, so trial t of every strategy starts from the same labeled set
 and the same initial network (the protocols draw both from the trial's seed before any strategy
 acts). ``--jobs N`` runs N strategies at once as separate processes (the CPU threads divided among
-them; with GPUs, one device per process in turn); ``--shard I/N`` runs the I-th of N slices of the
-strategies, so the slices of a cluster job array write disjoint folders of the same ``--out``. A
-strategy whose folder has finished its plan is skipped; an unfinished one is resumed. On Linux the
-processes of ``--jobs`` end with the sweep (a parent-death signal), so a killed sweep leaves no run
-holding its folder's lock.
+them; with GPUs, one device per process in turn, of those CUDA_VISIBLE_DEVICES lists when set);
+``--shard I/N`` runs the I-th of N slices of the strategies, so the slices of a cluster job array write
+disjoint folders of the same ``--out``. A strategy whose folder has finished its plan is skipped; an
+unfinished one is resumed. On Linux the processes of ``--jobs`` end with the sweep (a parent-death
+signal), so a killed sweep leaves no run holding its folder's lock.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ class Job:
 def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[list], None], log: Callable) -> None:
     """Run every job: in this process one after the other (``workers`` 1), or as up to ``workers``
     processes of ``script`` at once, each with an equal share of the CPU threads (and, with CUDA,
-    one device per process in turn); their output goes to ``<folder>.log``. Raises UserError
-    naming the failed strategies."""
+    one device per process in turn, of those CUDA_VISIBLE_DEVICES lists when set); their output goes to
+    ``<folder>.log``. Raises UserError naming the failed strategies."""
     if workers <= 1:
         for job in jobs:
             log(f"sweep: {job.name} -> {job.folder}")
@@ -155,7 +155,10 @@ def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[lis
     import torch
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    devices = torch.cuda.device_count()
+    devices = torch.cuda.device_count()  # (the visible ones: CUDA_VISIBLE_DEVICES, when set, lists them)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    gpus = [d.strip() for d in visible.split(",") if d.strip()][:devices] if visible is not None else \
+        [str(i) for i in range(devices)]
     pending, running, failed = list(jobs), [], []
     slot = 0
     while pending or running:
@@ -163,8 +166,8 @@ def run_jobs(jobs: list[Job], workers: int, script: str, run_here: Callable[[lis
             job = pending.pop(0)
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                    PARENT_ENV: str(os.getpid())}
-            if devices:
-                env["CUDA_VISIBLE_DEVICES"] = str(slot % devices)
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = gpus[slot % len(gpus)]
             slot += 1
             os.makedirs(os.path.dirname(os.path.abspath(job.folder)), exist_ok=True)
             log_file = open(job.folder + ".log", "a")

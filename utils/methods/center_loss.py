@@ -45,10 +45,12 @@ class CenterLossTerm:
         """After ``backward``: undo the weight on the center gradients and step the centers."""
         if self.weight == 0:
             return
-        self.dist.precision.unscale(self.optimizer)  # (--amp fp16 scales the loss)
         grad = self.loss.centers.grad
         if self.dist.enabled:
             torch_dist.all_reduce(grad)
             grad /= self.dist.world_size
+        # --amp fp16 scales the loss: unscaled after the all-reduce, so that every rank sees the same overflow and
+        # skips (or takes) the same step
+        self.dist.precision.unscale(self.optimizer)
         grad /= self.weight
         self.dist.precision.step(self.optimizer)

@@ -160,11 +160,13 @@ def bim_norms(model_fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 def _attack(ctx: QueryContext,
             norms_fn: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """``norms_fn(model_fn, x)`` over the candidates, batch by batch on the plain view, in eval mode
-    (restored afterwards); every rank attacks its shard and the results are gathered."""
+    (restored afterwards); every rank attacks its shard and the results are gathered. The attack runs in
+    float32 whatever --amp says (under fp16 its input gradients would underflow)."""
     model = distributed.unwrap(ctx.model)
 
     def logits(x: torch.Tensor) -> torch.Tensor:
-        return model(x).logits
+        with torch.autocast(x.device.type, enabled=False):
+            return model(x.float()).logits
 
     return predict(model, ctx.data, ctx.candidates, lambda norms, _y: norms, ctx.batch_size, ctx.dist,
                    ctx.workers, forward=lambda x: norms_fn(logits, x))

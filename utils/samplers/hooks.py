@@ -10,7 +10,9 @@ A protocol's training step calls, for every batch x (with labels y) of the task 
 with ``hook.set_lr(lr)`` whenever the task learning rate changes; the task model trains on
 ``hook.train_indices(labeled_idx)``; after the round ``hook.extras()`` go to the query.
 Under --amp fp16 the loss is scaled (utils/core/precision.py), so a hook steps its optimizers with
-``precision.backward``/``step``, never ``update``; its networks' forwards run under --amp's autocast,
+``precision.backward``/``step``, never ``update``, once per task step; a hook that steps an optimizer more
+often (VAAL) trains with a scaler of its own (``Precision.own_scaler``) and updates it after each of its
+steps. Its networks' forwards run under --amp's autocast,
 except WAAL's critic (a small MLP whose gradient penalty differentiates twice: float32).
 A hook is built fresh every round, as the networks of these methods are. Hooks see tensors, not
 datasets: the protocol hands them ``stream(indices)``, endless augmented batches (x, y) on the
@@ -110,8 +112,8 @@ class LossPredictionHook(TrainingHook):
 
     def extra_loss(self, net: nn.Module, out, x: torch.Tensor, y: torch.Tensor, epoch: int) -> torch.Tensor:
         target_loss = nn.functional.cross_entropy(out.logits, y, reduction="none", ignore_index=-1)
-        joint = epoch <= self.settings.param("LL_DETACH_EPOCH", type(self))
-        stages = out.stages if joint else [s.detach() for s in out.stages]
+        attached = epoch <= self.settings.param("LL_DETACH_EPOCH", type(self))
+        stages = out.stages if attached else [s.detach() for s in out.stages]
         self.module.train()
         return ranking_loss(self.module(stages), target_loss, margin=1.0)
 
@@ -148,6 +150,7 @@ class VAALHook(TrainingHook):
         self.optimizers = [torch.optim.Adam(self.vae.parameters(), lr=self.LR),
                            torch.optim.Adam(self.discriminator.parameters(), lr=self.LR)]
         self.labeled, self.unlabeled = self.stream(self.labeled_idx), self.stream(self.pool_idx)
+        self.precision = settings.precision.own_scaler()  # (VAE_STEPS steps of one optimizer per task step)
 
     def vae_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recon, _, mu, logvar = self.settings.precision.forward(self.vae, x)
@@ -169,8 +172,13 @@ class VAALHook(TrainingHook):
         fooled = bce(d_l, torch.ones_like(d_l)) + bce(d_u, torch.ones_like(d_u))
         loss = loss_l + loss_u + self.ADVERSARY_WEIGHT * fooled
         self.optimizers[0].zero_grad(set_to_none=True)
-        self.settings.precision.backward(loss)
-        self.settings.precision.step(self.optimizers[0])
+        self.own_step(loss, self.optimizers[0])
+
+    def own_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """backward, step and (fp16) the scale's update of the hook's own scaler."""
+        self.precision.backward(loss)
+        self.precision.step(optimizer)
+        self.precision.update()
 
     def discriminate(self, mu: torch.Tensor) -> torch.Tensor:
         return self.settings.precision.forward(self.discriminator, mu)
@@ -184,8 +192,7 @@ class VAALHook(TrainingHook):
         loss = nn.functional.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
             nn.functional.binary_cross_entropy(d_u, torch.zeros_like(d_u))
         self.optimizers[1].zero_grad(set_to_none=True)
-        self.settings.precision.backward(loss)
-        self.settings.precision.step(self.optimizers[1])
+        self.own_step(loss, self.optimizers[1])
 
     def extras(self) -> dict:
         return {"vae": self.vae, "discriminator": self.discriminator, "vae_size": self.size}
