@@ -13,7 +13,7 @@ N x C*D is formed: every quantity a step needs for a point is a C x C matrix,
 
 kept for all candidates and updated after each step from two [N, D] x [D, C^2] products (the new
 point's columns P V and P F P V against every h); the C*D x C*D matrices P and F are formed once
-(one Cholesky inverse) and P gets rank-C updates. Weights as the authors' code: the labeled
+(one inverse) and P gets rank-C updates. Weights as the authors' code: the labeled
 Fisher enters with weight 1/(|L| + k) per point, a chosen point with k/(|L| + k).
 """
 
@@ -41,11 +41,11 @@ def fisher_factors(probs: torch.Tensor) -> torch.Tensor:
 
 
 def fisher_sum(probs: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-    """sum_x (diag p_x - p_x p_x^T) (x) h_x h_x^T, [C*D, C*D] float64, one D x D block per class pair
-    (H^T diag(w) H, the upper blocks computed)."""
+    """sum_x (diag p_x - p_x p_x^T) (x) h_x h_x^T, [C*D, C*D] in emb's dtype, one D x D block per class
+    pair (H^T diag(w) H, the upper blocks computed)."""
     classes, dim = probs.shape[1], emb.shape[1]
-    emb, probs = emb.double(), probs.double()
-    total = torch.zeros(classes * dim, classes * dim, dtype=torch.float64)
+    probs = probs.to(emb.dtype)
+    total = torch.zeros(classes * dim, classes * dim, dtype=emb.dtype)
     for c in range(classes):
         for c2 in range(c, classes):
             weight = probs[:, c] * (float(c == c2) - probs[:, c2])
@@ -104,13 +104,13 @@ class _Objective:
 
     def update(self, point: int, sign: float, rows: torch.Tensor | slice = slice(None)) -> None:
         """Add (sign 1) or remove (sign -1) ``point``'s Fisher information; S, T follow for ``rows``."""
-        v = _columns(self.factors[point], self.emb[point])
+        v = _columns(self.factors[point], self.emb[point]).to(self.p.dtype)
         w = self.p @ v
-        k = torch.linalg.inv(sign * self.eye + v.T @ w)
+        k = torch.linalg.inv(sign * self.eye + (v.T @ w).double())
         fw = self.fisher @ w
         u = self.p @ fw
-        g = w.T @ fw
-        self.p -= w @ k @ w.T
+        g = (w.T @ fw).double()
+        self.p -= w @ k.to(w.dtype) @ w.T
         emb, factors = self.emb[rows], self.factors[rows]
         a, b = _project(emb, factors, w), _project(emb, factors, u)
         ak = a @ k
@@ -123,13 +123,15 @@ def bait_select(probs: torch.Tensor, emb: torch.Tensor, labeled_probs: torch.Ten
                 query_size: int, lamb: float = 1.0, oversample: float = 2.0) -> torch.Tensor:
     """BAIT's batch (Alg. 1): ``oversample`` x query_size greedy additions of the largest gain, then
     greedy removals of the smallest loss down to query_size. ``probs``/``emb``: the candidates';
-    ``labeled_*``: the labeled set's. Returns positions into the candidates (forward order)."""
+    ``labeled_*``: the labeled set's. The C*D x C*D matrices are in emb's dtype (float32 features: float32,
+    as the authors' code), the C x C ones in float64. Returns positions into the candidates (forward order)."""
     n, classes = probs.shape
     n_labeled = len(labeled_probs)
     labeled_fisher = fisher_sum(labeled_probs, labeled_emb)
     fisher = (fisher_sum(probs, emb) + labeled_fisher) / (n + n_labeled)
-    start = lamb * torch.eye(len(fisher), dtype=torch.float64) + labeled_fisher / (n_labeled + query_size)
-    p = torch.cholesky_inverse(torch.linalg.cholesky(start))
+    start = lamb * torch.eye(len(fisher), dtype=fisher.dtype) + labeled_fisher / (n_labeled + query_size)
+    p = torch.linalg.inv(start)
+    p = (p + p.T) / 2
     factors = fisher_factors(probs) * math.sqrt(query_size / (n_labeled + query_size))
     objective = _Objective(p, fisher, emb, factors)
     taken = torch.zeros(n, dtype=torch.bool)

@@ -24,17 +24,18 @@ def epig_scores(mc_pool: torch.Tensor, mc_target: torch.Tensor, chunk_elements: 
     """EPIG of every pool input, in nats, from K samples ``mc_pool[K, N, C]`` and ``mc_target[K, T, C]``
     (the same K parameter samples). The joint predictive of a block of pool inputs and a block of
     targets, [n, C, t*C], is one matrix product; blocks hold at most ``chunk_elements`` numbers, so
-    memory is O(K (N + T) C + chunk_elements), never N x T x C^2."""
+    memory is O(K (N + T) C + chunk_elements), never N x T x C^2. In float64 for float64 samples, else
+    float32 (as baal)."""
     k, n_pool, classes = mc_pool.shape
     n_target = mc_target.shape[1]
-    pool = mc_pool.double()
-    target = mc_target.double()
+    dtype = torch.float64 if mc_pool.dtype == torch.float64 else torch.float32
+    pool, target = mc_pool.to(dtype), mc_target.to(dtype)
     marginal_pool = entropy_scores(pool.mean(0))
     marginal_target = entropy_scores(target.mean(0)).mean()
     target_block = max(1, min(n_target, chunk_elements // classes**2))
     rows = max(1, chunk_elements // (classes**2 * target_block))
     pool_by_row = pool.permute(1, 2, 0)  # [N, C, K]
-    joint_entropy = torch.zeros(n_pool, dtype=torch.float64, device=pool.device)
+    joint_entropy = torch.zeros(n_pool, dtype=dtype, device=pool.device)
     for t in range(0, n_target, target_block):
         targets = target[:, t:t + target_block].reshape(k, -1)  # [K, t*C]
         for start in range(0, n_pool, rows):

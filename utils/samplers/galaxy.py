@@ -29,43 +29,38 @@ def galaxy_orders(probs: torch.Tensor) -> torch.Tensor:
     return torch.argsort(margins.T, dim=1, descending=True, stable=True)
 
 
-def galaxy_pick(order: torch.Tensor, labeled: torch.Tensor, bits: torch.Tensor) -> int | None:
-    """One GALAXY pick on the line graph ``order`` (node indices), given which nodes are ``labeled``
-    and their ``bits`` ([y = k], read at labeled nodes only); None when no cut edge points to a node.
-    Returns a node index."""
-    lab = labeled[order]
-    positions = torch.nonzero(lab).flatten()
+def galaxy_pick(positions: torch.Tensor, bits: torch.Tensor, size: int) -> int | None:
+    """One GALAXY pick on a line graph of ``size`` nodes whose labeled nodes sit at the sorted
+    ``positions`` with ``bits`` ([y = k]); returns a graph position, or None when no cut edge points
+    to an unlabeled node. O(L) work: the unlabeled nodes are the gaps between labeled positions."""
     if len(positions) < 2:
         return None
-    bit = bits[order][positions]
     gaps = positions[1:] - positions[:-1] - 1
-    cut = bit[1:] != bit[:-1]
+    cut = bits[1:] != bits[:-1]
     runs = torch.nonzero(cut & (gaps > 0)).flatten()
     if len(runs):  # the shortest unlabeled run between labeled nodes of different bits; ties: the first
         j = runs[torch.argmin(gaps[runs])]
-        return int(order[(positions[j] + positions[j + 1]) // 2])
-    # cut edges joining two labeled nodes, bit 0 then bit 1: the nearest unlabeled node to either side
-    edges = torch.nonzero((gaps == 0) & ~bit[:-1] & bit[1:]).flatten()
+        return int((positions[j] + positions[j + 1]) // 2)
+    # cut edges joining two labeled nodes, bit 0 then bit 1: the nearest unlabeled node to either side,
+    # just outside the block of consecutive labeled nodes holding the edge
+    edges = torch.nonzero((gaps == 0) & ~bits[:-1] & bits[1:]).flatten()
     if len(edges) == 0:
         return None
-    everywhere = torch.arange(len(order))
-    unlabeled_at = torch.where(~lab, everywhere, -1)
-    before = torch.cummax(unlabeled_at, 0).values  # the last unlabeled position at or before i
-    after = torch.flip(torch.cummin(torch.flip(torch.where(~lab, everywhere, len(order)), [0]), 0).values, [0])
-    left, right = before[positions[edges]], after[positions[edges + 1]]
-    best, node = len(order) + 1, None
-    has_left = left >= 0
-    if has_left.any():  # the left scan keeps the last of equal distances
-        dist = torch.where(has_left, positions[edges] - left, len(order) + 1)
-        j = len(dist) - 1 - int(torch.argmin(torch.flip(dist, [0])))
-        best, node = int(dist[j]), int(left[j])
-    has_right = right < len(order)
-    if has_right.any():  # the right scan (from the end) keeps the first strictly nearer
-        dist = torch.where(has_right, right - positions[edges + 1], len(order) + 1)
-        j = len(dist) - 1 - int(torch.argmin(torch.flip(dist, [0])))
-        if int(dist[j]) < best:
-            node = int(right[j])
-    return None if node is None else int(order[node])
+    new_block = torch.cat([torch.ones(1, dtype=torch.bool), gaps > 0])
+    block = torch.cumsum(new_block.long(), 0) - 1
+    starts, ends = positions[new_block], positions[torch.cat([gaps > 0, torch.ones(1, dtype=torch.bool)])]
+    left, right = starts[block[edges]] - 1, ends[block[edges + 1]] + 1
+    far = size + 1
+    best, chosen = far, None
+    left_dist = torch.where(left >= 0, positions[edges] - left, far)
+    if int(left_dist.min()) < far:  # the left-to-right scan keeps the last of equal distances
+        j = len(edges) - 1 - int(torch.argmin(torch.flip(left_dist, [0])))
+        best, chosen = int(left_dist[j]), int(left[j])
+    right_dist = torch.where(right < size, right - positions[edges + 1], far)
+    if int(right_dist.min()) < best:  # the right-to-left scan keeps the first strictly nearer: the last one
+        j = len(edges) - 1 - int(torch.argmin(torch.flip(right_dist, [0])))
+        chosen = int(right[j])
+    return chosen
 
 
 def galaxy_select(probs: torch.Tensor, labeled: torch.Tensor, labels: torch.Tensor, graphs: torch.Tensor,
@@ -73,18 +68,24 @@ def galaxy_select(probs: torch.Tensor, labeled: torch.Tensor, labels: torch.Tens
     """GALAXY's batch over M nodes: ``probs`` [M, C], the ``labeled`` mask, ``labels`` (read where
     labeled), and ``graphs`` (the class graph of each pick, len = query size; 0 for two classes).
     Picks are sequential: each picked node then counts as labeled with its predicted class. Returns
-    node indices in pick order; O(M) vectorised work per pick."""
+    node indices in pick order; each pick costs O(L log L) for L labeled nodes."""
     orders = galaxy_orders(probs)
+    ranks = torch.empty_like(orders).scatter_(1, orders, torch.arange(orders.shape[1]).expand_as(orders))
     labeled = labeled.clone()
     labels = torch.where(labeled, labels, probs.argmax(1))
+    nodes = torch.nonzero(labeled).flatten()
     chosen = torch.empty(len(graphs), dtype=torch.long)
     for i, k in enumerate(graphs.tolist()):
-        node = galaxy_pick(orders[k], labeled, labels == k)
-        if node is None:  # no cut edge to bisect: a random unlabeled node
+        positions, by_rank = torch.sort(ranks[k][nodes])
+        position = galaxy_pick(positions, labels[nodes[by_rank]] == k, len(probs))
+        if position is None:  # no cut edge to bisect: a random unlabeled node
             free = torch.nonzero(~labeled).flatten()
             node = int(free[torch.randint(len(free), (1,), generator=generator)])
+        else:
+            node = int(orders[k][position])
         chosen[i] = node
         labeled[node] = True
+        nodes = torch.cat([nodes, chosen[i:i + 1]])
     return chosen
 
 
