@@ -1,7 +1,9 @@
 """Speed and memory of the expensive strategies against the way the toolkit computes them.
 
     python bench/strategies.py            # everything (a few minutes on 2 CPU cores)
-    python bench/strategies.py kcenter    # or: badge, mc, big
+    python bench/strategies.py kcenter    # or: badge, mc, big, and the 2021-2023 baselines at N=50,000,
+                                          # C=10, D=512, one per process for its own peak memory: bait,
+                                          # alfamix, epig, galaxy, power
 """
 
 import os
@@ -18,7 +20,18 @@ from models import build_model  # noqa: E402
 from utils.core.data import BatchTransform, ImageData, TensorImages  # noqa: E402
 from utils.core.distributed import Dist  # noqa: E402
 from utils.core.train import predict  # noqa: E402
-from utils.samplers import badge_select, kcenter_greedy  # noqa: E402
+from utils.samplers import (  # noqa: E402
+    alfamix_candidates,
+    alfamix_select,
+    badge_select,
+    bait_select,
+    bald_scores,
+    epig_scores,
+    galaxy_select,
+    kcenter_greedy,
+    stochastic_select,
+)
+from utils.samplers.alfamix import class_anchors  # noqa: E402
 from utils.samplers.mc_dropout import mc_dropout_probs  # noqa: E402
 
 
@@ -118,7 +131,66 @@ def bench_mc():
           f"{mc:.2f} s ({mc / single:.2f}x one pass: the backbone runs once, the head 10 times)")
 
 
+BASELINE_N, BASELINE_C, BASELINE_D, BASELINE_L = 50_000, 10, 512, 1_000
+
+
+def baseline_inputs():
+    """The candidates' softmax and features at N=50,000, C=10, D=512, and a labeled set of 1,000."""
+    torch.manual_seed(0)
+    logits = 3 * torch.randn(BASELINE_N + BASELINE_L, BASELINE_C)
+    return torch.softmax(logits, 1), torch.randn(BASELINE_N + BASELINE_L, BASELINE_D)
+
+
+def report(name, seconds, note=""):
+    print(f"{name}: {seconds:.1f} s, peak RSS {peak_rss_gb():.2f} GB{note}")
+
+
+def bench_bait():
+    probs, emb = baseline_inputs()
+    n = BASELINE_N
+    _, seconds = timed(lambda: bait_select(probs[:n], emb[:n], probs[n:], emb[n:], 100))
+    report("BAIT N=50,000 C=10 D=512 L=1,000, 100 picks (200 forward + 100 backward steps)", seconds,
+           f" (a materialised N x C x C*D Fisher embedding would be {n * 10 * 5120 * 4 / 2**30:.1f} GB)")
+
+
+def bench_alfamix():
+    probs, emb = baseline_inputs()
+    n = BASELINE_N
+    weight, bias = torch.randn(BASELINE_C, BASELINE_D) / BASELINE_D**0.5, torch.zeros(BASELINE_C)
+    anchors = class_anchors(emb[n:], probs[n:].argmax(1), BASELINE_C)
+    candidates, seconds = timed(lambda: int(alfamix_candidates(emb[:n], weight, bias, anchors, 100).sum()))
+    _, total = timed(lambda: alfamix_select(emb[:n], weight, bias, anchors, 100))
+    report("ALFAMix N=50,000 C=10 D=512, 100 picks", total,
+           f" ({candidates:,} candidates found in {seconds:.1f} s, then k-means with 10 restarts over them)")
+
+
+def bench_epig():
+    torch.manual_seed(0)
+    mc = torch.softmax(3 * torch.randn(20, BASELINE_N, BASELINE_C), 2)
+    _, seconds = timed(lambda: epig_scores(mc, mc[:, :100]))
+    report("EPIG N=50,000 C=10, K=20 MC samples, 100 targets", seconds,
+           f" (the unchunked joint would be {BASELINE_N * 100 * 100 * 8 / 2**30:.1f} GB)")
+
+
+def bench_galaxy():
+    probs, _ = baseline_inputs()
+    labeled = torch.arange(len(probs)) >= BASELINE_N
+    labels = torch.randint(BASELINE_C, (len(probs),))
+    graphs = torch.randint(BASELINE_C, (1_000,))
+    _, seconds = timed(lambda: galaxy_select(probs, labeled, labels, graphs, torch.Generator().manual_seed(0)))
+    report("GALAXY 51,000 nodes C=10, 1,000 picks", seconds)
+
+
+def bench_power():
+    torch.manual_seed(0)
+    mc = torch.softmax(3 * torch.randn(20, BASELINE_N, BASELINE_C), 2)
+    _, seconds = timed(lambda: stochastic_select(bald_scores(mc), 1_000, "power", 1.0, torch.Generator()))
+    report("PowerBALD N=50,000 C=10, K=20, 1,000 picks (BALD included)", seconds)
+
+
+BENCHES = {"kcenter": bench_kcenter, "badge": bench_badge, "mc": bench_mc, "big": bench_big, "bait": bench_bait,
+           "alfamix": bench_alfamix, "epig": bench_epig, "galaxy": bench_galaxy, "power": bench_power}
+
 if __name__ == "__main__":
-    chosen = sys.argv[1:] or ["kcenter", "badge", "mc", "big"]
-    for name in chosen:
-        {"kcenter": bench_kcenter, "badge": bench_badge, "mc": bench_mc, "big": bench_big}[name]()
+    for name in sys.argv[1:] or ["kcenter", "badge", "mc", "big"]:
+        BENCHES[name]()
