@@ -45,7 +45,7 @@ import numpy as np
 
 import config
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
+from utils.core.cli import ArgumentParser, file_setting, parse_script_args, positive, run_cli
 from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
 from utils.core.oracles import AnnotatorOracle, open_set
@@ -65,8 +65,9 @@ def parse_args(argv=None):
     """(run-control args, frozen settings) of the chosen protocol's tree (config/rethinking.py or
     config/deepal.py)."""
     first = ArgumentParser(add_help=False)
-    first.add_argument("--protocol", type=str.lower, choices=PROTOCOLS, default="rethinking")
-    protocol = PROTOCOLS[first.parse_known_args(argv)[0].protocol]
+    first.add_argument("--protocol", type=str.lower, choices=PROTOCOLS, default=None)
+    given = first.parse_known_args(argv)[0].protocol or (file_setting(argv, "PROTOCOL") or "").lower()
+    protocol = PROTOCOLS.get(given, PROTOCOLS["rethinking"])  # (a wrong PROTOCOL: the settings refuse it)
 
     def run_args(parser):
         protocol.add_run_args(parser)
