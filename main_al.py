@@ -73,6 +73,10 @@ def parse_args(argv=None):
         protocol.add_run_args(parser)
         parser.epilog = (f"strategies of --protocol {protocol.NAME} ({protocol.STRATEGY_FLAG}; A,B,C or all sweeps "
                          f"them): {', '.join(protocol.supported_strategies())}{protocol.STRATEGY_NOTE}")
+        parser.add_argument("--answers", default=None, metavar="FILE",
+                            help="--oracle human, --resume: read the answers to the last query from FILE (a Label "
+                                 "Studio export, JSON, JSON-MIN or CSV, or the filled CSV; default: "
+                                 "<out>/to_label/cycle<C>.export.json or .export.csv when there, else cycle<C>.csv)")
         group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
         group.add_argument("--jobs", type=positive, default=1,
                            help="strategies run at once, as separate processes (default 1)")
@@ -119,7 +123,9 @@ def setting_flags(cfg, keys: set) -> list:
 def own_images_oracle(cfg, args, data, dist):
     """The oracle of a run on own images (a person answers; utils/core/oracles.py), with a
     resumed run's answers read and checked before anything is written."""
-    oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist)
+    if args.answers and not (args.resume and args.out):
+        raise UserError("--answers: answers are read when a run continues; give its --out and --resume")
+    oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist, args.answers)
     if args.resume and args.out and ResultsFolder(args.out).has_state():
         oracle.check_answers(args.out, ResultsFolder(args.out).read_state()["finished"].get("0"))
     return oracle
@@ -143,6 +149,9 @@ def main(argv=None):
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = protocol.load_data()
     if data.own is None:
+        if args.answers:
+            raise UserError("--answers: a person's answers to a query of own images (--dataset folder:PATH with "
+                            "--oracle human)")
         data, oracle = open_set(data, cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
     else:
         oracle = own_images_oracle(cfg, args, data, dist)

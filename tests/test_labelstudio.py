@@ -1,0 +1,68 @@
+"""The Label Studio round trip of a query on own images (utils/core/labelstudio.py, utils/core/oracles.py):
+the tasks and labeling configuration a query writes, and the answers read back from hand-made exports in
+the JSON, JSON-MIN and CSV formats, checked as the CSV's answers are."""
+
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import label_studio_export as export
+
+from utils.core.errors import UserError
+from utils.core.labelstudio import labeling_config, read_export, tasks
+
+CLASSES = ["cat", "dog"]
+PATHS = ["unlabeled/a.png", "unlabeled/sub dir/b.png", "unlabeled/c.png"]
+
+
+def test_the_tasks_carry_the_image_url_the_path_the_guess_and_the_order():
+    query = tasks(PATHS, ["dog", "cat", "cat"], [0.9, 0.55, 0.7], cycle=3, run="/runs/mine")
+    assert [t["data"]["rank"] for t in query] == [1, 2, 3] and [t["data"]["path"] for t in query] == PATHS
+    assert query[1]["data"]["image"] == "/data/local-files/?d=unlabeled/sub%20dir/b.png"
+    guess = query[0]["predictions"][0]
+    assert guess["score"] == 0.9 and guess["result"][0]["value"] == {"choices": ["dog"]}
+    assert guess["result"][0]["type"] == "choices" and query[0]["data"]["cycle"] == 3
+    view = ET.fromstring(labeling_config(["a&b", "dog"], "unknown"))
+    image, choices = view.find("Image"), view.find("Choices")
+    assert image.get("value") == "$image" and choices.get("toName") == image.get("name") == "image"
+    assert choices.get("name") == guess["result"][0]["from_name"]
+    assert [c.get("value") for c in choices] == ["a&b", "dog", "unknown"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "min.json", "csv"])
+def test_each_export_format_reads_back_the_latest_answer_not_cancelled(tmp_path, fmt):
+    query = tasks(PATHS, ["dog", "cat", "cat"], [0.9, 0.55, 0.7], cycle=0, run="/runs/mine")
+    answers = [[("cat", "2026-12-08T03:00:00Z", False), ("dog", "2026-12-08T03:05:00Z", False),
+                ("cat", "2026-12-08T03:09:00Z", True)],  # the latest not cancelled: dog
+               "Unknown", [("dog", "2026-12-08T03:00:00Z", False), ("cat", "2026-12-08T02:00:00Z", False)]]
+    path = export(query, answers, fmt.split(".")[0], tmp_path / f"cycle0.export.{fmt.split('.')[-1]}")
+    got = read_export(path, PATHS, CLASSES, "unknown", 0, "/runs/mine")
+    assert got == {PATHS[0]: "dog", PATHS[1]: "unknown", PATHS[2]: "dog"}
+
+
+@pytest.mark.parametrize("fmt", ["json", "min", "csv"])
+@pytest.mark.parametrize("change,message", [
+    (lambda q, a: (q, ["cat", "bird", "dog"]), "'bird' is not a class: choose one of cat, dog or unknown"),
+    (lambda q, a: (q[:2], a[:2]), "has no task for unlabeled/c.png (1 queried image(s) missing)"),
+    (lambda q, a: ([*q, q[0]], [*a, "dog"]), "unlabeled/a.png is answered by two tasks"),
+    (lambda q, a: (tasks(["unlabeled/z.png", *PATHS[1:]], ["cat"] * 3, [1] * 3, 0, "/runs/mine"), a),
+     "'unlabeled/z.png', which is not one of the queried images"),
+    (lambda q, a: (tasks(PATHS, ["cat"] * 3, [1] * 3, 1, "/runs/mine"), a),
+     "is an export of cycle 1 of the run in /runs/mine (task 1, unlabeled/a.png), not of cycle 0"),
+    (lambda q, a: (tasks(PATHS, ["cat"] * 3, [1] * 3, 0, "/runs/other"), a),
+     "is an export of cycle 0 of the run in /runs/other"),
+    (lambda q, a: (q, [a[0], [("cat", "2026-12-08T03:00:00Z", True)], a[2]]), "has no answer (or only cancelled"),
+])
+def test_a_bad_export_is_refused_naming_what_is_wrong(tmp_path, fmt, change, message):
+    query, answers = change(tasks(PATHS, ["dog"] * 3, [0.5] * 3, 0, "/runs/mine"), ["cat", "dog", "unknown"])
+    path = export(query, answers, fmt, tmp_path / f"export.{'csv' if fmt == 'csv' else 'json'}")
+    with pytest.raises(UserError, match="^" + path) as error:
+        read_export(path, PATHS, CLASSES, "unknown", 0, "/runs/mine")
+    assert message in str(error.value) and len(str(error.value).splitlines()) == 1
+
+
+def test_an_unreadable_export_is_one_line(tmp_path):
+    for text in ("{not json", '{"a": 1}', "[1, 2]"):
+        path = tmp_path / "cycle0.export.json"
+        path.write_text(text)
+        with pytest.raises(UserError, match="export the project again"):
+            read_export(str(path), PATHS, CLASSES, "unknown", 0, "/runs/mine")
