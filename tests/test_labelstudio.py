@@ -60,6 +60,18 @@ def test_a_bad_export_is_refused_naming_what_is_wrong(tmp_path, fmt, change, mes
     assert message in str(error.value) and len(str(error.value).splitlines()) == 1
 
 
+def test_one_project_may_hold_the_whole_run(tmp_path):
+    """An export of a project that got every cycle's tasks: the earlier cycles' are skipped; an export
+    holding only earlier cycles is refused, naming the cycle."""
+    earlier = tasks(["unlabeled/old.png"], ["cat"], [0.5], 0, "/runs/mine")
+    query = tasks(PATHS, ["dog"] * 3, [0.5] * 3, 1, "/runs/mine")
+    path = export([*earlier, *query], ["cat", "cat", "dog", "unknown"], "min", tmp_path / "all.json")
+    assert read_export(path, PATHS, CLASSES, "unknown", 1, "/runs/mine") == dict(zip(PATHS, ["cat", "dog", "unknown"]))
+    only_old = export(earlier, ["cat"], "json", tmp_path / "old.json")
+    with pytest.raises(UserError, match="is an export of cycle 0 of the run in /runs/mine"):
+        read_export(only_old, PATHS, CLASSES, "unknown", 1, "/runs/mine")
+
+
 def test_an_unreadable_export_is_one_line(tmp_path):
     for text in ("{not json", '{"a": 1}', "[1, 2]"):
         path = tmp_path / "cycle0.export.json"

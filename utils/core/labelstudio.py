@@ -114,20 +114,31 @@ def _latest(rows: list, path: str) -> list:
 
 def read_export(path: str, expected: list, classes: list, unknown: str, cycle: int, run: str) -> dict:
     """The choices of the Label Studio export ``path`` of cycle ``cycle``'s tasks of ``run``: {relative
-    path: class name or ``unknown``}, one per ``expected`` path. A task of another cycle or run, a
-    path not queried, an image answered twice, a task without a choice, a name that is no class, or a
-    queried image missing stops with one line."""
+    path: class name or ``unknown``}, one per ``expected`` path. Tasks of the run's earlier cycles are
+    skipped (one project may hold the whole run). A task of another run or a later cycle, an export
+    with no task of this cycle, a path not queried, an image answered twice, a task without a choice,
+    a name that is no class, or a queried image missing stops with one line."""
     fix = f"choose one of {', '.join(classes)} or {unknown}"
+    records = export_records(path)
+    mine, earlier, stray = [], [], None
+    for record in records:
+        number, folder = _asked(record)
+        if folder == run and number == str(cycle):
+            mine.append(record)
+        elif folder == run and number.isdigit() and int(number) < cycle:
+            earlier.append(record)
+        elif stray is None:
+            stray = record
+    if stray is not None or not mine and earlier:
+        shown = stray or earlier[0]
+        number, folder = _asked(shown)
+        raise UserError(f"{path} is an export of cycle {number or '?'} of the run in {folder or '?'} (task "
+                        f"{shown['task']}, {shown['data'].get('path') or 'no path'}), not of cycle {cycle} of the run "
+                        f"in {run}; export the project that holds to_label/cycle{cycle}.tasks.json")
     answers = {}
     wanted = set(expected)
-    for record in export_records(path):
-        data, task = record["data"], record["task"]
-        rel = str(data.get("path") or "").strip()
-        asked = (str(data.get("cycle", "")), str(data.get("run", "")))
-        if asked != (str(cycle), run):
-            where = f"cycle {asked[0] or '?'} of the run in {asked[1] or '?'}"
-            raise UserError(f"{path} is an export of {where} (task {task}, {rel or 'no path'}), not of cycle {cycle} "
-                            f"of the run in {run}; export the project that holds to_label/cycle{cycle}.tasks.json")
+    for record in mine:
+        task, rel = record["task"], str(record["data"].get("path") or "").strip()
         if rel not in wanted:
             raise UserError(f"{path}: task {task} has the path {rel!r}, which is not one of the queried images; "
                             f"import to_label/cycle{cycle}.tasks.json unchanged")
@@ -146,3 +157,9 @@ def read_export(path: str, expected: list, classes: list, unknown: str, cycle: i
         raise UserError(f"{path} has no task for {missing[0]} ({len(missing)} queried image(s) missing): export "
                         f"every task of to_label/cycle{cycle}.tasks.json")
     return answers
+
+
+def _asked(record: dict) -> tuple[str, str]:
+    """(cycle, run) of an exported task, as the query's tasks wrote them."""
+    data = record["data"]
+    return str(data.get("cycle", "")).strip(), str(data.get("run", "")).strip()
