@@ -2,11 +2,14 @@
 the tasks and labeling configuration a query writes, and the answers read back from hand-made exports in
 the JSON, JSON-MIN and CSV formats, checked as the CSV's answers are."""
 
+import os
 import xml.etree.ElementTree as ET
 
 import pytest
 from conftest import label_studio_export as export
 
+import main_al
+from utils.core.cli import run_cli
 from utils.core.errors import UserError
 from utils.core.labelstudio import labeling_config, read_export, tasks
 
@@ -78,3 +81,16 @@ def test_an_unreadable_export_is_one_line(tmp_path):
         path.write_text(text)
         with pytest.raises(UserError, match="export the project again"):
             read_export(str(path), PATHS, CLASSES, "unknown", 0, "/runs/mine")
+
+
+def test_answers_is_refused_where_no_person_answers(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    simulated = ["--protocol", "deepal", "--dataset", "digits", "--strategy", "RandomSampling", "--model", "LeNet",
+                 "--data-root", str(tmp_path / "data"), "--out", out, "--quiet"]
+    for argv, message in ((["--answers", "x.json"], "--answers: a person's answers to a query of own images"),
+                          (["--answers", "x.json", "--resume"], "--answers: a person's answers")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(lambda argv=argv: main_al.main([*simulated, *argv]))
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1
+    assert not os.path.exists(out)
