@@ -94,3 +94,107 @@ def test_answers_is_refused_where_no_person_answers(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert exit_info.value.code == 2 and message in err and len(err.splitlines()) == 1
     assert not os.path.exists(out)
+
+
+# ------------------------------------------------------------------ against a real Label Studio server
+
+TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def label_studio_binary():
+    """The label-studio command: LABEL_STUDIO_BIN, else the one on PATH (it may live in its own
+    environment: its pinned dependencies need not match the project's)."""
+    import shutil
+
+    return os.environ.get("LABEL_STUDIO_BIN") or shutil.which("label-studio")
+
+
+@pytest.fixture
+def label_studio(tmp_path):
+    """A Label Studio server on localhost serving local files under tmp_path/data; yields a function
+    calling its API (method, path, JSON body) -> parsed answer or raw bytes."""
+    import json
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    binary = label_studio_binary()
+    if not binary:
+        pytest.skip("label-studio is not installed (pip install label-studio, or set LABEL_STUDIO_BIN)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+           "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path / "data"),
+           "LABEL_STUDIO_BASE_DATA_DIR": str(tmp_path / "ls"), "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true"}
+    server = subprocess.Popen([binary, "start", "--no-browser", "--port", str(port), "--username", "me@example.com",
+                               "--password", "labels123", "--user-token", TOKEN], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method, path, body=None):
+        request = urllib.request.Request(base + path, method=method, headers={
+            "Authorization": f"Token {TOKEN}", "Content-Type": "application/json"},
+            data=None if body is None else json.dumps(body).encode())
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            raw = answer.read()
+        return json.loads(raw) if answer.headers.get_content_type() == "application/json" else raw
+
+    try:
+        for _ in range(600):  # the first start migrates its database: minutes
+            try:
+                call("GET", "/health")
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail("label-studio stopped while starting")
+                time.sleep(1)
+        else:
+            pytest.fail("label-studio did not answer in 10 minutes")
+        yield call
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_query_labeled_in_a_real_label_studio_comes_back(tmp_path, label_studio):
+    """The run's tasks and labeling configuration are accepted by Label Studio as they are, it serves the
+    images from the URLs, and each of its export formats (annotations made through its API, as a person's)
+    brings the answers back into the run."""
+    import json
+
+    from own_images import make_own_images
+
+    from utils.core.results import read_cycles
+
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_unlabeled=60, n_test=0)
+    argv = ["--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "human", "--strategy",
+            "RandomSampling", "--model", "LeNet", "--n_epoch", "1", "--query-size", "4", "--out", str(out), "--quiet"]
+    main_al.main(argv)
+    project = label_studio("POST", "/api/projects", {
+        "title": "mine", "label_config": (out / "to_label" / "labeling_config.xml").read_text()})["id"]
+    label_studio("POST", "/api/storages/localfiles", {"project": project, "path": str(root / "unlabeled"),
+                                                      "title": "images", "use_blob_urls": False})
+    for cycle, fmt in enumerate(["JSON", "JSON_MIN", "CSV"]):
+        query = json.loads((out / "to_label" / f"cycle{cycle}.tasks.json").read_text())
+        imported = label_studio("POST", f"/api/projects/{project}/import", query)
+        assert imported["task_count"] == 4 and imported["prediction_count"] == 4
+        assert label_studio("GET", query[0]["data"]["image"]) == (root / query[0]["data"]["path"]).read_bytes()
+        listed = label_studio("GET", f"/api/tasks?project={project}&page_size=100")
+        for task in listed["tasks"] if isinstance(listed, dict) else listed:
+            if task["data"]["cycle"] == cycle:
+                name = truth[task["data"]["path"]]
+                label_studio("POST", f"/api/tasks/{task['id']}/annotations", {"result": [
+                    {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [name]}}]})
+        exported = label_studio("GET", f"/api/projects/{project}/export?exportType={fmt}")
+        ext = "csv" if fmt == "CSV" else "json"
+        raw = exported if isinstance(exported, bytes) else json.dumps(exported).encode()
+        (out / "to_label" / f"cycle{cycle}.export.{ext}").write_bytes(raw)
+        main_al.main([*argv, "--resume"])
+    assert [r["n_labeled"] for r in read_cycles(str(out))] == [20, 24, 28, 32]
+    rows = [line.split(",") for line in (out / "images.csv").read_text().splitlines()[1:]]
+    given = {r[1]: r[2] for r in rows if r[3] in ("0", "1", "2")}
+    assert len(given) == 12 and all(truth[p] == name for p, name in given.items())
