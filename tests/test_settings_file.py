@@ -113,6 +113,7 @@ def test_settings_yaml_repeats_the_run(tmp_path, script, argv):
     settings = os.path.join(first, "settings.yaml")
     script.main(["--config-file", settings, *data, "--out", again])
     assert labeled(again) == labeled(first) and len(labeled(first)) >= 2
+    assert f"python {script.__name__}.py --config-file {settings} --out NEW" in open(settings).read()
     saved = yaml.safe_load(open(settings))
     assert saved == yaml.safe_load(open(os.path.join(again, "settings.yaml")))
     assert saved["DATASET"] == "digits" and (saved.get("STRATEGY") or saved.get("SAMPLING"))

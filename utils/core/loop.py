@@ -259,7 +259,7 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,
               "--out" if args.out else out_flag)
     if run.is_main:
-        command = script if script.endswith(".py") else cfg.script.split()[0]
+        command = cfg.script.split()[0]  # (the tree's script: main_al.py --protocol deepal -> main_al.py)
         write_text(os.path.join(out, SETTINGS_FILE), cfg.to_yaml(
             f"{cfg.script}: the settings of {out} (dataset {data.name})\n"
             f"python {command} --config-file {os.path.join(out, SETTINGS_FILE)} --out NEW repeats the run"))
