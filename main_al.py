@@ -45,7 +45,7 @@ import numpy as np
 
 import config
 from utils.core import distributed
-from utils.core.cli import ArgumentParser, parse_script_args, positive, run_cli
+from utils.core.cli import ArgumentParser, file_setting, parse_script_args, positive, run_cli
 from utils.core.errors import UserError
 from utils.core.loop import default_out, start_run
 from utils.core.oracles import AnnotatorOracle, open_set
@@ -65,13 +65,18 @@ def parse_args(argv=None):
     """(run-control args, frozen settings) of the chosen protocol's tree (config/rethinking.py or
     config/deepal.py)."""
     first = ArgumentParser(add_help=False)
-    first.add_argument("--protocol", type=str.lower, choices=PROTOCOLS, default="rethinking")
-    protocol = PROTOCOLS[first.parse_known_args(argv)[0].protocol]
+    first.add_argument("--protocol", type=str.lower, choices=PROTOCOLS, default=None)
+    given = first.parse_known_args(argv)[0].protocol or (file_setting(argv, "PROTOCOL") or "").lower()
+    protocol = PROTOCOLS.get(given, PROTOCOLS["rethinking"])  # (a wrong PROTOCOL: the settings refuse it)
 
     def run_args(parser):
         protocol.add_run_args(parser)
         parser.epilog = (f"strategies of --protocol {protocol.NAME} ({protocol.STRATEGY_FLAG}; A,B,C or all sweeps "
                          f"them): {', '.join(protocol.supported_strategies())}{protocol.STRATEGY_NOTE}")
+        parser.add_argument("--answers", default=None, metavar="FILE",
+                            help="--oracle human, --resume: read the answers to the last query from FILE (a Label "
+                                 "Studio export, JSON, JSON-MIN or CSV, or the filled CSV; default: "
+                                 "<out>/to_label/cycle<C>.export.json or .export.csv when there, else cycle<C>.csv)")
         group = parser.add_argument_group("sweeps (several strategies: --strategy A,B,C or all)")
         group.add_argument("--jobs", type=positive, default=1,
                            help="strategies run at once, as separate processes (default 1)")
@@ -118,7 +123,9 @@ def setting_flags(cfg, keys: set) -> list:
 def own_images_oracle(cfg, args, data, dist):
     """The oracle of a run on own images (a person answers; utils/core/oracles.py), with a
     resumed run's answers read and checked before anything is written."""
-    oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist)
+    if args.answers and not (args.resume and args.out):
+        raise UserError("--answers: answers are read when a run continues; give its --out and --resume")
+    oracle = AnnotatorOracle(data.own, data, cfg.ORACLE, cfg.POLL_SECONDS, dist, args.answers)
     if args.resume and args.out and ResultsFolder(args.out).has_state():
         oracle.check_answers(args.out, ResultsFolder(args.out).read_state()["finished"].get("0"))
     return oracle
@@ -143,6 +150,9 @@ def main(argv=None):
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = protocol.load_data()
     if data.own is None:
+        if args.answers:
+            raise UserError("--answers: a person's answers to a query of own images (--dataset folder:PATH with "
+                            "--oracle human)")
         data, oracle = open_set(data, cfg.KNOWN_CLASSES, cfg.KNOWN_CLASSES_RANDOM, cfg.SEED)
     else:
         oracle = own_images_oracle(cfg, args, data, dist)

@@ -272,6 +272,43 @@ def fill_labels(csv_path, truth, override=None):
     return rows
 
 
+def _annotation(number, name, when, cancelled=False):
+    """One Label Studio annotation choosing ``name`` at ``when`` (``cancelled``: skipped, no result)."""
+    return {"id": number, "result": [] if cancelled else [
+        {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [name]}}],
+        "was_cancelled": cancelled, "created_at": when, "updated_at": when, "lead_time": 2.5}
+
+
+def label_studio_export(query, answers, fmt, path):
+    """What Label Studio exports for the imported ``query`` labeled with ``answers`` (one name per
+    task, or a list of (name, when, cancelled) annotations): JSON, JSON-MIN or CSV at ``path``."""
+    import csv
+    import json
+
+    items = []
+    for number, (task, given) in enumerate(zip(query, answers), start=1):
+        given = given if isinstance(given, list) else [(given, "2026-12-08T03:00:00Z", False)]
+        notes = [_annotation(100 * number + k, *note) for k, note in enumerate(given)]
+        if fmt == "json":
+            items.append({"id": number, "data": task["data"], "annotations": notes, "predictions": task["predictions"]})
+            continue
+        for note in notes:  # JSON-MIN and CSV: one row per annotation, the choice under the control's name
+            row = {"id": number, **task["data"], "annotator": 1, "annotation_id": note["id"],
+                   "created_at": note["created_at"], "updated_at": note["updated_at"], "lead_time": 2.5}
+            if note["result"]:
+                row["label"] = note["result"][0]["value"]["choices"][0]
+            items.append(row)
+    with open(path, "w", newline="") as fh:
+        if fmt == "csv":
+            columns = list(dict.fromkeys(key for row in items for key in row))
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(items)
+        else:
+            json.dump(items, fh)
+    return str(path)
+
+
 # script (settings tree) -> (entry module, the smallest argv it accepts, the folder flag it writes to)
 ENTRY = {
     "main_TOD.py": ("main_TOD", ["--config", "digits"], "--out"),

@@ -4,6 +4,7 @@ watcher, bad layouts."""
 
 import csv
 import hashlib
+import json
 import os
 import shutil
 import threading
@@ -12,13 +13,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import fill_labels
+from conftest import fill_labels, label_studio_export
 from own_images import make_own_images
 from PIL import Image
 
 import main_al
 from utils.core.cli import run_cli
 from utils.core.errors import UserError
+from utils.core.labelstudio import tasks
 from utils.core.oracles import contact_sheet, read_answers
 from utils.core.results import read_config, read_cycles
 from utils.protocols.deepal import DeepAL
@@ -375,3 +377,43 @@ def test_an_image_over_the_decompression_bomb_limit_stops_with_one_line(tmp_path
     assert err == (f"error: image {root / 'unlabeled' / 'part1' / 'big.png'} is {shown} pixels, over PIL's "
                    "decompression-bomb limit (100 pixels); shrink it or remove it")
     assert not caught and not out.exists(), [str(w.message) for w in caught]
+
+
+@pytest.mark.slow
+def test_a_run_labeled_through_label_studio_exports(tmp_path, capsys):
+    root, out = tmp_path / "data", tmp_path / "run"
+    truth = make_own_images(str(root), n_unlabeled=120, n_test=0)
+    argv = command(root, out, "--n_epoch", "1", "--query-size", "10", strategy="RandomSampling")
+    main_al.main(argv)
+    to_label = out / "to_label"
+    assert (to_label / "labeling_config.xml").is_file()
+
+    def query(cycle):
+        with open(to_label / f"cycle{cycle}.tasks.json") as fh:
+            loaded = json.load(fh)
+        assert [t["data"]["path"] for t in loaded] == [r["path"] for r in read_rows(to_label / f"cycle{cycle}.csv")]
+        assert all(os.path.isfile(root / t["data"]["path"]) and t["data"]["run"] == str(out) for t in loaded)
+        return loaded, [truth[t["data"]["path"]] for t in loaded]
+
+    # a bad export stops before anything changes: the wrong cycle's file, then a name that is no class
+    loaded, answers = query(0)
+    other_cycle = tasks([t["data"]["path"] for t in loaded], answers, [1] * 10, 1, str(out))
+    label_studio_export(other_cycle, answers, "json", to_label / "cycle0.export.json")
+    before = snapshot(out)
+    del before["to_label/cycle0.export.json"]
+    assert "is an export of cycle 1" in fails([*argv, "--resume"], capsys)
+    label_studio_export(loaded, ["cat", *answers[1:]], "json", to_label / "cycle0.export.json")
+    assert "'cat' is not a class" in fails([*argv, "--resume"], capsys)
+    assert {k: v for k, v in snapshot(out).items() if k != "to_label/cycle0.export.json"} == before
+
+    label_studio_export(loaded, ["unknown", *answers[1:]], "json", to_label / "cycle0.export.json")
+    main_al.main([*argv, "--resume"])  # cycle 1: JSON-MIN at the default place
+    loaded, answers = query(1)
+    label_studio_export(loaded, answers, "min", to_label / "cycle1.export.json")
+    main_al.main([*argv, "--resume"])  # cycle 2: CSV given with --answers, elsewhere
+    loaded, answers = query(2)
+    main_al.main([*argv, "--resume", "--answers", label_studio_export(loaded, answers, "csv", tmp_path / "ls.csv")])
+    images = {r["path"]: r for r in read_rows(out / "images.csv")}
+    given = {p: r["label"] for p, r in images.items() if r["labeled_in"] in ("0", "1", "2")}
+    first = json.load(open(to_label / "cycle0.tasks.json"))[0]["data"]["path"]
+    assert len(given) == 30 and given.pop(first) == "unknown" and all(truth[p] == n for p, n in given.items())

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from utils.core.config import Settings, Tree, resolve
+from utils.core.config import Settings, Tree, read_settings_file, resolve
 from utils.core.errors import UserError, one_line
 
 
@@ -41,6 +41,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--quiet", action="store_true", help="no progress bars")
     group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="change a setting, e.g. --set START=100 (repeatable; see --list-settings; default: none)")
+    group.add_argument("--config-file", default=None, type=path, metavar="FILE.yaml",
+                       help="read settings from a YAML file of KEY: value lines (the keys of --list-settings; a "
+                            "run's <out>/settings.yaml repeats it); flags and --set override it (default: none)")
     group.add_argument("--list-settings", action="store_true",
                        help="print every setting with its value and comment, and exit")
     # torch.distributed.launch passes --local_rank (old) or --local-rank (torch >= 2.0).
@@ -115,7 +118,8 @@ def parse_command_line(parser: argparse.ArgumentParser, tree: Tree, argv: list |
         if dest.startswith("refused:") and (refuse is None or refuse(dest[8:], value)):
             raise UserError(f"{dest[8:]}: {args.refused_reasons[dest[8:]]}")
     flags = {dest[len(SETTING):]: value for dest, value in given.items() if dest.startswith(SETTING)}
-    settings = resolve(tree, flags, args.overrides)
+    file = read_settings_file(args.config_file) if args.config_file else None
+    settings = resolve(tree, flags, args.overrides, file, args.config_file or "")
     if args.list_settings:
         print(settings.listing(tree.script))
         raise SystemExit(0)
@@ -138,6 +142,16 @@ def parse_script_args(settings: Tree, description: str, argv: list | None = None
         run_args(parser)
     add_common_args(parser)
     return parse_command_line(parser, settings, argv, refuse)
+
+
+def file_setting(argv: list | None, key: str) -> str | None:
+    """The value the ``--config-file`` of ``argv`` gives ``key`` (None: no file, or no such key), for a
+    script whose settings tree depends on it (main_al.py's PROTOCOL)."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--config-file", type=path, default=None)
+    name = first.parse_known_args(argv)[0].config_file
+    value = read_settings_file(name).get(key) if name else None
+    return None if value is None else str(value)
 
 
 def count(text: str, least: int = 0) -> int:

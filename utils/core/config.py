@@ -4,6 +4,7 @@ A script's tree is a dict ``KEY -> Key`` declared under ``config/``. :func:`reso
 settings of a run in one pass, later sources winning:
 
     the tree's defaults -> a profile (a dataset config file, or a paper's per-dataset values)
+                        -> a settings file (``--config-file FILE.yaml``: ``KEY: value`` lines)
                         -> the script's own flags (the seeds' flags and the common ones)
                         -> ``--set KEY=VALUE``
 
@@ -192,12 +193,14 @@ def infer_type(default: Any) -> str:
 class Settings(Mapping):
     """The resolved settings of ``script``, read-only: ``cfg.EPOCH`` or ``cfg["EPOCH"]``.
     ``sources[KEY]`` says where each value came from; ``scaled`` lists the keys --epochs scaled;
-    ``strategy_key`` names the key of the run's query strategy (None: the script has none)."""
+    ``strategy_key`` names the key of the run's query strategy (None: the script has none);
+    ``reproducing`` the keys a settings file must hold to give these settings again (see to_yaml)."""
 
     def __init__(self, script: str, values: dict, tree: Mapping[str, Key], sources: dict, scaled: dict,
-                 strategy_key: str | None = None):
+                 strategy_key: str | None = None, reproducing: tuple = ()):
         object.__setattr__(self, "script", script)
         object.__setattr__(self, "strategy_key", strategy_key)
+        object.__setattr__(self, "reproducing", tuple(reproducing))
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "tree", tree)
         object.__setattr__(self, "sources", dict(sources))
@@ -232,6 +235,25 @@ class Settings(Mapping):
         """One line per scaled key, for the log."""
         return [f"--epochs {info['epochs']}: {key} {info['from']} -> {info['to']} (scaled from {info['key']} "
                 f"{info['base']}; --set {key}=... to choose)" for key, info in self.scaled.items()]
+
+    def to_yaml(self, header: str) -> str:
+        """The settings as a settings file (``--config-file``) that gives them again: the keys in
+        ``reproducing`` (those a file, a flag or --set gave, those --epochs scaled, the dataset and the
+        strategy) as ``KEY: value`` lines; every other key, left to its default or the profile that the
+        dataset picks, as a comment. ``header`` opens it as a comment."""
+        import yaml
+
+        def line(key: str) -> str:
+            text = yaml.safe_dump(self._values[key], default_flow_style=True, width=10**6)
+            return f"{key}: {text.removesuffix(chr(10) + '...' + chr(10)).strip()}"
+
+        lines = [f"# {text}" for text in header.splitlines()]
+        lines += [line(key) for key in self.tree if key in self.reproducing]
+        others = [key for key in self.tree if key not in self.reproducing]
+        if others:
+            lines.append("# the other settings, as the defaults and the dataset's profile give them:")
+            lines += [f"# {line(key)}  ({self.sources[key]})" for key in others]
+        return "\n".join(lines) + "\n"
 
     def listing(self, title: str) -> str:
         """Every key with its resolved value, where the value came from, its comment and flags."""
@@ -289,9 +311,19 @@ def parse_assignments(pairs: Iterable[str]) -> list[tuple[str, str]]:
     return parsed
 
 
-def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) -> Settings:
+def _unknown_key(tree: Tree, key: str) -> str:
+    """Why ``key`` is no setting of ``tree`` (naming the script it belongs to)."""
+    owner = tree.others.get(key)
+    where = f"{key} is a setting of {owner}, not of {tree.script}" if owner else f"{tree.script} has no setting {key}"
+    return f"{where}; settings: {', '.join(tree.keys)} (see --list-settings)"
+
+
+def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str], file: Mapping[str, Any] | None = None,
+            file_name: str = "") -> Settings:
     """The settings of a run: ``flags`` maps each command-line flag that was given (e.g.
-    ``"--n_epoch"``) to its raw value; ``assignments`` are the ``--set KEY=VALUE`` strings."""
+    ``"--n_epoch"``) to its raw value; ``assignments`` are the ``--set KEY=VALUE`` strings; ``file``
+    the ``KEY: value`` pairs of the settings file ``file_name`` (read_settings_file), which the flags
+    and --set override."""
     keys = tree.keys
     pending = {}  # KEY -> (source, raw value, parse from text?)
     flag_keys = tree.flag_keys()
@@ -302,20 +334,23 @@ def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) ->
         pending[key] = (flag, raw)
     for key, text in parse_assignments(assignments):
         if key not in keys:
-            owner = tree.others.get(key)
-            where = f"{key} is a setting of {owner}, not of {tree.script}" if owner else \
-                f"{tree.script} has no setting {key}"
-            raise UserError(f"--set {key}: {where}; settings: {', '.join(keys)} (see --list-settings)")
+            raise UserError(f"--set {key}: {_unknown_key(tree, key)}")
         if key in pending:
             raise UserError(f"{pending[key][0]} and --set {key} both set {key}; give one of them")
         pending[key] = (f"--set {key}=", text)
+    for key, value in (file or {}).items():
+        if key not in keys:
+            raise UserError(f"{file_name}: {_unknown_key(tree, key)}")
+        if key not in pending:
+            pending[key] = (f"{file_name}: {key}=", value)
 
     explicit = {}
     for key, (source, raw) in pending.items():
         try:
-            explicit[key] = keys[key].parse(raw)
+            from_file = source.startswith(f"{file_name}: ") and not isinstance(raw, str)
+            explicit[key] = keys[key].validate(raw) if from_file else keys[key].parse(raw)
         except (ValueError, SyntaxError):
-            shown = " ".join(raw) if isinstance(raw, list) else raw
+            shown = " ".join(raw) if isinstance(raw, list) and not from_file else raw
             given = f"{source}{shown}" if source.endswith("=") else f"{source} {shown}"
             raise UserError(f"{given}: {key} expects {keys[key].expects()}") from None
 
@@ -346,9 +381,12 @@ def resolve(tree: Tree, flags: Mapping[str, Any], assignments: Iterable[str]) ->
                                "epochs": epochs}
     for key, value in explicit.items():
         values[key] = value
-        sources[key] = pending[key][0].rstrip("=")
+        source = pending[key][0]
+        sources[key] = file_name if file_name and source == f"{file_name}: {key}=" else source.rstrip("=")
     settings = Settings(tree.script, values, keys, sources, scaled, tree.strategy_key)
     _refuse_unused_strategy_keys(tree, settings, {k: pending[k][0] for k in explicit})
+    settings = Settings(tree.script, values, keys, sources, scaled, tree.strategy_key,
+                        _reproducing(tree, settings, {*explicit, *scaled}))
     if tree.check is not None:
         tree.check(settings)
     return settings
@@ -371,6 +409,61 @@ def _refuse_unused_strategy_keys(tree: Tree, settings: Settings, given: Mapping[
             run = f" ({tree.strategy_key} {value}{names})" if value else ""
             raise UserError(f"{source.rstrip('=')}: {key} is a setting of {' and '.join(owners)}, which this run "
                             f"does not use{run}; drop it")
+
+
+def _reproducing(tree: Tree, settings: Settings, given: set) -> set:
+    """The keys a settings file needs to give ``settings`` again: those given or scaled (less the
+    settings of strategies the run does not use, which it would refuse), the protocol, the dataset and the
+    strategy."""
+    used = tree.used_strategies(settings) if tree.owners and tree.used_strategies is not None else None
+    unused = {key for key, owners in tree.owners.items() if used is not None and not set(used) & set(owners)}
+    named = {key for key in ("PROTOCOL", "DATASET", tree.strategy_key)
+             if key in tree.keys and settings[key] is not None}
+    return (given - unused) | named
+
+
+def read_settings_file(path: str) -> dict:
+    """The ``KEY: value`` pairs of the YAML settings file ``path`` (keys upper-cased, as --set's); a
+    file that cannot be read, is no YAML mapping, or gives a key twice stops with one line."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node):
+        pairs = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            value = loader.construct_object(value_node, deep=True)
+            if not isinstance(key, str) or not key.strip():
+                raise UserError(f"{path}: line {key_node.start_mark.line + 1}: expected a setting's name, got {key!r}")
+            name = key.strip().upper()
+            if name in pairs:
+                raise UserError(f"{path}: {name} is given twice (line {key_node.start_mark.line + 1}); give it once")
+            pairs[name] = value
+        return pairs
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UserError(f"--config-file {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        data = yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"--config-file {path}: not YAML{where} ({getattr(exc, 'problem', None) or exc}); "
+                        "expected KEY: value lines") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"--config-file {path}: expected KEY: value lines (settings), got a {type(data).__name__}")
+    for key, value in data.items():
+        if isinstance(value, dict):
+            raise UserError(f"{path}: {key}: expected a value, got a mapping (settings are KEY: value lines)")
+    return data
 
 
 def scale(value: Any, factor: float) -> Any:

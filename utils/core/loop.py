@@ -29,9 +29,19 @@ from utils.core.config import Settings
 from utils.core.distributed import barrier
 from utils.core.errors import UserError
 from utils.core.progress import Reporter, release, set_active
-from utils.core.results import CYCLE_COLUMNS, ResultsFolder, atomic_write, check_folder, file_sha256, read_cycles
+from utils.core.results import (
+    CYCLE_COLUMNS,
+    ResultsFolder,
+    atomic_write,
+    check_folder,
+    file_sha256,
+    read_cycles,
+    write_text,
+)
 from utils.core.rng import rng_state, set_rng_state
 from utils.core.train import EvalScores
+
+SETTINGS_FILE = "settings.yaml"  # the run's settings, as --config-file reads them
 
 
 def _versions():
@@ -245,7 +255,8 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
     records the script, the resolved settings (and which --epochs scaled), ``derived`` values
     (what the settings and the data determine, e.g. budgets in images) and how the run was
     started (with ``derived.class_counts``, the pool's images per class, when the data were subsampled
-    to a long tail); logs the run's first line and the scaled settings. The folder: ``--out``, else
+    to a long tail); settings.yaml the settings as a --config-file that repeats the run; logs the run's
+    first line and the scaled settings. The folder: ``--out``, else
     ``out`` (a script's own default, made from its flag ``out_flag``), else a fresh one under results/."""
     out = args.out or out or default_out(*name_parts, dist=dist)
     if getattr(data, "class_counts", None) is not None:  # a long-tailed pool (IMBALANCE): its images per class
@@ -263,6 +274,11 @@ def start_run(args, cfg: Settings, data, dist, name_parts: tuple, label: str, cy
                       "image_shape": image_shape(data), "model_input_size": data.image_size}}
     run = Run(out, config, identity, args.resume, dist, args.quiet, columns, label, cfg.TRIALS, cycles,
               "--out" if args.out else out_flag)
+    if run.is_main:
+        command = cfg.script.split()[0]  # (the tree's script: main_al.py --protocol deepal -> main_al.py)
+        write_text(os.path.join(out, SETTINGS_FILE), cfg.to_yaml(
+            f"{cfg.script}: the settings of {out} (dataset {data.name})\n"
+            f"python {command} --config-file {os.path.join(out, SETTINGS_FILE)} --out NEW repeats the run"))
     run.log(f"{label}: {len(data.train_idx)} train / {len(data.test_idx)} test images, {dist.world_size} "
             f"process(es) on {dist.device}; results in {out}")
     for note in cfg.notes():

@@ -4,16 +4,20 @@ set's unknown images set aside) and a person (:class:`AnnotatorOracle`, main_al.
 A person answers on their own images (utils/core/data/own_images.py: ``folder:PATH`` with
 ``labeled/<class>/``, ``unlabeled/**``). After a query the run writes ``<out>/to_label/cycle<C>.csv``
 (path, an empty label, the model's prediction and its probability) and a contact sheet
-``cycle<C>.png`` of the queried images numbered as the rows. ``--oracle human``: the run stops; the
-person fills the ``label`` column (a class name or ``unknown``) and runs the command again with
---resume. ``--oracle folder``: the run waits until every queried image has been moved into
-``PATH/labeled/<class>/`` (or ``PATH/unknown/``). Images answered ``unknown`` are set aside, as
-open-set runs do: they cost a label, are never trained on and never queried again.
+``cycle<C>.png`` of the queried images numbered as the rows, and the same query as Label Studio tasks
+with their labeling configuration (utils/core/labelstudio.py). ``--oracle human``: the run stops; the
+person fills the ``label`` column (a class name or ``unknown``), or labels the tasks in Label Studio
+and exports them to ``to_label/cycle<C>.export.json`` (or ``.export.csv``, or any file given with
+``--answers``), and runs the command again with --resume. ``--oracle folder``: the run waits until
+every queried image has been moved into ``PATH/labeled/<class>/`` (or ``PATH/unknown/``). Images
+answered ``unknown`` are set aside, as open-set runs do: they cost a label, are never trained on and
+never queried again.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import time
 from typing import NamedTuple
@@ -35,6 +39,7 @@ from utils.core.data.own_images import (
 )
 from utils.core.distributed import broadcast_object
 from utils.core.errors import UserError
+from utils.core.labelstudio import labeling_config, read_export, tasks
 from utils.core.openset import OpenSetPool, choose_known_classes, known_class_view, split_query
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS, atomic_write, write_text
 from utils.core.train import predict, softmax_probs
@@ -108,6 +113,43 @@ def to_label_path(out: str, cycle: int, ext: str = "csv") -> str:
     return os.path.join(out, "to_label", f"cycle{cycle}.{ext}")
 
 
+def labeling_config_path(out: str) -> str:
+    return os.path.join(out, "to_label", "labeling_config.xml")
+
+
+def answers_path(out: str, cycle: int, given: str | None = None) -> str:
+    """Where the answers to cycle ``cycle``'s query are read: ``given`` (--answers), else a Label
+    Studio export ``to_label/cycle<C>.export.json`` or ``.export.csv``, else the query's CSV."""
+    if given:
+        if not os.path.isfile(given):
+            raise UserError(f"--answers {given}: no such file; give the Label Studio export (JSON, JSON-MIN or "
+                            "CSV) or the filled CSV of the query")
+        return given
+    exports = [p for p in (to_label_path(out, cycle, "export.json"), to_label_path(out, cycle, "export.csv"))
+               if os.path.isfile(p)]
+    if len(exports) > 1:
+        raise UserError(f"{exports[0]} and {exports[1]} both hold answers to the query of cycle {cycle}; keep one")
+    return exports[0] if exports else to_label_path(out, cycle)
+
+
+def is_export(path: str) -> bool:
+    """Whether ``path`` is a Label Studio export (JSON, or a CSV with the tasks' cycle and run
+    columns) rather than the query's CSV."""
+    if not path.lower().endswith(".csv"):
+        return True
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False  # (read_answers names the problem)
+    return {"cycle", "run"} <= set(header)
+
+
+def run_name(out: str) -> str:
+    """How the Label Studio tasks name the run: its results folder, absolute."""
+    return os.path.abspath(out)
+
+
 def contact_sheet(images: torch.Tensor, tile: int = 96, columns: int = 10):
     """A PIL image of uint8 ``images`` ``[N, C, H, W]`` in a grid, each tile numbered 1..N (the
     rows of the query's CSV)."""
@@ -171,9 +213,13 @@ class AnnotatorOracle(Oracle):
 
     waits = True
 
-    def __init__(self, images: OwnImages, data, mode: str, poll_seconds: float = 5.0, dist=None):
+    def __init__(self, images: OwnImages, data, mode: str, poll_seconds: float = 5.0, dist=None,
+                 answers: str | None = None):
         super().__init__()
         self.images, self.data, self.mode, self.poll_seconds, self.dist = images, data, mode, poll_seconds, dist
+        if answers and mode != "human":
+            raise UserError(f"--answers: --oracle {mode} reads the answers from the folder; it is for --oracle human")
+        self.answers_file = answers  # --answers: where the answers of the waiting query are (None: see answers_path)
         self.answers = None  # (cycle, {path: label}) of the waiting query, read and checked by check_answers
 
     @property
@@ -213,14 +259,20 @@ class AnnotatorOracle(Oracle):
         if self.mode != "human" or waiting is None or waiting[0] != finished:
             return
         cycle, indices = waiting
-        self.answers = (cycle, read_answers(to_label_path(out, cycle), [self.images.paths[i] for i in indices],
-                                            self.images.classes))
+        expected, classes = [self.images.paths[i] for i in indices], self.images.classes
+        path = answers_path(out, cycle, self.answers_file)
+        if is_export(path):
+            names = read_export(path, expected, classes, UNKNOWN, cycle, run_name(out))
+            labels = {rel: SET_ASIDE if name == UNKNOWN else classes.index(name) for rel, name in names.items()}
+        else:
+            labels = read_answers(path, expected, classes)
+        self.answers = (cycle, labels)
 
     def report(self, out: str, cycle: int, model, pool_idx: np.ndarray, queried: np.ndarray, batch_size: int,
                workers: int, probs: torch.Tensor | None = None) -> None:
         """After cycle ``cycle``'s query: ``predictions.csv`` (every pool image's predicted class and
-        probability) and, for a query, ``to_label/cycle<C>.csv`` and ``.png``; the image list
-        records the query."""
+        probability) and, for a query, ``to_label/cycle<C>.csv``, ``.png`` and ``.tasks.json`` (with
+        ``labeling_config.xml``); the image list records the query."""
         if probs is None:  # (``probs``: the pool's softmax outputs, when the query computed them)
             probs = predict(model, self.data, pool_idx, softmax_probs, batch_size, self.dist, workers,
                             desc="predictions")
@@ -238,6 +290,10 @@ class AnnotatorOracle(Oracle):
             at = {int(i): k for k, i in enumerate(pool_idx.tolist())}
             rows = [[paths[i], "", names[at[i]], f"{float(score[at[i]]):.4f}"] for i in queried.tolist()]
             write_text(to_label_path(out, cycle), csv_text(TO_LABEL_COLUMNS, rows))
+            query = tasks(*(list(column) for column in zip(*[(r[0], r[2], float(r[3])) for r in rows])), cycle,
+                          run_name(out))
+            write_text(to_label_path(out, cycle, "tasks.json"), json.dumps(query, indent=1) + "\n")
+            write_text(labeling_config_path(out), labeling_config(self.images.classes, UNKNOWN))
             images = self.data.train.__getitems__(queried.tolist())[0]
             atomic_write(to_label_path(out, cycle, "png"), lambda fh: contact_sheet(images).save(fh, format="PNG"))
         write_manifest(out, self.images)
@@ -247,7 +303,9 @@ class AnnotatorOracle(Oracle):
         if self.mode == "human":
             sheet = to_label_path(out, cycle, "png")
             return (f"label the {count} images of {to_label_path(out, cycle)} (pictures: {sheet}): fill the label "
-                    f"column with {classes} or {UNKNOWN}, then run the same command with --resume")
+                    f"column with {classes} or {UNKNOWN} (or label {to_label_path(out, cycle, 'tasks.json')} in Label "
+                    f"Studio and export them to {to_label_path(out, cycle, 'export.json')}), then run the same "
+                    "command with --resume")
         root = self.images.root
         return (f"move each of the {count} images listed in {to_label_path(out, cycle)} into "
                 f"{os.path.join(root, 'labeled')}/<class>/ ({classes}) or {os.path.join(root, UNKNOWN)}/; waiting")
@@ -259,7 +317,8 @@ class AnnotatorOracle(Oracle):
             if self.answers is None or self.answers[0] != cycle:
                 self.check_answers(out, cycle)
             if self.answers is None or self.answers[0] != cycle:
-                raise UserError(f"no labels found for the query of cycle {cycle} in {to_label_path(out, cycle)}")
+                where = answers_path(out, cycle, self.answers_file)
+                raise UserError(f"no labels found for the query of cycle {cycle} in {where}")
             labels = np.asarray([self.answers[1][self.images.paths[i]] for i in waiting.tolist()], dtype=np.int64)
         else:
             labels = self._watch(out, cycle, waiting)
