@@ -190,9 +190,12 @@ def stop_set(pool: np.ndarray, seed: int, size: int = STOP_SET_SIZE) -> np.ndarr
 
 
 def stop_predictions(model, data, indices: np.ndarray, batch_size: int, dist, workers: int = 0) -> torch.Tensor:
-    """The model's predicted classes on the stop set ``indices`` (plain view, eval mode)."""
-    return predict(model, data, indices, lambda out, _y: out.logits.argmax(1), batch_size, dist, workers,
-                   desc="stop set")
+    """The model's predicted classes on the stop set ``indices`` (plain view, eval mode). The pass leaves the
+    global torch RNG as it found it (a data loader draws its base seed from it), so measuring the stopping
+    signal changes no later augmentation, dropout mask or query."""
+    with torch.random.fork_rng(devices=[]):
+        return predict(model, data, indices, lambda out, _y: out.logits.argmax(1), batch_size, dist, workers,
+                       desc="stop set")
 
 
 def softmax_probs(out, _targets):
