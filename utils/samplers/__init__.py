@@ -14,6 +14,7 @@ from utils.samplers import (  # noqa: F401 (importing a module registers its str
     graph,
     learned,
     mcadl,
+    representation,
     uncertainty,
     views,
 )
@@ -36,12 +37,22 @@ from utils.samplers.registry import (
     register_selector,
     top_k,
 )
+from utils.samplers.representation import (
+    centroid_initial,
+    dropquery_select,
+    herding_select,
+    probcover_select,
+    purity_delta,
+    select_initial,
+    typiclust_select,
+)
 from utils.samplers.uncertainty import bald_scores, entropy_scores, least_confidence_scores, margin_scores
 from utils.samplers.views import stratified_by_cluster, view_variance
 
 __all__ = ["QueryContext", "Strategy", "badge_select", "bald_scores", "batchbald_select", "bim_norms",
-           "cluster_margin_select", "deepfool_norms", "entropy_scores", "exp4p_probs", "exp4p_update",
-           "get_strategy", "iw_accuracy", "kcenter_greedy", "kdpp_select", "kmeans_select",
-           "least_confidence_scores", "list_strategies", "margin_scores", "mcadl_scores", "pixel_neighbour_terms",
-           "register_scorer", "register_selector", "robust_kcenter", "stratified_by_cluster", "tod_scores", "top_k",
-           "top_mass_uncertainty", "train_gcn", "view_variance", "waal_scores"]
+           "centroid_initial", "cluster_margin_select", "deepfool_norms", "dropquery_select", "entropy_scores",
+           "exp4p_probs", "exp4p_update", "get_strategy", "herding_select", "iw_accuracy", "kcenter_greedy",
+           "kdpp_select", "kmeans_select", "least_confidence_scores", "list_strategies", "margin_scores",
+           "mcadl_scores", "pixel_neighbour_terms", "probcover_select", "purity_delta", "register_scorer",
+           "register_selector", "robust_kcenter", "select_initial", "stratified_by_cluster", "tod_scores", "top_k",
+           "top_mass_uncertainty", "train_gcn", "typiclust_select", "view_variance", "waal_scores"]
