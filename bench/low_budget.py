@@ -4,7 +4,9 @@ synthetic embeddings shaped like self-supervised ones.
     python bench/low_budget.py --n 50000 --d 512
     python bench/low_budget.py --n 200000 --d 512 --strategies ProbCover
 
-One line per strategy: ``<Strategy> n=<N> d=<D> seconds=<s> peak_mb=<MB> search=<exact|ivf>``, plus
+One line per strategy: ``<Strategy> n=<N> d=<D> seconds=<s> peak_mb=<MB> cpu_seconds=<s>
+search=<exact|ivf>`` (cpu_seconds: user + system time of all threads, a figure that other jobs on a
+shared machine inflate far less than the wall-clock seconds), plus
 ``recall=<r>`` where the neighbour search is approximate (recall@k of the strategy's k nearest
 neighbours against exact search, on 1,000 sampled points, measured outside the timed run). Each
 strategy runs in a forked process: peak_mb is that process's peak resident memory, which includes
@@ -66,13 +68,16 @@ def run(name: str, points: np.ndarray, labeled: int, budget: int, search: str, s
 
 
 def one(name: str, args) -> None:
-    """Run ``name`` alone and print its seconds and this process's peak resident MB."""
+    """Run ``name`` alone and print its wall seconds, CPU seconds (user + system, all threads) and this
+    process's peak resident MB."""
     points = embeddings(args.n, args.d, args.seed)
-    start = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu, start = usage.ru_utime + usage.ru_stime, time.perf_counter()
     picks = run(name, points, args.labeled, args.budget, args.search, args.seed)
     seconds = time.perf_counter() - start
     assert len(np.unique(picks)) == args.budget
-    print(f"{seconds:.1f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"{seconds:.1f} {usage.ru_utime + usage.ru_stime - cpu:.1f} {usage.ru_maxrss / 1024:.0f}")
 
 
 def main(argv=None) -> None:
@@ -94,8 +99,8 @@ def main(argv=None) -> None:
         command = [sys.executable, os.path.abspath(__file__), "--one", name, "--n", str(args.n), "--d", str(args.d),
                    "--labeled", str(args.labeled), "--budget", str(args.budget), "--search", args.search,
                    "--seed", str(args.seed)]
-        seconds, peak = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-2:]
-        line = f"{name} n={args.n} d={args.d} seconds={seconds} peak_mb={peak}"
+        seconds, cpu, peak = subprocess.run(command, check=True, capture_output=True, text=True).stdout.split()[-3:]
+        line = f"{name} n={args.n} d={args.d} seconds={seconds} peak_mb={peak} cpu_seconds={cpu}"
         # TypiClust searches within clusters (|L| + B of them), each far below the auto switch
         used = "exact" if name == "TypiClust" and args.search == "auto" else search
         line += f" search={used}"
