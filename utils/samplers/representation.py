@@ -24,7 +24,7 @@ from utils.samplers.diversity import kmeans_select
 from utils.samplers.registry import QueryContext, register_selector
 
 SEARCH_CHOICES = ("auto", "exact", "ivf")
-EXACT_MAX_POINTS = 50_000  # auto: exact search up to here (about 20 s for N = 50,000, D = 512 on 2 cores)
+EXACT_MAX_POINTS = 50_000  # auto: exact search (N^2 D work) up to here, IVF above
 IVF_PROBES = 32  # inverted lists probed per query
 QUERY_ROWS = 8192  # queries per faiss call (bounds the range-search results held at once)
 MAX_EDGES = 100_000_000  # ProbCover's delta-graph: 2 x 5 bytes per edge (the graph and its transpose)
@@ -43,12 +43,27 @@ def _search_key(name: str) -> Key:
                f"or auto (exact up to {EXACT_MAX_POINTS:,} points, ivf above)", choices=SEARCH_CHOICES)
 
 
-def normalise(emb) -> np.ndarray:
-    """Rows scaled to unit L2 norm (zero rows stay zero), as contiguous float32."""
-    points = np.array(torch.as_tensor(emb).detach().float().cpu().numpy(), dtype=np.float32, order="C")
+def normalise(emb, out: np.ndarray | None = None) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as C-contiguous float32, written into ``out``
+    if given; else a new array, except for a float32 array whose rows are unit-norm already (returned
+    as it is, no copy)."""
+    points = np.ascontiguousarray(torch.as_tensor(emb).detach().float().cpu().numpy())
     norms = np.linalg.norm(points, axis=1, keepdims=True)
-    np.divide(points, norms, out=points, where=norms > 0)
-    return points
+    if out is None and np.all(np.abs(norms - 1) < 1e-5):
+        return points
+    out = np.zeros_like(points) if out is None else out
+    return np.divide(points, norms, out=out, where=norms > 0)
+
+
+def joined(labeled_emb, emb) -> tuple:
+    """(unit-norm rows of the labeled set and then of the candidates, in one array; the labeled count)."""
+    if len(labeled_emb) == 0:
+        return normalise(emb), 0
+    n_labeled = len(labeled_emb)
+    points = np.zeros((n_labeled + len(emb), np.shape(emb)[1]), np.float32)
+    normalise(labeled_emb, points[:n_labeled])
+    normalise(emb, points[n_labeled:])
+    return points, n_labeled
 
 
 def resolve_search(search: str, n: int) -> str:
@@ -150,11 +165,9 @@ def typiclust_select(emb, labeled_emb, budget: int, neighbours: int = 20, seed: 
     members, then largest; pick i takes, from cluster i (cycling), the most typical of its members not
     yet labeled or picked (typicality among those members, K = min(``neighbours``, n // 2)).
     Returns ``budget`` positions into ``emb`` in pick order; works with no labeled set."""
-    candidates, labeled = normalise(emb), normalise(labeled_emb)
-    if budget > len(candidates):
-        raise ValueError(f"cannot pick {budget} of {len(candidates)} points")
-    points = np.concatenate([labeled, candidates]) if len(labeled) else candidates
-    n_labeled = len(labeled)
+    points, n_labeled = joined(labeled_emb, emb)
+    if budget > len(points) - n_labeled:
+        raise ValueError(f"cannot pick {budget} of {len(points) - n_labeled} points")
     clusters = min(n_labeled + budget, TYPICLUST_MAX_CLUSTERS, len(points))
     labels = kmeans_labels(points, clusters, seed)
     sizes = np.bincount(labels, minlength=clusters)
@@ -237,12 +250,11 @@ def probcover_select(emb, labeled_emb, budget: int, delta: float | None = None, 
     most uncovered points in its ball; of equal degrees the lowest position) and drop the edges into the
     points its ball covers. Once everything is covered, picks are uniform over the candidates left (the
     paper). ``delta`` None: ``purity_delta`` with ``classes`` and ``alpha``. Returns positions into ``emb``."""
-    candidates, labeled = normalise(emb), normalise(labeled_emb)
-    if budget > len(candidates):
-        raise ValueError(f"cannot pick {budget} of {len(candidates)} points")
+    points, n_labeled = joined(labeled_emb, emb)
+    n = len(points)
+    if budget > n - n_labeled:
+        raise ValueError(f"cannot pick {budget} of {n - n_labeled} points")
     rng = rng if rng is not None else np.random.default_rng(seed)
-    points = np.concatenate([labeled, candidates]) if len(labeled) else candidates
-    n, n_labeled = len(points), len(labeled)
     if delta is None:
         delta = purity_delta(points, classes, alpha, seed, search)
     graph = delta_graph(points, delta, search, seed)
@@ -283,7 +295,8 @@ def herding_select(emb, labeled_emb, budget: int, sigma: float, neighbours: int 
         raise ValueError(f"cannot pick {budget} of {n} points")
     sq, idx = knn(points, neighbours, search, seed)
     missing = idx < 0
-    cols = np.concatenate([np.arange(n)[:, None], np.where(missing, np.arange(n)[:, None], idx)], 1)
+    cols = np.concatenate([np.arange(n)[:, None], np.where(missing, np.arange(n)[:, None], idx)], 1).astype(np.int32)
+    del idx
     vals = np.concatenate([np.ones((n, 1), np.float32), np.exp(-np.where(missing, np.inf, sq) / sigma**2)], 1)
     weights = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
     covered = np.zeros(n, np.float32)  # m(x)
@@ -294,8 +307,11 @@ def herding_select(emb, labeled_emb, budget: int, sigma: float, neighbours: int 
         covered = np.exp(-np.maximum(nearest[:, 0], 0) / sigma**2).astype(np.float32)
     import scipy.sparse as sp
 
-    rows = np.repeat(np.arange(n), cols.shape[1])
-    holders = sp.csr_matrix((np.ones(rows.size, dtype=bool), (cols.ravel(), rows)), shape=(n, n))  # x -> rows c
+    order = np.argsort(cols.ravel(), kind="stable")  # row x of ``holders``: the candidates c whose row holds x
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(cols.ravel(), minlength=n))])
+    holders = sp.csr_matrix((np.ones(len(order), dtype=bool), (order // cols.shape[1]).astype(np.int32), indptr),
+                            shape=(n, n))
+    del order
 
     def gains(of: np.ndarray) -> np.ndarray:
         c = cols[of]
