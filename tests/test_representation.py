@@ -121,7 +121,7 @@ def test_probcover_greedy_covers_the_most_points_per_pick():
 def test_probcover_purity_delta_is_the_largest_pure_radius():
     points, _ = blobs([40, 30, 20], spread=0.2, seed=3)
     delta = purity_delta(points, 3, alpha=0.9)
-    labels = rep.kmeans_labels(points, 3, 0)
+    labels = rep.pseudo_labels(points, 3, 0)
     dist = pairwise(points)
 
     def purity(d):

@@ -200,16 +200,27 @@ def typiclust_select(emb, labeled_emb, budget: int, neighbours: int = 20, seed: 
     return chosen
 
 
+def pseudo_labels(points: np.ndarray, classes: int, seed: int = 0) -> np.ndarray:
+    """ProbCover's pseudo-labels: k-means (k = ``classes``, one k-means++ run) fit on a seeded sample of
+    at most SEEDING_SAMPLE points, every point labeled by its nearest centre (no copy of the pool)."""
+    from sklearn.cluster import KMeans
+
+    fit = np.sort(np.random.default_rng(seed).choice(len(points), min(len(points), SEEDING_SAMPLE), replace=False))
+    kmeans = KMeans(min(classes, len(fit)), n_init=1, random_state=seed % 2**32).fit(points[fit])
+    return kmeans.labels_ if len(fit) == len(points) else kmeans.predict(points)
+
+
 def purity_delta(points: np.ndarray, classes: int, alpha: float = 0.95, seed: int = 0,
                  search: str = "auto") -> float:
     """ProbCover's radius (Yehuda et al., Sec. 4.1): the largest delta whose balls {x' : ||x - x'|| < delta}
-    are pure (one k-means pseudo-label, k = ``classes``) for at least ``alpha`` of the points.
+    are pure (one k-means pseudo-label, k = ``classes``; k-means fit on a seeded sample of at most
+    SEEDING_SAMPLE points) for at least ``alpha`` of the points.
     With r_i the distance from x_i to its nearest point of another pseudo-label, purity(delta) =
     mean(r >= delta), so delta is the (floor((1 - alpha) n) + 1)-th smallest of n values of r (no grid),
     taken over a seeded sample of PURITY_SAMPLE points (all of them if fewer). r_i is searched among the
     PURITY_NEIGHBOURS nearest points; where none of them differs, their farthest distance stands in (a
     lower bound: delta can only come out smaller, i.e. purer)."""
-    labels = kmeans_labels(points, min(classes, len(points)), seed)
+    labels = pseudo_labels(points, classes, seed)
     rows = np.arange(len(points))
     if len(points) > PURITY_SAMPLE:
         rows = np.sort(np.random.default_rng(seed).choice(len(points), PURITY_SAMPLE, replace=False))
