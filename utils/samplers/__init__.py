@@ -18,6 +18,7 @@ from utils.samplers import (  # noqa: F401 (importing a module registers its str
     graph,
     learned,
     mcadl,
+    representation,
     stochastic,
     uncertainty,
     views,
@@ -45,14 +46,25 @@ from utils.samplers.registry import (
     register_selector,
     top_k,
 )
+from utils.samplers.representation import (
+    centroid_initial,
+    dropquery_select,
+    herding_select,
+    probcover_select,
+    purity_delta,
+    select_initial,
+    typiclust_select,
+)
 from utils.samplers.stochastic import stochastic_log_weights, stochastic_select
 from utils.samplers.uncertainty import bald_scores, entropy_scores, least_confidence_scores, margin_scores
 from utils.samplers.views import stratified_by_cluster, view_variance
 
-__all__ = ["QueryContext", "Strategy", "alfamix_candidates", "alfamix_select", "badge_select", "bait_select",
-           "bald_scores", "batchbald_select", "bim_norms", "cluster_margin_select", "deepfool_norms", "entropy_scores",
-           "epig_scores", "exp4p_probs", "exp4p_update", "galaxy_select", "get_strategy", "iw_accuracy",
-           "kcenter_greedy", "kdpp_select", "kmeans_select", "least_confidence_scores", "list_strategies",
-           "margin_scores", "mcadl_scores", "pixel_neighbour_terms", "register_scorer", "register_selector",
-           "robust_kcenter", "stochastic_log_weights", "stochastic_select", "stratified_by_cluster", "tod_scores",
-           "top_k", "top_mass_uncertainty", "train_gcn", "view_variance", "waal_scores"]
+__all__ = ["alfamix_candidates", "alfamix_select", "badge_select", "bait_select", "bald_scores", "batchbald_select",
+           "bim_norms", "centroid_initial", "cluster_margin_select", "deepfool_norms", "dropquery_select",
+           "entropy_scores", "epig_scores", "exp4p_probs", "exp4p_update", "galaxy_select", "get_strategy",
+           "herding_select", "iw_accuracy", "kcenter_greedy", "kdpp_select", "kmeans_select",
+           "least_confidence_scores", "list_strategies", "margin_scores", "mcadl_scores", "pixel_neighbour_terms",
+           "probcover_select", "purity_delta", "QueryContext", "register_scorer", "register_selector",
+           "robust_kcenter", "select_initial", "stochastic_log_weights", "stochastic_select", "Strategy",
+           "stratified_by_cluster", "tod_scores", "top_k", "top_mass_uncertainty", "train_gcn", "typiclust_select",
+           "view_variance", "waal_scores"]
