@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_context
 
-from utils.core.cli import UserError
+from utils.core.errors import UserError
 from utils.samplers import (
     centroid_initial,
     dropquery_select,

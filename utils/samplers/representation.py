@@ -18,8 +18,8 @@ import math
 import numpy as np
 import torch
 
-from utils.core.cli import UserError
 from utils.core.config import Key
+from utils.core.errors import UserError
 from utils.samplers.diversity import kmeans_select
 from utils.samplers.registry import QueryContext, register_selector
 
