@@ -50,7 +50,8 @@ from utils.core.loop import default_out, start_run
 from utils.core.openset import open_set
 from utils.core.results import ResultsFolder
 from utils.core.sweep import Job, Shard, child_argv, finished, run_jobs, strategy_list
-from utils.core.train import evaluate, seed_everything
+from utils.core.train import evaluate, predict, seed_everything, softmax_probs
+from utils.methods import features
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import QueryContext, get_strategy, list_strategies
@@ -124,6 +125,7 @@ def own_images_oracle(cfg, args, data, dist):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse_args(argv)
+    features.check_settings(cfg)
     protocol = PROTOCOLS[cfg.PROTOCOL](cfg, args)
     protocol.check_oracle()
     if protocol.side_task():  # --make-splits
@@ -144,6 +146,8 @@ def main(argv=None):
         oracle = own_images_oracle(cfg, args, data, dist)
     protocol.bind(data.to(dist.device), dist, strategy, oracle.labelable(data.train_idx))
     protocol.fit_inputs()
+    protocol.use_features(features.feature_source(cfg, data, dist, args.data_root))  # (linear: new data)
+    data, embeddings = protocol.data, features.query_embeddings(strategy, protocol.features)
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()
     derived = {**protocol.derived(), **({"classes": data.own.classes} if data.own else {})}
@@ -185,12 +189,14 @@ def main(argv=None):
                         extras["previous_model"] = untrained or state.previous_model(model)
                     ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
                                        cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
-                                       settings=cfg, cycle=cycle)
+                                       settings=cfg, cycle=cycle, embeddings=embeddings)
                     queried = strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
-            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers,
-                          ctx.probs() if scored else None)
+            probs = ctx.probs() if scored else None
+            if probs is None and oracle.waits and cfg.TRAIN_MODE == "linear":  # (the oracle's data are the images)
+                probs = predict(model, data, pool_idx, softmax_probs, cfg.TEST_BATCH, dist, args.workers)
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, args.workers, probs)
             state.record(answer)
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)
             if cfg.SAVE_MODEL:

@@ -21,6 +21,7 @@ from utils.core.cli import UserError, add_inert_flags, add_refused_flags
 from utils.core.data import cycled_batches, forever, make_batch_loader, make_loader
 from utils.core.splits import random_subset
 from utils.core.train import fit
+from utils.methods.features import LinearProbe
 from utils.methods.ssl import make_ssl
 from utils.protocols.pool import PoolProtocol, Trial
 from utils.samplers.registry import Need
@@ -65,6 +66,7 @@ class DeepAL(PoolProtocol):
     INITIAL_SET_KEY = "N_START"
     STRATEGY_FLAG, CYCLES_KEY = "--strategy", "CYCLES"
     SERVES = SERVES
+    LINEAR = True
 
     @staticmethod
     def add_run_args(parser) -> None:
@@ -158,18 +160,30 @@ class DeepAL(PoolProtocol):
     def names(self) -> tuple[tuple, str]:
         """(results-folder name parts, the run's label)."""
         ssl = () if self.ssl == "none" else (f"ssl-{self.ssl}",)
-        parts = ("deepal", self.data.name, self.cfg.MODEL, self.strategy.name, *ssl)
+        model = "linear" if self.cfg.TRAIN_MODE == "linear" else self.cfg.MODEL
+        parts = ("deepal", self.data.name, model, self.strategy.name, *ssl)
         return parts, " ".join(parts[1:])
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
         """f_0 (and the other ensemble members' own initial weights, after it), then L_0 at random
         (numpy's RNG, which the networks do not touch): f_0 and L_0 are the same for every strategy
-        of a trial (a paired sweep). Own images: L_0 is PATH/labeled/; PRETRAINED: f_0's trunk."""
-        initial = [self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
-                                                  **self.model_options)).to(self.dist.device)
-                   for _ in range(self.members)]
-        labeled = labelable if self.data.own is not None else random_subset(labelable, self.start)
+        of a trial (a paired sweep). Own images: L_0 is PATH/labeled/; PRETRAINED: f_0's trunk;
+        --init-strategy: L_0 chosen by that strategy on the feature source."""
+        initial = [self.new_model().to(self.dist.device) for _ in range(self.members)]
+        if self.data.own is not None:
+            labeled = labelable
+        elif self.init is not None:  # --init-strategy: chosen on the feature source
+            labeled = self.initial_set(labelable, self.start, trial)
+        else:
+            labeled = random_subset(labelable, self.start)
         return Trial(labeled, initial_models=initial)
+
+    def new_model(self) -> nn.Module:
+        """A fresh network of the run (--train-mode linear: a linear classifier on the embeddings)."""
+        if self.cfg.TRAIN_MODE == "linear":
+            return LinearProbe(self.data.in_channels, self.data.num_classes)
+        return self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
+                                              **self.model_options))
 
     def models(self, state: Trial, cycle: int) -> list:
         """Every round trains copies of the trial's initial networks."""
