@@ -169,14 +169,20 @@ def main(argv=None):
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
             untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
+            # own images with none labeled yet: nothing to train; the --init-strategy chooses the first query
+            cold = len(state.labeled_idx) == 0
+            query_strategy, query_embeddings = (protocol.init, protocol.features) if cold else (strategy, embeddings)
+            hook = None
             with run.timer(times, "train_seconds"):
-                hook = strategy.training(models[0], state.labeled_idx, pool_idx, protocol.stream,
-                                         protocol.hook_settings()) if strategy.training else None
-                for m, member in enumerate(models):
+                if strategy.training and not cold:
+                    hook = strategy.training(models[0], state.labeled_idx, pool_idx, protocol.stream,
+                                             protocol.hook_settings())
+                for m, member in enumerate(models if not cold else []):
                     protocol.train(member, state, pool_idx, hook if m == 0 else None, run,
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
-            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) else None
+            acc = evaluate(model, data, cfg.TEST_BATCH, dist, args.workers) if len(data.test_idx) and not cold \
+                else None
             with run.timer(times, "query_seconds"):
                 queried, ctx = np.empty(0, dtype=np.int64), None
                 query_size = min(protocol.query_size(cycle, state), len(pool_idx))
@@ -187,10 +193,10 @@ def main(argv=None):
                               **(hook.extras() if hook else {})}
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
-                    ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
-                                       cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
-                                       settings=cfg, cycle=cycle, embeddings=embeddings)
-                    queried = strategy.select(ctx)
+                    ctx = QueryContext(model, data, state.labeled_idx, query_strategy.candidates(pool_idx), query_size,
+                                       dist, cfg.TEST_BATCH, args.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
+                                       settings=cfg, cycle=cycle, embeddings=query_embeddings)
+                    queried = query_strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
             probs = ctx.probs() if scored else None

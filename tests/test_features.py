@@ -160,3 +160,30 @@ def test_linear_mode_runs_badge_with_a_cold_start(tmp_path):
     assert [int(r["n_labeled"]) for r in rows] == [28, 56, 57] and rows[0]["test_acc"] == ""  # file: has no test rows
     refused = run_script(*common, "--strategy", "BALDDropout", "--out", str(tmp_path / "mc"))
     assert refused.returncode == 2 and "MC-dropout" in refused.stderr and not os.path.exists(tmp_path / "mc")
+
+
+@pytest.mark.slow
+def test_own_images_with_an_empty_labeled_folder(tmp_path):
+    from own_images import make_own_images
+
+    from utils.samplers.diversity import kcenter_greedy
+
+    root, out = tmp_path / "images", tmp_path / "out"
+    make_own_images(str(root), labeled_per_class=0, n_unlabeled=40, n_test=20, classes=3)
+    for k in range(3):
+        os.makedirs(root / "labeled" / f"c{k}", exist_ok=True)
+    table = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", table)
+    common = ("main_al.py", "--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "human",
+              "--strategy", "EntropySampling", "--model", "LeNet", "--query-size", "5", "--n_epoch", "2",
+              "--device", "cpu", "--features", f"file:{tmp_path / 'emb.npy'}")
+    refused = run_script(*common, "--out", str(tmp_path / "refused"))
+    assert refused.returncode == 2 and "--init-strategy" in refused.stderr and not (tmp_path / "refused").exists()
+    result = run_script(*common, "--init-strategy", "KCenterGreedy", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    with open(out / "to_label" / "cycle0.csv") as fh:
+        asked = [row["path"] for row in csv.DictReader(fh)]
+    with open(out / "images.csv") as fh:
+        paths = [row["path"] for row in csv.DictReader(fh)]
+    picks = kcenter_greedy(torch.as_tensor(table), torch.zeros(0, 6), 5).numpy()
+    assert sorted(asked) == sorted(paths[i] for i in picks)  # the first query is the initial-set strategy's

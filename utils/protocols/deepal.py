@@ -29,14 +29,15 @@ from utils.samplers.registry import Need
 _TOOLKIT_SSL = {name.lower(): pair for name, pair in TOOLKIT_SSL.items()}  # (names ignore case)
 
 
-def deepal_budget(cfg, pool_size: int, start: int | None = None) -> tuple[int, int, int, int]:
+def deepal_budget(cfg, pool_size: int, start: int | None = None, cold: bool = False) -> tuple[int, int, int, int]:
     """(initial labels, labels per query, total labels, rounds) from the percent settings (or the
-    counts ``start`` and QUERY_SIZE)."""
+    counts ``start`` and QUERY_SIZE; ``cold``: own images with none labeled, the first query chosen
+    by --init-strategy)."""
     start = int(cfg.N_START * pool_size / 100) if start is None else start
     end = pool_size if cfg.N_END == -1 else int(cfg.N_END * pool_size / 100)
     query = end - start if cfg.N_QUERY == -1 else int(cfg.N_QUERY * pool_size / 100)
     query = cfg.QUERY_SIZE or query
-    if start < 1:
+    if start < 1 and not cold:
         raise UserError(f"--nStart {cfg.N_START} labels no sample of the {pool_size}-sample pool; raise --nStart")
     if end > pool_size or end < start:
         raise UserError(f"--nEnd {cfg.N_END} must lie between --nStart and 100 (or be -1)")
@@ -145,7 +146,7 @@ class DeepAL(PoolProtocol):
         """The number of cycles (rounds + 1 trainings, or CYCLES); checks the budget."""
         own = self.data.own
         self.start, self.query, self.end, self.rounds = deepal_budget(
-            self.cfg, pool_size, None if own is None else len(own.initial_idx))
+            self.cfg, pool_size, None if own is None else len(own.initial_idx), cold=self.cold_start())
         cycles = self.rounds + 1 if self.cfg.CYCLES is None else self.cfg.CYCLES
         if cycles > self.rounds + 1:
             raise UserError(f"--cycles {cycles} needs more labels than --nEnd {self.cfg.N_END} allows "

@@ -182,6 +182,18 @@ class PoolProtocol(abc.ABC):
                                 "deepal")
             features.check_linear(self.strategy, getattr(self, "ssl", "none"))
             self.data = features.embedding_data(self.data, source).to(self.dist.device)
+        self.cold_start()  # (an empty labeled/ without --init-strategy stops here)
+
+    def cold_start(self) -> bool:
+        """Own images with an empty labeled/: the first query is the --init-strategy's, before any training
+        (refused without one)."""
+        own = self.data.own
+        if own is None or len(own.initial_idx):
+            return False
+        if self.init is None:
+            raise UserError(f"{own.root}/labeled/ holds no image: give --init-strategy (e.g. KCenterGreedy with "
+                            "--features simclr) to choose the first images to label, or label a few per class")
+        return True
 
     def initial_set(self, labelable: np.ndarray, size: int, trial: int) -> np.ndarray:
         """L_0 of ``size`` images chosen by the --init-strategy on the feature source."""
