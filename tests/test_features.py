@@ -187,3 +187,32 @@ def test_own_images_with_an_empty_labeled_folder(tmp_path):
         paths = [row["path"] for row in csv.DictReader(fh)]
     picks = kcenter_greedy(torch.as_tensor(table), torch.zeros(0, 6), 5).numpy()
     assert sorted(asked) == sorted(paths[i] for i in picks)  # the first query is the initial-set strategy's
+
+
+def test_lfosa_initial_set_by_the_strategy(tmp_path, monkeypatch):
+    import AL_center
+    from utils.protocols import lfosa
+    from utils.samplers.diversity import kcenter_greedy
+
+    table = np.random.default_rng(1).normal(size=(DIGITS_TRAIN, 8)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", table)
+    starts = []
+    original = lfosa.Experiment.start_trial
+    monkeypatch.setattr(lfosa.Experiment, "start_trial", lambda self, t: starts.append(original(self, t)) or starts[-1])
+    out = str(tmp_path / "run")
+    AL_center.main(["--dataset", "digits", "--known-class", "5", "--init-percent", "8", "--query-batch", "20",
+                    "--max-query", "1", "--max-epoch", "1", "--quiet", "--set", "WIDTH=8", "--query-strategy",
+                    "KCenterGreedy", "--features", f"file:{tmp_path / 'emb.npy'}", "--init-strategy", "KCenterGreedy",
+                    "--data-root", str(tmp_path), "--out", out])
+    from sklearn.datasets import load_digits  # the known classes 0..4 of the digits training split
+    from sklearn.model_selection import train_test_split
+
+    from utils.core.data import SPLIT_SEED
+
+    digits = load_digits()
+    train, _ = train_test_split(np.arange(len(digits.target)), test_size=0.2, stratify=digits.target,
+                                random_state=SPLIT_SEED)
+    known = np.flatnonzero(digits.target[train] < 5)
+    labeled = starts[0].labeled
+    expected = known[kcenter_greedy(torch.as_tensor(table[known]), torch.zeros(0, 8), len(labeled)).numpy()]
+    assert np.array_equal(labeled, np.sort(expected))

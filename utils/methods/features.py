@@ -86,12 +86,12 @@ def query_embeddings(strategy, source: FeatureSource | None) -> FeatureSource | 
 
 # ----------------------------------------------------------------------------- the settings
 
-def feature_keys() -> dict:
-    """The settings of the feature source, the initial set and the training mode (every script that
-    runs strategies on a pool)."""
+def feature_keys(linear: bool = True) -> dict:
+    """The settings of the feature source, the initial set and (``linear``: where the script has it) the
+    training mode, for every script that runs strategies on a pool."""
     from utils.core.config import Key
 
-    return {
+    keys = {
         "FEATURES": Key("model", "embeddings the representation strategies (and KCenterGreedy, KMeansSampling, "
                         "CoreSet, --init-strategy) select on: model (the task model's), simclr (a self-supervised "
                         "encoder of the pool, cached under <data-root>/features/), file:PATH (an N x D .npy, one row "
@@ -105,9 +105,11 @@ def feature_keys() -> dict:
         "INIT_STRATEGY": Key("random", "how the initial labeled set is chosen: random, or a strategy that needs no "
                              f"trained model ({', '.join(MODEL_FREE[1:])}) on --features",
                              flags=("--init-strategy",)),
-        "TRAIN_MODE": Key("full", "full (the network) or linear (a linear classifier on the --features embeddings)",
-                          choices=("full", "linear"), flags=("--train-mode",)),
     }
+    if linear:
+        keys["TRAIN_MODE"] = Key("full", "full (the network) or linear (a linear classifier on the --features "
+                                 "embeddings)", choices=("full", "linear"), flags=("--train-mode",))
+    return keys
 
 
 def check_settings(cfg) -> None:
@@ -121,7 +123,7 @@ def check_settings(cfg) -> None:
     if kind == "file" and not spec[5:]:
         raise UserError("--features file:PATH needs the path of an N x D .npy file")
     init_strategy(cfg)
-    if cfg.TRAIN_MODE == "linear" and kind == "model":
+    if getattr(cfg, "TRAIN_MODE", "full") == "linear" and kind == "model":
         raise UserError("--train-mode linear trains on fixed embeddings: give --features simclr, file:PATH or "
                         "torchvision:ARCH:WEIGHTS")
 
