@@ -216,3 +216,22 @@ def test_lfosa_initial_set_by_the_strategy(tmp_path, monkeypatch):
     labeled = starts[0].labeled
     expected = known[kcenter_greedy(torch.as_tensor(table[known]), torch.zeros(0, 8), len(labeled)).numpy()]
     assert np.array_equal(labeled, np.sort(expected))
+
+
+@pytest.mark.parametrize("script", ["main_TOD", "main_LL4AL"])
+def test_tod_start_by_the_strategy(tmp_path, monkeypatch, script):
+    import importlib
+
+    from utils.samplers.diversity import kcenter_greedy
+
+    table = np.random.default_rng(2).normal(size=(DIGITS_TRAIN, 8)).astype(np.float32)
+    np.save(tmp_path / "emb.npy", table)
+    chosen = []
+    original = features.initial_set
+    monkeypatch.setattr(features, "initial_set", lambda *a: chosen.append(original(*a)) or chosen[-1])
+    importlib.import_module(script).main([
+        "--config", "digits", "--epochs", "1", "--cycles", "1", "--trials", "1", "--set", "WIDTH=4", "--quiet",
+        "--features", f"file:{tmp_path / 'emb.npy'}", "--init-strategy", "KCenterGreedy",
+        "--data-root", str(tmp_path), "--out", str(tmp_path / "run")])
+    expected = kcenter_greedy(torch.as_tensor(table), torch.zeros(0, 8), 100).numpy()
+    assert np.array_equal(chosen[0], np.sort(expected))  # START (100 on digits) chosen by k-center

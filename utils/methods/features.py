@@ -378,6 +378,22 @@ def check_linear(strategy, ssl: str = "none") -> None:
         raise UserError(f"--train-mode linear trains a linear classifier on the labels only; drop --ssl {ssl}")
 
 
+def initial_chooser(cfg, data, dist, root: str):
+    """``choose(labelable, size, trial)``: a run's initial labeled set, at random (numpy's global RNG, as
+    before) or, with --init-strategy, chosen by it on the feature source (computed here; TOD's and
+    LL4AL's strategies read no embeddings, so only the initial set uses it)."""
+    from utils.core.splits import random_subset
+
+    strategy = init_strategy(cfg)
+    source = feature_source(cfg, data, dist, root) if strategy is not None else None
+
+    def choose(labelable: np.ndarray, size: int, trial: int) -> np.ndarray:
+        if strategy is None:
+            return random_subset(labelable, size)
+        return initial_set(strategy, source, data, labelable, size, dist, cfg.SEED + trial, cfg)
+    return choose
+
+
 class LinearProbe(nn.Module):
     """A linear classifier on fixed embeddings (the inputs are the embeddings): ``ModelOutput(logits =
     W e + b, features = e)``, so the strategies that read the penultimate features (BADGE's gradient
