@@ -235,3 +235,23 @@ def test_tod_start_by_the_strategy(tmp_path, monkeypatch, script):
         "--data-root", str(tmp_path), "--out", str(tmp_path / "run")])
     expected = kcenter_greedy(torch.as_tensor(table), torch.zeros(0, 8), 100).numpy()
     assert np.array_equal(chosen[0], np.sort(expected))  # START (100 on digits) chosen by k-center
+
+
+def test_rethinking_initial_budget_by_the_strategy_instead_of_a_split(tmp_path, monkeypatch):
+    import main_al
+    from utils.core.results import read_cycles
+
+    np.save(tmp_path / "emb.npy", np.random.default_rng(3).normal(size=(DIGITS_TRAIN, 8)).astype(np.float32))
+    chosen = []
+    original = features.initial_set
+    monkeypatch.setattr(features, "initial_set", lambda *a: chosen.append((a, original(*a))) or chosen[-1][1])
+    out = tmp_path / "run"
+    main_al.main(["--dataset", "digits", "--al-method", "coreset", "--arch", "lenet", "--epochs", "1", "--al-budget",
+                  "20", "--al-nb-cycles", "1", "--max-train-samples", "300", "--quiet", "--data-root",
+                  str(tmp_path / "data"), "--out", str(out), "--features", f"file:{tmp_path / 'emb.npy'}",
+                  "--init-strategy", "KMeansSampling"])
+    (args, picked), = chosen
+    assert [r["n_labeled"] for r in read_cycles(str(out))] == [20] and args[0].name == "KMeansSampling"
+    assert np.isin(picked, args[3]).all() and len(args[3]) == 300  # from the run's pool
+    assert np.array_equal(picked, original(*args))  # deterministic for the trial's seed
+    assert not (tmp_path / "data" / "labels").exists()  # no split file made or read
