@@ -170,8 +170,6 @@ def test_own_images_with_an_empty_labeled_folder(tmp_path):
 
     root, out = tmp_path / "images", tmp_path / "out"
     make_own_images(str(root), labeled_per_class=0, n_unlabeled=40, n_test=20, classes=3)
-    for k in range(3):
-        os.makedirs(root / "labeled" / f"c{k}", exist_ok=True)
     table = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     np.save(tmp_path / "emb.npy", table)
     common = ("main_al.py", "--protocol", "deepal", "--dataset", f"folder:{root}", "--oracle", "human",
