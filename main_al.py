@@ -147,7 +147,7 @@ def main(argv=None):
     protocol.bind(data.to(dist.device), dist, strategy, oracle.labelable(data.train_idx))
     protocol.fit_inputs()
     protocol.use_features(features.feature_source(cfg, data, dist, args.data_root))  # (linear: new data)
-    data, embeddings = protocol.data, features.query_embeddings(strategy, protocol.features)
+    data, embeddings = protocol.data, features.query_embeddings(strategy, protocol.features, cfg)
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()
     derived = {**protocol.derived(), **({"classes": data.own.classes} if data.own else {})}

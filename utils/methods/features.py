@@ -78,9 +78,14 @@ class FeatureSource:
         return table[torch.as_tensor(found)]
 
 
-def query_embeddings(strategy, source: FeatureSource | None) -> FeatureSource | None:
+def query_embeddings(strategy, source: FeatureSource | None, cfg=None) -> FeatureSource | None:
     """The source a query of ``strategy`` reads (QueryContext.embeddings): ``source`` for the strategies that
-    select on embeddings, None (the model's features) for the others (BADGE's are its head's gradients)."""
+    select on embeddings, None (the model's features) for the others (BADGE's are its head's gradients); a
+    notice when the run's settings ``cfg`` give the source no use at all."""
+    if source is not None and strategy.name not in EMBEDDING_STRATEGIES and cfg is not None and \
+            getattr(cfg, "TRAIN_MODE", "full") == "full" and init_strategy(cfg) is None:
+        print(f"notice: --features {source.spec}: {strategy.name} selects on the model's outputs; the source serves "
+              f"{', '.join(EMBEDDING_STRATEGIES)}, --init-strategy and --train-mode linear", flush=True)
     return source if strategy.name in EMBEDDING_STRATEGIES else None
 
 
@@ -386,6 +391,8 @@ def initial_chooser(cfg, data, dist, root: str):
 
     strategy = init_strategy(cfg)
     source = feature_source(cfg, data, dist, root) if strategy is not None else None
+    if strategy is None and cfg.FEATURES != "model":
+        print(f"notice: --features {cfg.FEATURES} serves --init-strategy here, and none is given", flush=True)
 
     def choose(labelable: np.ndarray, size: int, trial: int) -> np.ndarray:
         if strategy is None:

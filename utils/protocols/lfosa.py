@@ -194,6 +194,7 @@ class Experiment:
         self.data = self._load_data()
         self.features = features.feature_source(cfg, self.data, self.dist, args.data_root)  # (--features)
         self.init = features.init_strategy(cfg)  # (--init-strategy)
+        self.embeddings = features.query_embeddings(self.strategy, self.features, cfg)
         self.run = self._start_run()
 
     def _load_data(self):
@@ -315,7 +316,7 @@ class Experiment:
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
                            cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.args.workers,
                            extras={"state": sets.state, **(extras or {})}, mc_samples=cfg.MC_SAMPLES,
-                           settings=cfg, embeddings=features.query_embeddings(self.strategy, self.features))
+                           settings=cfg, embeddings=self.embeddings)
         return self.strategy.select(ctx)
 
     def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: float,
