@@ -79,9 +79,13 @@ def test_simclr_encoder_trained_once_per_provenance(tmp_path, monkeypatch):
     assert record["provenance"]["epochs"] == 1 and record["trunk"]  # how it was made, and the encoder
     features.feature_source(settings(FEATURE_EPOCHS=2), data, dist, str(tmp_path))
     assert len(trained) == 2  # other settings: another encoder
+    with open(features.cache_path(str(tmp_path), data, first.provenance), "wb") as fh:
+        fh.write(b"damaged")
+    features.feature_source(settings(), data, dist, str(tmp_path))
+    assert len(trained) == 3  # a damaged cache file: made again
     data.train_idx = data.train_idx[:30]
     features.feature_source(settings(), data, dist, str(tmp_path))
-    assert len(trained) == 3  # another pool: another encoder
+    assert len(trained) == 4  # another pool: another encoder
 
 
 def test_cold_start_picks_by_the_strategy(tmp_path):

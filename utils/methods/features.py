@@ -210,9 +210,16 @@ def cached(spec: str, provenance: dict, data, root: str, make, dist, prepare) ->
     images (``prepare``: uint8 batch -> the encoder's input) are saved with the provenance."""
     provenance = {"dataset": data.name, "pool": pool_fingerprint(data.train_idx), "pool_size": len(data.train_idx),
                   "test": pool_fingerprint(data.test_idx), **provenance}
+    if hasattr(data.train, "paths"):  # image files (own images): their order, by name (answered images move)
+        names = "\n".join(os.path.basename(p) for p in data.train.paths)
+        provenance["files"] = hashlib.sha256(names.encode()).hexdigest()[:16]
     path = cache_path(root, data, provenance)
     if os.path.isfile(path):
-        record = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 (a damaged cache file is made again)
+            record = {}
+            print(f"notice: {path} cannot be read; the features are computed again", flush=True)
         if record.get("provenance") == provenance:
             print(f"features: {spec} read from {path}", flush=True)
             return FeatureSource(spec, record["train"], record["train_index"].numpy(), record["test"],
