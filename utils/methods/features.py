@@ -102,7 +102,7 @@ def feature_keys(linear: bool = True) -> dict:
                         "encoder of the pool, cached under <data-root>/features/), file:PATH (an N x D .npy, one row "
                         "per training image) or torchvision:ARCH:WEIGHTS (a local weights file)",
                         flags=("--features",)),
-        "FEATURE_EPOCHS": Key(15, "--features simclr: SimCLR epochs over the pool", minimum=1),
+        "FEATURE_EPOCHS": Key(60, "--features simclr: SimCLR epochs over the pool", minimum=1),
         "FEATURE_BATCH": Key(256, "--features simclr: images per SimCLR batch (2 views each)", minimum=2),
         "FEATURE_LR": Key(1e-3, "--features simclr: Adam learning rate (cosine to 0)", above=0),
         "FEATURE_WIDTH": Key(16, "--features simclr: width of the slim CIFAR ResNet-18 encoder (16: 128-d features)",
