@@ -28,6 +28,7 @@ from utils.core.loop import check_budget, start_run
 from utils.core.rng import seed_everything
 from utils.core.splits import random_subset
 from utils.core.train import evaluate, fit
+from utils.methods import features
 from utils.methods.losses import ranking_loss
 from utils.samplers import QueryContext, get_strategy
 
@@ -67,9 +68,11 @@ def train_cycle(model, module, data, labeled_idx, cfg, args, dist, run, desc):
 
 def main(argv=None):
     args, cfg = parse_args(argv)
+    features.check_settings(cfg)
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
+    initial = features.initial_chooser(cfg, data, dist, args.data_root)  # START at random, or --init-strategy
     strategy = get_strategy(SAMPLING[cfg.SAMPLING])
     if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
         model_from_config(cfg, data, pretrained=True)
@@ -80,7 +83,7 @@ def main(argv=None):
         seed_everything(cfg.SEED + trial)
         model = model_from_config(cfg, data, consistency_head=False, pretrained=True).to(dist.device)
         module = build_model("lossnet", None, stage_channels=model.stage_channels).to(dist.device)  # always trained
-        labeled_idx = random_subset(data.train_idx, cfg.START)
+        labeled_idx = initial(data.train_idx, cfg.START, trial)
         saved = run.restore(trial)
         if saved:
             model.load_state_dict(saved["model"])

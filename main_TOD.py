@@ -30,6 +30,7 @@ from utils.core.loop import check_budget, start_run
 from utils.core.rng import seed_everything
 from utils.core.splits import random_subset
 from utils.core.train import evaluate, fit
+from utils.methods import features
 from utils.methods.losses import cod_loss, ema_update
 from utils.samplers import QueryContext, get_strategy
 
@@ -83,9 +84,11 @@ def train_cycle(model, ema, data, labeled_idx, pool_idx, cfg, args, dist, run, s
 
 def main(argv=None):
     args, cfg = parse_args(argv)
+    features.check_settings(cfg)
     dist = distributed.setup(args.device, args.local_rank, args.amp, args.channels_last)
     data = load_data(cfg, args).to(dist.device)
     check_budget(cfg.START, cfg.ADDENDUM, cfg.CYCLES, len(data.train_idx))
+    initial = features.initial_chooser(cfg, data, dist, args.data_root)  # START at random, or --init-strategy
     use_cod = cfg.AUXILIARY == "TOD"
     strategy = get_strategy(SAMPLING[cfg.SAMPLING])
     if cfg.PRETRAINED:  # missing or unreadable ImageNet weights stop the run before it writes anything
@@ -98,7 +101,7 @@ def main(argv=None):
         model = model_from_config(cfg, data, consistency_head=use_cod, pretrained=True).to(dist.device)
         ema = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if use_cod else None  # own random init
         previous = frozen(model_from_config(cfg, data, use_cod).to(dist.device)) if cfg.SAMPLING == "TOD" else None
-        labeled_idx = random_subset(data.train_idx, cfg.START)
+        labeled_idx = initial(data.train_idx, cfg.START, trial)
         step = 0  # optimisation steps of this trial: the EMA decay schedule runs over them
         saved = run.restore(trial)
         if saved:

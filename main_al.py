@@ -52,7 +52,8 @@ from utils.core.oracles import AnnotatorOracle, open_set
 from utils.core.results import ResultsFolder
 from utils.core.rng import seed_everything
 from utils.core.sweep import Job, Shard, child_argv, end_with_parent, finished, run_jobs, strategy_list
-from utils.core.train import cohen_kappa, evaluate, stop_predictions, stop_set
+from utils.core.train import cohen_kappa, evaluate, predict, softmax_probs, stop_predictions, stop_set
+from utils.methods import features
 from utils.protocols.deepal import DeepAL
 from utils.protocols.rethinking import Rethinking
 from utils.samplers import QueryContext, get_strategy, list_strategies
@@ -135,6 +136,7 @@ def main(argv=None):
     end_with_parent()  # a process of a --jobs sweep ends with the sweep
     argv = sys.argv[1:] if argv is None else list(argv)
     args, cfg = parse_args(argv)
+    features.check_settings(cfg)
     protocol = PROTOCOLS[cfg.PROTOCOL](cfg, args)
     protocol.check_oracle()
     if protocol.side_task():  # --make-splits
@@ -158,6 +160,8 @@ def main(argv=None):
         oracle = own_images_oracle(cfg, args, data, dist)
     protocol.bind(data.to(dist.device), dist, strategy, oracle.labelable(data.train_idx))
     protocol.fit_inputs()
+    protocol.use_features(features.feature_source(cfg, data, dist, args.data_root))  # (linear: new data)
+    data, embeddings = protocol.data, features.query_embeddings(strategy, protocol.features, cfg)
     cycles = protocol.plan(len(data.train_idx))
     name_parts, label = protocol.names()
     derived = {**protocol.derived(), **({"classes": data.own.classes} if data.own else {})}
@@ -182,14 +186,20 @@ def main(argv=None):
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
             untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
+            # own images with none labeled yet: nothing to train; the --init-strategy chooses the first query
+            cold = len(state.labeled_idx) == 0
+            query_strategy, query_embeddings = (protocol.init, protocol.features) if cold else (strategy, embeddings)
+            hook = None
             with run.timer(times, "train_seconds"):
-                hook = strategy.training(models[0], state.labeled_idx, pool_idx, protocol.stream,
-                                         protocol.hook_settings()) if strategy.training else None
-                for m, member in enumerate(models):
+                if strategy.training and not cold:
+                    hook = strategy.training(models[0], state.labeled_idx, pool_idx, protocol.stream,
+                                             protocol.hook_settings())
+                for m, member in enumerate(models if not cold else []):
                     protocol.train(member, state, pool_idx, hook if m == 0 else None, run,
                                    f"trial{trial}/cycle{cycle}" + (f"/member{m}" if len(models) > 1 else ""))
             model = models[0]
-            acc = evaluate(model, data, cfg.TEST_BATCH, dist, data.workers) if len(data.test_idx) else None
+            acc = evaluate(model, data, cfg.TEST_BATCH, dist, data.workers) if len(data.test_idx) and not cold \
+                else None
             stop_now = stop_predictions(model, data, stop_idx, cfg.TEST_BATCH, dist, data.workers)
             # stabilising predictions: agreement of this cycle's model with the previous one on the stop set
             kappa = "" if stop_previous is None else round(cohen_kappa(stop_previous.numpy(), stop_now.numpy()), 6)
@@ -203,14 +213,16 @@ def main(argv=None):
                               **(hook.extras() if hook else {})}
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
-                    ctx = QueryContext(model, data, state.labeled_idx, strategy.candidates(pool_idx), query_size, dist,
-                                       cfg.TEST_BATCH, data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
-                                       settings=cfg, cycle=cycle)
-                    queried = strategy.select(ctx)
+                    ctx = QueryContext(model, data, state.labeled_idx, query_strategy.candidates(pool_idx), query_size,
+                                       dist, cfg.TEST_BATCH, data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
+                                       settings=cfg, cycle=cycle, embeddings=query_embeddings)
+                    queried = query_strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
             scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
-            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, data.workers,
-                          ctx.probs() if scored else None)
+            probs = ctx.probs() if scored else None
+            if probs is None and oracle.waits and cfg.TRAIN_MODE == "linear":  # (the oracle's data are the images)
+                probs = predict(model, data, pool_idx, softmax_probs, cfg.TEST_BATCH, dist, data.workers)
+            oracle.report(run.folder.path, cycle, model, pool_idx, queried, cfg.TEST_BATCH, data.workers, probs)
             state.record(answer)
             protocol.after_query(run, trial, cycle, model, state, pool_idx, queried)
             if cfg.SAVE_MODEL:

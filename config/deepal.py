@@ -5,6 +5,7 @@ normalisation, augmentation and the milestones it forces on MNIST."""
 from config import common_keys, with_strategies
 from utils.core.config import Key, Tree
 from utils.core.errors import UserError
+from utils.methods.features import feature_keys
 from utils.samplers.registry import Need
 
 SERVES = frozenset({Need.STATE, Need.ENSEMBLE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives
@@ -166,6 +167,7 @@ def tree() -> Tree:
         **ssl_keys(),
         **open_set_keys(),
         **own_images_keys("N_QUERY's percent (--nQuery)"),
+        **feature_keys(),
         "SAVE_MODEL": Key(False, "save every round's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save_model", "--save-models")),
     }

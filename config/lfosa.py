@@ -13,6 +13,7 @@ import dataclasses
 from config import common_keys, save_models_key, with_strategies
 from utils.core.config import Key, Tree
 from utils.core.errors import UserError
+from utils.methods.features import feature_keys
 from utils.samplers.registry import Need
 
 CENTER_SCRIPT, TEMPERATURE_SCRIPT = "AL_center.py", "AL_center_temperature.py"
@@ -36,6 +37,7 @@ def _keys(dataset: str, strategy: str, strategies_help: str) -> dict:
     keys["DATASET"] = dataclasses.replace(keys["DATASET"], flags=("--dataset", "-d"))  # the seed's -d/--dataset
     return {
         **keys,
+        **feature_keys(linear=False),
         # ---------------------------------------------------------------- the seed's flags (B.1)
         "BATCH_SIZE": Key(128, "images per training, pool-scoring and test batch (per process)", minimum=1,
                           flags=("--batch-size",)),

@@ -6,6 +6,7 @@ from config import common_keys, with_strategies
 from config.deepal import model_keys, open_set_keys, own_images_keys
 from utils.core.config import Key, Tree
 from utils.core.errors import UserError
+from utils.methods.features import feature_keys
 from utils.samplers.registry import Need
 
 SERVES = frozenset({Need.STATE, Need.PREVIOUS_MODEL, Need.MC_DROPOUT})  # what the protocol gives its strategies
@@ -86,6 +87,7 @@ def tree() -> Tree:
         **model_keys(),
         **open_set_keys(),
         **own_images_keys("AL_BUDGET"),
+        **feature_keys(),
         "SAVE_MODEL": Key(False, "save every cycle's model under <out>/models/", switch=True, resumable=True,
                           flags=("--save-models",)),
     }

@@ -9,6 +9,7 @@ import config
 from config import common_keys, save_models_key, with_strategies
 from utils.core.config import Key, Tree
 from utils.core.errors import UserError
+from utils.methods.features import feature_keys
 from utils.samplers.registry import Need
 
 NOT_DATASET_CONFIGS = {"ccal", "deepal", "lfosa", "rethinking", "tod"}
@@ -40,6 +41,7 @@ def _keys(sampling: tuple, auxiliary: tuple, auxiliary_help: str) -> dict:
         "SAMPLING": Key(sampling[0], "query strategy", choices=sampling, flags=("--sampling",)),
         "AUXILIARY": Key(auxiliary[0], auxiliary_help, choices=auxiliary, flags=("--auxiliary",)),
         **common_keys("cifar10", seed=0, trials=3),
+        **feature_keys(linear=False),
         "MODEL": Key("resnet18", "classifier: the CIFAR ResNet-18/34, or the ImageNet ResNet-18 (Caltech-101)",
                      choices=("resnet18", "resnet34", "imagenet_resnet18")),
         "WIDTH": Key(64, "channels of the first stage of the CIFAR ResNets", minimum=1),

@@ -13,7 +13,7 @@ import numpy as np
 
 def make_own_images(root, labeled_per_class=2, n_unlabeled=None, n_test=200, classes=10):
     """Write the folder under ``root``: ``labeled/c<k>/`` with ``labeled_per_class`` images per
-    class, ``unlabeled/part<j>/`` (nested) with the others (``n_unlabeled`` of them, default all),
+    class (0: empty folders), ``unlabeled/part<j>/`` (nested) with the others (``n_unlabeled`` of them, default all),
     ``test/c<k>/`` with ``n_test``, drawn from a fixed permutation. Returns {relative path of each
     unlabeled image: its true class folder name}."""
     from PIL import Image
@@ -41,11 +41,15 @@ def make_own_images(root, labeled_per_class=2, n_unlabeled=None, n_test=200, cla
             truth[relative] = name
     for i in test:
         save(i, f"test/c{digits.target[i]}/img{i:04d}.png")
+    for k in range(classes):  # (labeled_per_class 0: empty class folders, a cold start for --init-strategy)
+        os.makedirs(os.path.join(root, "labeled", f"c{k}"), exist_ok=True)
     return truth
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or os.path.exists(sys.argv[1]):
-        sys.exit("usage: python tests/own_images.py NEW_FOLDER (it must not exist yet)")
-    unlabeled = make_own_images(sys.argv[1])
-    print(f"{sys.argv[1]}: labeled/ 2 per class (c0..c9), unlabeled/ {len(unlabeled)}, test/ 200 images")
+    if len(sys.argv) not in (2, 3) or os.path.exists(sys.argv[1]) or (len(sys.argv) == 3 and not sys.argv[2].isdigit()):
+        sys.exit("usage: python tests/own_images.py NEW_FOLDER [LABELED_PER_CLASS] (the folder must not exist yet; "
+                 "LABELED_PER_CLASS defaults to 2, 0 leaves labeled/<class>/ empty)")
+    per_class = int(sys.argv[2]) if len(sys.argv) == 3 else 2
+    unlabeled = make_own_images(sys.argv[1], labeled_per_class=per_class)
+    print(f"{sys.argv[1]}: labeled/ {per_class} per class (c0..c9), unlabeled/ {len(unlabeled)}, test/ 200 images")

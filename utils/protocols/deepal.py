@@ -22,6 +22,7 @@ from utils.core.data import cycled_batches, forever, make_batch_loader, make_loa
 from utils.core.errors import UserError
 from utils.core.splits import balanced_subset, random_subset
 from utils.core.train import fit
+from utils.methods.features import LinearProbe
 from utils.methods.ssl import make_ssl
 from utils.protocols.pool import PoolProtocol, Trial
 from utils.samplers.registry import Need
@@ -29,11 +30,12 @@ from utils.samplers.registry import Need
 _TOOLKIT_SSL = {name.lower(): pair for name, pair in TOOLKIT_SSL.items()}  # (names ignore case)
 
 
-def deepal_budget(cfg, pool_size: int, start: int | None = None,
-                  num_classes: int | None = None) -> tuple[int, int, int, int]:
+def deepal_budget(cfg, pool_size: int, start: int | None = None, num_classes: int | None = None,
+                  cold: bool = False) -> tuple[int, int, int, int]:
     """(initial labels, labels per query, total labels, rounds) from the percent settings (or the
-    counts ``start`` and QUERY_SIZE), or from BUDGET's regime for ``num_classes`` classes
-    (config/deepal.py budget_counts)."""
+    counts ``start`` and QUERY_SIZE; ``cold``: own images with none labeled, the first query chosen
+    by --init-strategy), or from BUDGET's regime for ``num_classes`` classes (config/deepal.py
+    budget_counts)."""
     if getattr(cfg, "BUDGET", None) is not None:
         start, query, end = budget_counts(cfg.BUDGET, num_classes, pool_size)
         return start, query, end, BUDGET_QUERIES
@@ -41,7 +43,7 @@ def deepal_budget(cfg, pool_size: int, start: int | None = None,
     end = pool_size if cfg.N_END == -1 else int(cfg.N_END * pool_size / 100)
     query = end - start if cfg.N_QUERY == -1 else int(cfg.N_QUERY * pool_size / 100)
     query = cfg.QUERY_SIZE or query
-    if start < 1:
+    if start < 1 and not cold:
         raise UserError(f"--nStart {cfg.N_START} labels no sample of the {pool_size}-sample pool; raise --nStart")
     if end > pool_size or end < start:
         raise UserError(f"--nEnd {cfg.N_END} must lie between --nStart and 100 (or be -1)")
@@ -71,6 +73,7 @@ class DeepAL(PoolProtocol):
     INITIAL_SET_KEY = "N_START"
     STRATEGY_FLAG, CYCLES_KEY = "--strategy", "CYCLES"
     SERVES = SERVES
+    LINEAR = True
 
     @staticmethod
     def add_run_args(parser) -> None:
@@ -149,7 +152,8 @@ class DeepAL(PoolProtocol):
         """The number of cycles (rounds + 1 trainings, or CYCLES); checks the budget."""
         own = self.data.own
         self.start, self.query, self.end, self.rounds = deepal_budget(
-            self.cfg, pool_size, None if own is None else len(own.initial_idx), self.data.num_classes)
+            self.cfg, pool_size, None if own is None else len(own.initial_idx), self.data.num_classes,
+            cold=self.cold_start())
         cycles = self.rounds + 1 if self.cfg.CYCLES is None else self.cfg.CYCLES
         if cycles > self.rounds + 1:
             raise UserError(f"--cycles {cycles} needs more labels than --nEnd {self.cfg.N_END} allows "
@@ -164,23 +168,32 @@ class DeepAL(PoolProtocol):
     def names(self) -> tuple[tuple, str]:
         """(results-folder name parts, the run's label)."""
         ssl = () if self.ssl == "none" else (f"ssl-{self.ssl}",)
-        parts = ("deepal", self.data.name, self.cfg.MODEL, self.strategy.name, *ssl)
+        model = "linear" if self.cfg.TRAIN_MODE == "linear" else self.cfg.MODEL
+        parts = ("deepal", self.data.name, model, self.strategy.name, *ssl)
         return parts, " ".join(parts[1:])
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
         """f_0 (and the other ensemble members' own initial weights, after it), then L_0 at random
         (numpy's RNG, which the networks do not touch): f_0 and L_0 are the same for every strategy
-        of a trial (a paired sweep). Own images: L_0 is PATH/labeled/; PRETRAINED: f_0's trunk."""
-        initial = [self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
-                                                  **self.model_options)).to(self.dist.device)
-                   for _ in range(self.members)]
+        of a trial (a paired sweep). Own images: L_0 is PATH/labeled/; PRETRAINED: f_0's trunk;
+        --init-strategy: L_0 chosen by that strategy on the feature source."""
+        initial = [self.new_model().to(self.dist.device) for _ in range(self.members)]
         if self.data.own is not None:
             labeled = labelable
+        elif self.init is not None:  # --init-strategy: chosen on the feature source
+            labeled = self.initial_set(labelable, self.start, trial)
         elif self.cfg.BUDGET is not None:  # Lüth et al.'s regimes start class-balanced
             labeled = balanced_subset(self.data.train_targets, self.start, np.random.randint(2**31), labelable)
         else:
             labeled = random_subset(labelable, self.start)
         return Trial(labeled, initial_models=initial)
+
+    def new_model(self) -> nn.Module:
+        """A fresh network of the run (--train-mode linear: a linear classifier on the embeddings)."""
+        if self.cfg.TRAIN_MODE == "linear":
+            return LinearProbe(self.data.in_channels, self.data.num_classes)
+        return self.imagenet_init(build_model(self.model_name, self.data.num_classes, self.data.in_channels,
+                                              **self.model_options))
 
     def models(self, state: Trial, cycle: int) -> list:
         """Every round trains copies of the trial's initial networks."""

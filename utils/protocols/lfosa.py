@@ -39,6 +39,7 @@ from utils.core.openset import choose_known_classes, init_percent_pool, known_cl
 from utils.core.results import CYCLE_COLUMNS, OPENSET_COLUMNS
 from utils.core.rng import seed_everything
 from utils.core.train import EvalScores, evaluate, train_one_epoch
+from utils.methods import features
 from utils.methods.center_loss import CenterLossTerm
 from utils.samplers import QueryContext, get_strategy
 from utils.samplers.registry import Need
@@ -187,6 +188,7 @@ class Experiment:
 
     def __init__(self, args: argparse.Namespace, cfg: Settings):
         self.args, self.cfg, self.script = args, cfg, cfg.script
+        features.check_settings(cfg)
         self.temperature = cfg.script == TEMPERATURE_SCRIPT
         self.strategy = get_lfosa_strategy(cfg)
         device, local_rank, notice = device_and_rank(args)
@@ -194,6 +196,9 @@ class Experiment:
         if notice and self.dist.is_main:
             print(f"notice: {notice}", flush=True)
         self.data = self._load_data()
+        self.features = features.feature_source(cfg, self.data, self.dist, args.data_root)  # (--features)
+        self.init = features.init_strategy(cfg)  # (--init-strategy)
+        self.embeddings = features.query_embeddings(self.strategy, self.features, cfg)
         self.run = self._start_run()
 
     def _load_data(self):
@@ -233,11 +238,18 @@ class Experiment:
 
     def start_trial(self, trial: int) -> LabelSets:
         """Seeds trial ``trial`` and returns its sets: L0 = init-percent of the known images
-        (seeded per trial), I = {}; or the sets after its last finished cycle (resume)."""
+        (seeded per trial; --init-strategy: chosen by it among the known images), I = {}; or the sets
+        after its last finished cycle (resume)."""
         cfg = self.cfg
         seed_everything(cfg.SEED + trial)
         self.pool = init_percent_pool(self.targets, self.known, cfg.INIT_PERCENT, cfg.SEED + trial,
                                       self.data.train_idx)
+        if self.init is not None:  # --init-strategy: as many known images, chosen on the feature source
+            train_idx = self.data.train_idx
+            known = train_idx[np.isin(self.targets[train_idx], self.known)]
+            labeled = features.initial_set(self.init, self.features, self.data, known, len(self.pool.labeled_idx),
+                                           self.dist, cfg.SEED + trial, cfg)
+            self.pool = dataclasses.replace(self.pool, labeled_idx=labeled, pool_idx=np.setdiff1d(train_idx, labeled))
         sets = LabelSets(self.pool.labeled_idx, np.empty(0, dtype=np.int64), {})
         saved = self.run.restore(trial)
         if saved:
@@ -309,7 +321,7 @@ class Experiment:
         ctx = QueryContext(model, dataclasses.replace(self.data, num_classes=outputs), sets.labeled, candidates,
                            cfg.QUERY_BATCH, self.dist, cfg.BATCH_SIZE, self.data.workers,
                            extras={"state": sets.state, **(extras or {})}, mc_samples=cfg.MC_SAMPLES,
-                           settings=cfg)
+                           settings=cfg, embeddings=self.embeddings)
         return self.strategy.select(ctx)
 
     def commit(self, trial: int, cycle: int, sets: LabelSets, queried: np.ndarray, test_acc: EvalScores,

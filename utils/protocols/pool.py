@@ -21,6 +21,7 @@ import torch
 from models.resnet import WHOLE_TRUNK
 from utils.core.data import augmented_batches, load_data
 from utils.core.errors import UserError
+from utils.methods import features
 from utils.samplers import get_strategy, list_strategies
 from utils.samplers.hooks import HookSettings
 from utils.samplers.registry import Need
@@ -93,11 +94,13 @@ class PoolProtocol(abc.ABC):
     CYCLES_KEY: str  # the key of the number of cycles
     INITIAL_SET_KEY: str  # the key of the protocol's initial labeled set, which own images replace
     SERVES: frozenset = frozenset()  # the needs (Need) the protocol meets for its strategies
+    LINEAR = False  # whether it trains a linear classifier on the feature source (--train-mode linear)
     STRATEGY_NOTE = ""  # what --help adds to the list of strategies
 
     def __init__(self, cfg, args):
         self.cfg, self.args = cfg, args
         self.data = self.dist = self.strategy = None
+        self.features = self.init = None  # the feature source (--features) and initial-set strategy (--init-strategy)
 
     # ------------------------------------------------------------------ the command line
     @staticmethod
@@ -168,6 +171,34 @@ class PoolProtocol(abc.ABC):
     def fit_inputs(self) -> None:
         """The network for the data and the strategy; reads and checks every input file before anything
         is written."""
+
+    def use_features(self, source) -> None:
+        """The run's feature source (utils/methods/features.py; None: the model's features) and the strategy
+        choosing the initial set; with --train-mode linear the data become the source's embeddings."""
+        self.features, self.init = source, features.init_strategy(self.cfg)
+        if self.cfg.TRAIN_MODE == "linear":
+            if not self.LINEAR:
+                raise UserError(f"--train-mode linear: --protocol {self.NAME} trains its own network; use --protocol "
+                                "deepal")
+            features.check_linear(self.strategy, getattr(self, "ssl", "none"))
+            self.data = features.embedding_data(self.data, source).to(self.dist.device)
+        self.cold_start()  # (an empty labeled/ without --init-strategy stops here)
+
+    def cold_start(self) -> bool:
+        """Own images with an empty labeled/: the first query is the --init-strategy's, before any training
+        (refused without one)."""
+        own = self.data.own
+        if own is None or len(own.initial_idx):
+            return False
+        if self.init is None:
+            raise UserError(f"{own.root}/labeled/ holds no image: give --init-strategy (e.g. KCenterGreedy with "
+                            "--features simclr) to choose the first images to label, or label a few per class")
+        return True
+
+    def initial_set(self, labelable: np.ndarray, size: int, trial: int) -> np.ndarray:
+        """L_0 of ``size`` images chosen by the --init-strategy on the feature source."""
+        return features.initial_set(self.init, self.features, self.data, labelable, size, self.dist,
+                                    self.cfg.SEED + trial, self.cfg)
 
     @abc.abstractmethod
     def plan(self, pool_size: int) -> int:

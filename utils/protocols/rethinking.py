@@ -236,10 +236,13 @@ class Rethinking(PoolProtocol):
 
     def start_trial(self, trial: int, labelable: np.ndarray) -> Trial:
         """L_0: the split file SPLIT + trial of the pool (split_file); a missing file is made
-        (deterministically) and saved. Own images: PATH/labeled/."""
+        (deterministically) and saved. Own images: PATH/labeled/; --init-strategy: AL_BUDGET images
+        chosen by it on the feature source."""
         cfg, data = self.cfg, self.data
         if data.own is not None:
             return Trial(labelable)
+        if self.init is not None:  # --init-strategy: chosen on the feature source instead of a split file
+            return Trial(self.initial_set(labelable, cfg.AL_BUDGET, trial))
         path = self.split_file(data, labelable, cfg.AL_BUDGET, cfg.SPLIT + trial)
         if os.path.isfile(path):
             return Trial(read_split(path, labelable))

@@ -62,6 +62,9 @@ class QueryContext:
     settings: Mapping = field(default_factory=dict)  # the run's resolved settings (any mapping of keys)
     params: "Params | None" = None  # the strategy's own settings (Strategy.select takes them from ``settings``)
     cycle: int | None = None  # the cycle of the query, when a script runs cycles (TOD's rule differs at cycle 0)
+    # --features: a source of embeddings by dataset index (utils.methods.features.FeatureSource, ``rows(indices)``)
+    # that features() and labeled_features() read instead of the model's; None: the model's
+    embeddings: object | None = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def predict(self, fn: Callable, indices: np.ndarray | None = None, model: torch.nn.Module | None = None,
@@ -90,13 +93,17 @@ class QueryContext:
         return self._probs_and_features()[0]
 
     def features(self) -> torch.Tensor:
-        """Penultimate embeddings of the candidates, ``[N, D]``."""
+        """Embeddings of the candidates, ``[N, D]``: the model's penultimate ones, or the feature source's."""
+        if self.embeddings is not None:
+            return self._cached("source", lambda: self.embeddings.rows(self.candidates))
         return self._probs_and_features()[1]
 
     def labeled_features(self) -> torch.Tensor:
-        """Penultimate embeddings of the labeled set, ``[L, D]``."""
+        """Embeddings of the labeled set, ``[L, D]`` (as :meth:`features`)."""
         if len(self.labeled_idx) == 0:
             return self.features()[:0]
+        if self.embeddings is not None:
+            return self._cached("source_labeled", lambda: self.embeddings.rows(self.labeled_idx))
         return self._cached("labeled", lambda: self.predict(lambda out, _y: out.features.float(), self.labeled_idx))
 
     def mc_probs(self, consistent: bool = True) -> torch.Tensor:

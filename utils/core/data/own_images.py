@@ -3,7 +3,8 @@ answers is utils/core/oracles.py's AnnotatorOracle).
 
 The layout ``folder:PATH``::
 
-    PATH/labeled/<class>/*    the images labeled so far (at least one per class)
+    PATH/labeled/<class>/*    the images labeled so far (at least one per class, or none at all: then
+                              --init-strategy chooses the first images to label)
     PATH/unlabeled/**         the pool: any nesting, no labels
     PATH/test/<class>/*       optional: test accuracy in cycles.csv
     PATH/unknown/             (--oracle folder) where images of none of the classes go
@@ -66,7 +67,7 @@ def class_folders(root: str, part: str, classes: list | None = None, reference: 
 
     items = make_dataset(folder, {c: classes.index(c) for c in found}, is_valid_file=is_image, allow_empty=True)
     empty = sorted(set(found) - {classes[label] for _, label in items})
-    if empty:
+    if empty and (items or part != "labeled"):  # (labeled/ all empty: a cold start, --init-strategy picks first)
         raise UserError(f"{folder}/{empty[0]} holds no image file (.jpg, .png, ...): add at least one, "
                         "or remove the folder")
     return classes, [os.path.relpath(p, root) for p, _ in items], [label for _, label in items]
