@@ -67,7 +67,7 @@ def test_resume_continues_the_deepal_rounds(tmp_path):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--strategy", "NoSuchStrategy"], "choose from ASAL, AV_based"),
+    (["--strategy", "NoSuchStrategy"], "choose from ALFAMix, ASAL, AV_based"),
     (["--strategy", "EntropySampling", "--model", "VGG"], "MODEL expects one of ResNet18"),
     (["--strategy", "EntropySampling", "--cycles", "9"], "needs more labels"),
     (["--strategy", "AV_temperature"], "needs an open-set detector's unknown class"),
