@@ -410,6 +410,13 @@ def test_the_jobs_of_a_killed_sweep_end_with_it(tmp_path):
     finally:
         sweep.send_signal(signal.SIGKILL)
         sweep.wait()
+    _expect_ended(jobs)
+
+
+def _expect_ended(jobs):
+    """The processes ``jobs`` end within 10 s of their sweep being killed (any left are killed)."""
+    import signal
+
     try:
         assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
     finally:
@@ -455,12 +462,7 @@ def test_main_al_sweep_jobs_end_with_the_sweep(tmp_path):
     finally:
         sweep.send_signal(signal.SIGKILL)
         sweep.wait()
-    try:
-        assert _wait_until(lambda: all(_ended(pid) for pid in jobs), 10), "the sweep's jobs outlived it"
-    finally:
-        for pid in jobs:
-            if not _ended(pid):
-                os.kill(pid, signal.SIGKILL)
+    _expect_ended(jobs)
 
 
 def test_resume_without_the_checkpoint_refuses_before_it_writes(tmp_path):
