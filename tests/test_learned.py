@@ -211,7 +211,7 @@ def test_asal_keeps_the_most_uncertain_fakes_and_retrieves_their_nearest_real_sa
 
 
 DEEPAL = ["--protocol", "deepal", "--dataset", "digits", "--model", "LeNet", "--nStart", "10", "--nQuery", "5",
-          "--nEnd", "20", "--n_epoch", "1", "--asal_steps", "10", "--quiet", "--cycles", "2"]
+          "--nEnd", "20", "--n_epoch", "1", "--quiet", "--cycles", "2"]
 RETHINKING = ["--dataset", "digits", "--arch", "lenet", "--split", "0", "--al-budget", "20", "--epochs", "1",
               "--cycles", "2", "--max-train-samples", "200", "--max-test-samples", "50", "--lr", "0.05", "--quiet"]
 
@@ -219,11 +219,11 @@ RETHINKING = ["--dataset", "digits", "--arch", "lenet", "--split", "0", "--al-bu
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["LearningLoss", "VAAL", "WAAL", "UncertainGCN", "CoreGCN", "ASAL"])
 def test_each_runs_through_main_al_under_both_protocols(tmp_path, strategy):
-    narrow = ["--set", "VAE_WIDTH=16"] if strategy == "VAAL" else []  # the paper's 128 costs a minute here
+    narrow = {"VAAL": ["--set", "VAE_WIDTH=16"],  # the paper's 128 costs a minute here
+              "ASAL": ["--asal_steps", "10"]}.get(strategy, [])  # (a strategy's own settings only)
     main_al.main([*DEEPAL, *narrow, "--strategy", strategy, "--out", str(tmp_path / "deepal")])
     assert [r["n_labeled"] for r in read_cycles(str(tmp_path / "deepal"))] == [143, 214]
-    extra = ["--asal-steps", "10"] if strategy == "ASAL" else narrow
-    main_al.main([*RETHINKING, *extra, "--al-method", strategy.lower(), "--data-root", str(tmp_path / "data"),
+    main_al.main([*RETHINKING, *narrow, "--al-method", strategy.lower(), "--data-root", str(tmp_path / "data"),
                   "--out", str(tmp_path / "rethinking")])
     final = np.load(tmp_path / "rethinking" / "labeled" / "trial0_cycle1.npy")
     assert len(set(final.tolist())) == 60
