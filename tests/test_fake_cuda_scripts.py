@@ -100,8 +100,8 @@ def test_ccal_runs_on_emulated_cuda(encoders, tmp_path, capsys):
 
 def test_tod_host_syncs_per_training_step(tmp_path, capsys):
     """TOD on a CIFAR-shaped set (random crops and flips): the host syncs inside its training windows per
-    step, counted by line. Today 8 (the blocking copies of images, targets, crop offsets and flip masks,
-    and loss.item()); the figure may only go down."""
+    step, counted by line. Today 7 per step (the blocking copies of images, targets, crop offsets and flip
+    masks) and one per epoch (the epoch's summed loss); the figure may only go down."""
     import main_TOD
     from utils.core.cli import run_cli
 
@@ -111,6 +111,6 @@ def test_tod_host_syncs_per_training_step(tmp_path, capsys):
             "--data-root", root, "--out", str(tmp_path / "run"), "--device", "cuda"]
     per_step, steps, mode = training_syncs(lambda: run_cli(lambda: main_TOD.main(argv)))
     assert steps == 4  # 64 labeled images, batches of 16
-    assert per_step <= 8, mode.sync_report()
+    assert per_step <= 7 + 1 / steps, mode.sync_report()
     assert all(path == "main_TOD.py" or path.startswith("utils/") for path, _line, _kind in mode.syncs)
     assert torch.ones(1).device.type == "cpu"  # (the emulation ended with the run)
