@@ -192,8 +192,7 @@ class Strategy:
     def params_from(self, settings: Mapping | None) -> Params:
         """This strategy's settings as resolved in ``settings`` (a script's Settings, or any mapping of keys;
         a key it lacks, or None, gives the key's default)."""
-        return Params(self.prefix, {key: (settings[key] if settings is not None and key in settings else k.default)
-                                    for key, k in self.params.items()})
+        return resolved_params(self.prefix, self.params, settings)
 
     def missing(self, serves) -> list:
         """The needs a script serving ``serves`` does not meet."""
@@ -252,6 +251,12 @@ def _declare_keys(owner: str, keys: Mapping) -> None:
         _KEYS.setdefault(name, (key, owner))
 
 
+def resolved_params(prefix: str, keys: Mapping, settings: Mapping | None) -> Params:
+    """The values of ``keys`` in ``settings`` (a key it lacks, or None, gives the key's default)."""
+    settings = settings or {}
+    return Params(prefix, {key: settings[key] if key in settings else k.default for key, k in keys.items()})
+
+
 def with_params(fn: Callable, prefix: str, keys: Mapping) -> Callable:
     """``fn(ctx)`` called with ``ctx.params`` holding its strategy's settings, read from ``ctx.settings``
     (a shallow copy of the context when they differ: what the context computed stays shared); ``fn`` itself
@@ -261,7 +266,7 @@ def with_params(fn: Callable, prefix: str, keys: Mapping) -> Callable:
 
     @functools.wraps(fn)
     def rule(ctx: QueryContext):
-        params = Params(prefix, {key: ctx.settings.get(key, k.default) for key, k in keys.items()})
+        params = resolved_params(prefix, keys, ctx.settings)
         return fn(ctx if ctx.params == params else dataclasses.replace(ctx, params=params))
     return rule
 
