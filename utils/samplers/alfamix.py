@@ -19,9 +19,8 @@ import torch
 from torch import nn
 
 from utils.core.config import Key
-from utils.core.errors import UserError
 from utils.samplers.diversity import CHUNK_ELEMENTS, kmeans_select
-from utils.samplers.registry import QueryContext, register_selector
+from utils.samplers.registry import QueryContext, linear_head, register_selector
 
 
 def class_anchors(labeled_features: torch.Tensor, labeled_labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -87,23 +86,12 @@ def alfamix_select(features: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return torch.cat([picked, fill])
 
 
-def linear_head(model: nn.Module, features: torch.Tensor, probs: torch.Tensor) -> nn.Linear:
-    """The model's classifier: the nn.Linear (features -> classes) whose softmax reproduces ``probs``."""
-    for module in reversed(list(model.modules())):
-        if isinstance(module, nn.Linear) and module.weight.shape == (probs.shape[1], features.shape[1]):
-            with torch.no_grad():
-                head_probs = torch.softmax(module(features.to(module.weight)).float(), 1)
-            if torch.allclose(head_probs.cpu(), probs.cpu(), atol=1e-4):
-                return module
-    raise UserError("ALFAMix needs a classifier whose logits are a linear layer of its features; this model has none")
-
-
 @register_selector("ALFAMix", aliases=("alfa_mix", "alpha_mix", "alphamix"), params={
     "ALPHA_CAP": Key(1 / 32, "ALFAMix: the step of the interpolation cap, grown up to 1 until the candidates "
                      "outnumber the query (the authors' 0.03125)", above=0, maximum=1)})
 def alfamix(ctx: QueryContext) -> torch.Tensor:
     features = ctx.features()
-    head = linear_head(ctx.model, features[:256], ctx.probs()[:256])
+    head = linear_head(ctx.model, features[:256], ctx.probs()[:256], "ALFAMix")
     labels = torch.as_tensor(np.asarray(ctx.data.train_targets)[ctx.labeled_idx], dtype=torch.long)
     anchors = class_anchors(ctx.labeled_features().cpu(), labels, ctx.data.num_classes)
     weight, bias = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()

@@ -224,6 +224,21 @@ class Strategy:
         return distributed.broadcast_indices(chosen, ctx.dist)
 
 
+def linear_head(model: torch.nn.Module, features: torch.Tensor, probs: torch.Tensor,
+                who: str = "this strategy") -> torch.nn.Linear:
+    """The model's classifier on its penultimate ``features``: the nn.Linear (features -> classes) whose
+    softmax reproduces ``probs`` (the model's own outputs for those features); none: one line naming
+    ``who`` needs it (ALFAMix and DropQuery move or drop features and read the classes it gives)."""
+    for module in reversed(list(model.modules())):
+        if isinstance(module, torch.nn.Linear) and module.weight.shape == (probs.shape[1], features.shape[1]):
+            with torch.no_grad():
+                head_probs = torch.softmax(module(features.to(module.weight)).float(), 1)
+            if torch.allclose(head_probs.cpu(), probs.cpu(), atol=1e-4):
+                return module
+    raise UserError(f"{who} needs a classifier whose logits are a linear layer of its features; this model has "
+                    "none")
+
+
 def top_k(scores: torch.Tensor, k: int, largest: bool = True) -> np.ndarray:
     """Positions of the ``k`` largest (smallest) scores; ties keep the lower position first."""
     scores = torch.as_tensor(scores)

@@ -21,7 +21,7 @@ import torch
 from utils.core.config import Key
 from utils.core.errors import UserError
 from utils.samplers.diversity import kmeans_select
-from utils.samplers.registry import QueryContext, register_selector
+from utils.samplers.registry import QueryContext, linear_head, register_selector
 
 SEARCH_CHOICES = ("auto", "exact", "ivf")
 EXACT_MAX_POINTS = 50_000  # auto: exact search (N^2 D work) up to here, IVF above
@@ -471,23 +471,12 @@ def uherding_positions(ctx: QueryContext) -> np.ndarray:
                           search=ctx.params.search)
 
 
-def linear_head(model: torch.nn.Module, dim: int, classes: int) -> torch.nn.Module:
-    """The model's classifier on its penultimate features: its ``linear``, ``fc2``, ``fc`` or ``head``
-    attribute, a torch.nn.Linear from ``dim`` to ``classes`` outputs."""
-    for name in ("linear", "fc2", "fc", "head"):
-        layer = getattr(model, name, None)
-        if isinstance(layer, torch.nn.Linear) and (layer.in_features, layer.out_features) == (dim, classes):
-            return layer
-    raise UserError(f"DropQuery needs a model whose logits are a linear layer of its {dim} features "
-                    f"(an attribute linear, fc2, fc or head); {type(model).__name__} has none")
-
-
 @register_selector("DropQuery", aliases=("drop_query",), params={
     "P": Key(0.75, "DropQuery: dropout probability on the features (Gupte et al.: 0.75)", above=0, below=1),
     "PASSES": Key(3, "DropQuery: M, the dropout copies of each prediction (Gupte et al.: 3)", minimum=1)})
 def dropquery_positions(ctx: QueryContext) -> np.ndarray:
     features = ctx.features()
-    head = linear_head(ctx.model, features.shape[1], ctx.data.num_classes)
+    head = linear_head(ctx.model, features[:256], ctx.probs()[:256], "DropQuery")
     device = next(head.parameters()).device
     generator = torch.Generator().manual_seed(_seed(ctx))
     return dropquery_select(features, lambda h: head(h.to(device)).cpu(), ctx.query_size, ctx.params.p,
