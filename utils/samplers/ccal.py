@@ -1,7 +1,8 @@
 """CCAL's joint query (Du et al., ICCV'21; spec 002 A.6), registered as the selector ``CCAL``.
 
-* the query-time features of the two fixed encoders come from ``ctx.extras`` (computed once per
-  trial by active_main.py with utils.protocols.ccal.query_features);
+* the query-time features of the two fixed encoders come from ``ctx.extras`` (``features``,
+  ``positions``, ``labels``, ``k``, ``t``, ``target``: computed once per trial by active_main.py with
+  utils.protocols.ccal.query_features; the need Need.CCAL_FEATURES);
 * pure functions from features to scores to the queried positions, chunked over the pool (no
   pool x pool matrix): :func:`semantic_scores`, :func:`distinctive_scores`,
   :func:`joint_selection`, :func:`joint_query`, and :func:`ccal_query` on dataset indices;
@@ -14,10 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from utils.samplers.registry import Need, QueryContext, register_selector
-
-# what active_main.py gives the selector (QueryContext.extras)
-CCAL_EXTRAS = ("features", "positions", "labels", "k", "t", "target")
-
 
 def feature_rows(feature_idx: np.ndarray, num_images: int) -> np.ndarray:
     """``rows[i]``: the row of dataset index i in the features of ``feature_idx`` (-1: none)."""
