@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from utils.samplers.registry import Need, QueryContext, register_selector
 
+
 def feature_rows(feature_idx: np.ndarray, num_images: int) -> np.ndarray:
     """``rows[i]``: the row of dataset index i in the features of ``feature_idx`` (-1: none)."""
     rows = np.full(num_images, -1, dtype=np.int64)
