@@ -265,3 +265,23 @@ def test_dropquery_refuses_a_model_without_a_linear_head():
     ctx.model = torch.nn.Sequential()
     with pytest.raises(UserError, match="linear layer"):
         get_strategy("DropQuery").select(ctx)
+
+
+def test_the_strategies_declare_what_reads_the_feature_source_and_what_needs_no_model():
+    """Declared at registration (no table elsewhere): the feature source serves the strategies that
+    select on embeddings alone; a cold start takes those that need no trained model."""
+    from utils.methods.features import declared
+
+    assert set(declared("embeddings")) == {"KCenterGreedy", "KMeansSampling", "CoreSet", "TypiClust", "ProbCover",
+                                           "MaxHerding", "UHerding", "DropQuery"}
+    assert set(declared("model_free")) == {"KCenterGreedy", "KMeansSampling", "CoreSet", "TypiClust", "ProbCover",
+                                           "MaxHerding", "DropQuery"}
+
+
+def test_dropquery_without_a_model_takes_its_centroid_initial_set():
+    ctx = tiny_context(np.arange(0, 30), 4)
+    ctx.features()  # the tiny net's features, cached
+    ctx.labeled_idx, ctx.model = ctx.labeled_idx[:0], None  # a cold start: no trained model
+    seed = int(np.random.default_rng(0).integers(2**31))  # the first draw of the context's rng (seed 0)
+    expected = ctx.candidates[centroid_initial(ctx.features(), 4, seed=seed)]
+    assert sorted(get_strategy("DropQuery").select(ctx).tolist()) == sorted(expected.tolist())

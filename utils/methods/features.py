@@ -41,12 +41,14 @@ SIMCLR_TEMPERATURE = 0.5  # NT-Xent's t (SimCLR's CIFAR-10 value)
 SIMCLR_PROJECTION = 128  # the projection head's output dimension (SimCLR)
 SIMCLR_JITTER = {"p": 0.8, "brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.1}  # SimCLR's s = 0.5
 SIMCLR_GRAY_P = 0.2
-# strategies whose query reads the feature source (ctx.features(), ctx.labeled_features()) when one is given
-EMBEDDING_STRATEGIES = ("KCenterGreedy", "KMeansSampling", "CoreSet", "TypiClust", "ProbCover", "MaxHerding",
-                        "UHerding", "DropQuery")
-# strategies that choose from embeddings alone (no trained model): the initial labeled set's choices
-MODEL_FREE = ("RandomSampling", "KCenterGreedy", "KMeansSampling", "CoreSet", "TypiClust", "ProbCover",
-              "MaxHerding", "DropQuery")
+
+
+def declared(what: str) -> list:
+    """The registered strategies declared ``embeddings`` (they read the feature source when one is given)
+    or ``model_free`` (they choose without a trained model: the initial set), RandomSampling left out."""
+    from utils.samplers import get_strategy, list_strategies
+
+    return [n for n in list_strategies() if getattr(get_strategy(n), what) and n != "RandomSampling"]
 
 
 @dataclass
@@ -82,11 +84,11 @@ def query_embeddings(strategy, source: FeatureSource | None, cfg=None) -> Featur
     """The source a query of ``strategy`` reads (QueryContext.embeddings): ``source`` for the strategies that
     select on embeddings, None (the model's features) for the others (BADGE's are its head's gradients); a
     notice when the run's settings ``cfg`` give the source no use at all."""
-    if source is not None and strategy.name not in EMBEDDING_STRATEGIES and cfg is not None and \
+    if source is not None and not strategy.embeddings and cfg is not None and \
             getattr(cfg, "TRAIN_MODE", "full") == "full" and init_strategy(cfg) is None:
         print(f"notice: --features {source.spec}: {strategy.name} selects on the model's outputs; the source serves "
-              f"{', '.join(EMBEDDING_STRATEGIES)}, --init-strategy and --train-mode linear", flush=True)
-    return source if strategy.name in EMBEDDING_STRATEGIES else None
+              f"{', '.join(declared('embeddings'))}, --init-strategy and --train-mode linear", flush=True)
+    return source if strategy.embeddings else None
 
 
 # ----------------------------------------------------------------------------- the settings
@@ -108,7 +110,7 @@ def feature_keys(linear: bool = True) -> dict:
         "FEATURE_WIDTH": Key(16, "--features simclr: width of the slim CIFAR ResNet-18 encoder (16: 128-d features)",
                              minimum=4),
         "INIT_STRATEGY": Key("random", "how the initial labeled set is chosen: random, or a strategy that needs no "
-                             f"trained model ({', '.join(MODEL_FREE[1:])}) on --features",
+                             f"trained model ({', '.join(declared('model_free'))}) on --features",
                              flags=("--init-strategy",)),
     }
     if linear:
@@ -140,19 +142,13 @@ def init_strategy(cfg):
     if cfg.INIT_STRATEGY.lower() in ("random", "randomsampling"):
         return None
     strategy = get_strategy(cfg.INIT_STRATEGY)
-    if strategy.name not in MODEL_FREE or strategy.needs:
+    if not strategy.model_free or strategy.needs:
         raise UserError(f"--init-strategy {cfg.INIT_STRATEGY}: {strategy.name} needs a trained model; choose random "
-                        f"or one of {', '.join(n for n in MODEL_FREE[1:] if _registered(n))}")
+                        f"or one of {', '.join(declared('model_free'))}")
     if cfg.FEATURES == "model":
         raise UserError(f"--init-strategy {strategy.name} chooses on embeddings before any model is trained: give "
                         "--features simclr, file:PATH or torchvision:ARCH:WEIGHTS")
     return strategy
-
-
-def _registered(name: str) -> bool:
-    from utils.samplers import list_strategies
-
-    return name in list_strategies()
 
 
 # ----------------------------------------------------------------------------- building a source

@@ -16,7 +16,7 @@ def tod_scores(probs_current: torch.Tensor, probs_previous: torch.Tensor) -> tor
     return 0.5 * (probs_current - probs_previous).pow(2).sum(dim=1)
 
 
-@register_selector("RandomSampling", aliases=("random", "rand"))
+@register_selector("RandomSampling", aliases=("random", "rand"), model_free=True)
 def random_positions(ctx: QueryContext) -> np.ndarray:
     return ctx.rng.choice(len(ctx.candidates), ctx.query_size, replace=False)
 

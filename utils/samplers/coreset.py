@@ -254,7 +254,8 @@ def robust_kcenter(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size
                                 max_pairs, max_steps).positions
 
 
-@register_selector("CoreSet", aliases=("core_set",), params={  # "coreset" is the name itself (case is ignored)
+# ("coreset" is the name itself: case is ignored)
+@register_selector("CoreSet", aliases=("core_set",), embeddings=True, model_free=True, params={
     "OUTLIER_FRACTION": Key(1e-4, "CoreSet: the outliers the robust k-center may leave, as a fraction of pool + "
                             "labeled (the paper's 1e-4)", minimum=0, below=1),
     "TIME_LIMIT": Key(60.0, "CoreSet: seconds for the MIP phase before the best solution so far (greedy at worst) "

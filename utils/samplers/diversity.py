@@ -50,7 +50,7 @@ def kcenter_greedy(pool_emb: torch.Tensor, labeled_emb: torch.Tensor, query_size
     return chosen
 
 
-@register_selector("KCenterGreedy", aliases=("kcenter", "k_center_greedy"))
+@register_selector("KCenterGreedy", aliases=("kcenter", "k_center_greedy"), embeddings=True, model_free=True)
 def kcenter_positions(ctx: QueryContext) -> torch.Tensor:
     """Greedy k-center on the penultimate embeddings of the candidates and the labeled set."""
     device = ctx.dist.device
@@ -163,7 +163,7 @@ def kmeans_select(emb: torch.Tensor, query_size: int, seed: int = 0) -> torch.Te
     return torch.from_numpy(chosen)
 
 
-@register_selector("KMeansSampling", aliases=("kmeans", "k_means"))
+@register_selector("KMeansSampling", aliases=("kmeans", "k_means"), embeddings=True, model_free=True)
 def kmeans_positions(ctx: QueryContext) -> torch.Tensor:
     return kmeans_select(ctx.features(), ctx.query_size, seed=int(ctx.rng.integers(2**31)))
 

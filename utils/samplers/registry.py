@@ -171,7 +171,8 @@ class Strategy:
     (``training``: a utils.samplers.hooks.TrainingHook class whose own settings are its ``PARAMS``)
     that protocols running hooks add to the round. ``pool_subset``: the query looks at a random
     subset of this many unlabeled samples; ``fixed_size=False``: a selector that may return fewer
-    than query_size (CCAL's per-class quota)."""
+    than query_size (CCAL's per-class quota); ``embeddings``: it selects on embeddings alone (a feature
+    source applies); ``model_free``: it needs no trained model (a cold start's initial set)."""
 
     name: str
     scores: Callable | None = None  # ctx -> Tensor[len(candidates)]
@@ -183,6 +184,8 @@ class Strategy:
     training: Callable | None = None
     pool_subset: int | None = None
     fixed_size: bool = True
+    embeddings: bool = False  # selects on embeddings alone: a --features source replaces the model's features
+    model_free: bool = False  # needs no trained model (ctx.model may be None): it can choose the initial set
 
     def keys(self, runs_hooks: bool = True) -> dict:
         """The settings keys of this strategy (and, where the script runs it, its training hook's)."""
@@ -306,25 +309,27 @@ def _register(name: str, aliases: Iterable, needs: Iterable, prefix: str | None,
 
 def register_scorer(name: str, aliases: tuple = (), needs: Iterable = (), params: Mapping | None = None,
                     prefix: str | None = None, training: Callable | None = None,
-                    pool_subset: int | None = None) -> Callable:
+                    pool_subset: int | None = None, embeddings: bool = False,
+                    model_free: bool = False) -> Callable:
     """Register ``fn(ctx) -> scores`` (higher = queried first) under ``name`` and ``aliases``, with
     its ``needs`` (:class:`Need`) and settings ``params`` ({PARAM: Key}, keys ``<prefix>_<PARAM>``;
-    ``prefix`` defaults to the upper-cased name). Returns ``fn`` reading its settings from
-    ``ctx.settings`` as ``ctx.params`` (see with_params)."""
+    ``prefix`` defaults to the upper-cased name); ``embeddings`` and ``model_free``: see Strategy. Returns
+    ``fn`` reading its settings from ``ctx.settings`` as ``ctx.params`` (see with_params)."""
     def decorate(fn):
         return _register(name, aliases, needs, prefix, params, scores=fn, training=training,
-                         pool_subset=pool_subset).scores
+                         pool_subset=pool_subset, embeddings=embeddings, model_free=model_free).scores
     return decorate
 
 
 def register_selector(name: str, aliases: tuple = (), needs: Iterable = (), params: Mapping | None = None,
                       prefix: str | None = None, training: Callable | None = None, pool_subset: int | None = None,
-                      fixed_size: bool = True) -> Callable:
+                      fixed_size: bool = True, embeddings: bool = False, model_free: bool = False) -> Callable:
     """Register ``fn(ctx) -> positions into ctx.candidates`` under ``name`` and ``aliases`` (see
-    register_scorer for ``needs``, ``params`` and ``prefix``)."""
+    register_scorer for ``needs``, ``params`` and ``prefix``; Strategy for ``embeddings`` and ``model_free``)."""
     def decorate(fn):
         return _register(name, aliases, needs, prefix, params, positions=fn, training=training,
-                         pool_subset=pool_subset, fixed_size=fixed_size).positions
+                         pool_subset=pool_subset, fixed_size=fixed_size, embeddings=embeddings,
+                         model_free=model_free).positions
     return decorate
 
 

@@ -425,7 +425,7 @@ def _seed(ctx: QueryContext) -> int:
     return int(ctx.rng.integers(2**31))
 
 
-@register_selector("TypiClust", aliases=("typical_clustering",), params={
+@register_selector("TypiClust", aliases=("typical_clustering",), embeddings=True, model_free=True, params={
     "NEIGHBOURS": Key(20, "TypiClust: K nearest neighbours of the typicality (Hacohen et al.: 20)", minimum=1),
     "SEARCH": _search_key("TypiClust")})
 def typiclust_positions(ctx: QueryContext) -> np.ndarray:
@@ -433,7 +433,7 @@ def typiclust_positions(ctx: QueryContext) -> np.ndarray:
                             seed=_seed(ctx), search=ctx.params.search)
 
 
-@register_selector("ProbCover", aliases=("prob_cover",), params={
+@register_selector("ProbCover", aliases=("prob_cover",), embeddings=True, model_free=True, params={
     "DELTA": Key(0.0, "ProbCover: ball radius on unit-norm embeddings; 0: the purity heuristic (the largest delta "
                       "whose balls are pure for ALPHA of the points, k-means pseudo-labels)", minimum=0),
     "ALPHA": Key(0.95, "ProbCover: purity the heuristic's delta keeps (Yehuda et al.: 0.95)", above=0, below=1),
@@ -444,7 +444,7 @@ def probcover_positions(ctx: QueryContext) -> np.ndarray:
                             ctx.params.alpha, rng=ctx.rng, seed=_seed(ctx), search=ctx.params.search)
 
 
-@register_selector("MaxHerding", aliases=("max_herding",), params={
+@register_selector("MaxHerding", aliases=("max_herding",), embeddings=True, model_free=True, params={
     "SIGMA": Key(MAXHERDING_SIGMA, "MaxHerding: Gaussian kernel width, k = exp(-d^2 / sigma^2), on unit-norm "
                                    "embeddings", above=0),
     "NEIGHBOURS": Key(100, "MaxHerding: the kernel is kept on each point's nearest neighbours (zero beyond)",
@@ -455,7 +455,7 @@ def maxherding_positions(ctx: QueryContext) -> np.ndarray:
                           ctx.params.neighbours, seed=_seed(ctx), search=ctx.params.search)
 
 
-@register_selector("UHerding", aliases=("uncertainty_herding",), params={
+@register_selector("UHerding", aliases=("uncertainty_herding",), embeddings=True, params={
     "TEMPERATURE": Key(1.0, "UHerding: softmax temperature of the margin uncertainty", above=0),
     "SIGMA": Key(0.0, "UHerding: Gaussian kernel width; 0: adaptive (the smallest distance between labeled "
                       "embeddings; with none, the median distance between candidates)", minimum=0),
@@ -471,11 +471,14 @@ def uherding_positions(ctx: QueryContext) -> np.ndarray:
                           search=ctx.params.search)
 
 
-@register_selector("DropQuery", aliases=("drop_query",), params={
+@register_selector("DropQuery", aliases=("drop_query",), embeddings=True, model_free=True, params={
     "P": Key(0.75, "DropQuery: dropout probability on the features (Gupte et al.: 0.75)", above=0, below=1),
     "PASSES": Key(3, "DropQuery: M, the dropout copies of each prediction (Gupte et al.: 3)", minimum=1)})
 def dropquery_positions(ctx: QueryContext) -> np.ndarray:
+    """DropQuery's query; with no trained model yet (a cold start), its centroid initial set."""
     features = ctx.features()
+    if ctx.model is None:
+        return centroid_initial(features, ctx.query_size, seed=_seed(ctx))
     head = linear_head(ctx.model, features[:256], ctx.probs()[:256], "DropQuery")
     device = next(head.parameters()).device
     generator = torch.Generator().manual_seed(_seed(ctx))
