@@ -186,7 +186,8 @@ def main(argv=None):
             pool_idx = oracle.unlabeled(data.train_idx, state.labeled_idx, state.discarded)
             models = protocol.models(state, cycle)
             untrained = copy.deepcopy(models[0]) if needs_previous and state.previous is None else None  # cycle 0
-            # own images with none labeled yet: nothing to train; the --init-strategy chooses the first query
+            # own images with none labeled yet: nothing to train; the --init-strategy chooses the first query without a
+            # model, as an initial set is chosen (utils.methods.features.initial_set)
             cold = len(state.labeled_idx) == 0
             query_strategy, query_embeddings = (protocol.init, protocol.features) if cold else (strategy, embeddings)
             hook = None
@@ -213,12 +214,13 @@ def main(argv=None):
                               **(hook.extras() if hook else {})}
                     if needs_previous:  # the previous cycle's model (TOD); at cycle 0 an untrained one
                         extras["previous_model"] = untrained or state.previous_model(model)
-                    ctx = QueryContext(model, data, state.labeled_idx, query_strategy.candidates(pool_idx), query_size,
-                                       dist, cfg.TEST_BATCH, data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES,
-                                       settings=cfg, cycle=cycle, embeddings=query_embeddings)
+                    ctx = QueryContext(None if cold else model, data, state.labeled_idx,
+                                       query_strategy.candidates(pool_idx), query_size, dist, cfg.TEST_BATCH,
+                                       data.workers, extras=extras, mc_samples=cfg.MC_SAMPLES, settings=cfg,
+                                       cycle=cycle, embeddings=query_embeddings)
                     queried = query_strategy.select(ctx)
                 answer = oracle.answer(queried, state.labeled_idx)
-            scored = ctx is not None and oracle.waits and len(ctx.candidates) == len(pool_idx)  # the query's pass
+            scored = ctx is not None and not cold and oracle.waits and len(ctx.candidates) == len(pool_idx)
             probs = ctx.probs() if scored else None
             if probs is None and oracle.waits and cfg.TRAIN_MODE == "linear":  # (the oracle's data are the images)
                 probs = predict(model, data, pool_idx, softmax_probs, cfg.TEST_BATCH, dist, data.workers)
